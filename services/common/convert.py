@@ -1,0 +1,63 @@
+"""Protobuf <-> dataclass conversions, kept at the services' edges (STYLE.md)."""
+
+from __future__ import annotations
+
+from services.worker.engine.base import (
+    EngineKind,
+    FinishReason,
+    InvalidRequest,
+    SamplingParams,
+)
+from slinfer.v1 import common_pb2
+
+DEFAULT_MAX_TOKENS = 128
+
+FINISH_TO_PB = {
+    FinishReason.STOP: common_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: common_pb2.FINISH_REASON_LENGTH,
+    FinishReason.ABORT: common_pb2.FINISH_REASON_ABORT,
+}
+FINISH_FROM_PB = {v: k for k, v in FINISH_TO_PB.items()}
+
+ENGINE_TO_PB = {
+    EngineKind.TORCH: common_pb2.ENGINE_KIND_TORCH,
+    EngineKind.VLLM: common_pb2.ENGINE_KIND_VLLM,
+}
+ENGINE_FROM_PB: dict[int, EngineKind | None] = {
+    common_pb2.ENGINE_KIND_AUTO: None,
+    common_pb2.ENGINE_KIND_TORCH: EngineKind.TORCH,
+    common_pb2.ENGINE_KIND_VLLM: EngineKind.VLLM,
+}
+DEVICE_NAMES = {
+    common_pb2.DEVICE_KIND_AUTO: None,
+    common_pb2.DEVICE_KIND_CPU: "cpu",
+    common_pb2.DEVICE_KIND_GPU: "gpu",
+}
+DEVICE_FROM_NAME = {"cpu": common_pb2.DEVICE_KIND_CPU, "gpu": common_pb2.DEVICE_KIND_GPU}
+
+
+def sampling_from_pb(pb: common_pb2.SamplingParams) -> SamplingParams:
+    """Validated sampling parameters; InvalidRequest names the bad field and its range."""
+    params = SamplingParams(
+        temperature=float(pb.temperature) if pb.HasField("temperature") else 1.0,
+        top_p=float(pb.top_p) if pb.HasField("top_p") else 1.0,
+        max_tokens=int(pb.max_tokens) if pb.HasField("max_tokens") else DEFAULT_MAX_TOKENS,
+        stop=tuple(pb.stop),
+        seed=int(pb.seed) if pb.HasField("seed") else None,
+    )
+    params.validate()
+    if any(s == "" for s in params.stop):
+        raise InvalidRequest("stop strings must not be empty")
+    return params
+
+
+def sampling_to_pb(params: SamplingParams) -> common_pb2.SamplingParams:
+    pb = common_pb2.SamplingParams(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_tokens=params.max_tokens,
+        stop=list(params.stop),
+    )
+    if params.seed is not None:
+        pb.seed = params.seed
+    return pb

@@ -1,0 +1,58 @@
+"""Every etcd key slinfer uses is built here (DESIGN.md §1, suggested layout).
+
+Values are JSON objects. Keys under a node's lease vanish when the node's worker dies.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "/slinfer/"
+
+NODES = ROOT + "nodes/"
+MODELS = ROOT + "models/"
+INSTANCES = ROOT + "instances/"
+LEASES = ROOT + "leases/"
+MEMORY = ROOT + "memory/"
+SERVICES = ROOT + "services/"
+ELECTION = ROOT + "election/"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def valid_name(name: str) -> bool:
+    """Model, node and instance ids: 1-64 of [A-Za-z0-9._-], starting alphanumeric."""
+    return bool(_NAME.match(name))
+
+
+def node(node_id: str) -> str:
+    return NODES + node_id
+
+
+def model(model_id: str) -> str:
+    return MODELS + model_id
+
+
+def instance(instance_id: str) -> str:
+    return INSTANCES + instance_id
+
+
+def lease(node_id: str, instance_id: str) -> str:
+    return f"{LEASES}{node_id}/{instance_id}"
+
+
+def memory(node_id: str) -> str:
+    return MEMORY + node_id
+
+
+def service(kind: str, service_id: str) -> str:
+    return f"{SERVICES}{kind}/{service_id}"
+
+
+def election(kind: str) -> str:
+    return ELECTION + kind
+
+
+def tail(key: str, prefix: str) -> str:
+    """The id part of a key under a prefix."""
+    return key[len(prefix) :]

@@ -1,0 +1,24 @@
+"""`python -m services.memory`: the memory service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from services.common.cli_args import common_args, run_until_signal
+from services.common.serving import configure_logging, start_metrics
+from services.memory.server import create
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.memory", description=__doc__)
+    common_args(parser, 50052)
+    ns = parser.parse_args()
+    configure_logging("memory")
+    service = create(ns.etcd, ns.listen)
+    start_metrics(ns.metrics_port)
+    asyncio.run(run_until_signal(service.start, service.stop))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Prometheus metrics of the scheduler/gateway (module-level: one registry per process)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+
+REQUESTS = Counter(
+    "slinfer_gateway_requests_total", "Generate calls by final status", ["model", "status"]
+)
+TTFT = Histogram("slinfer_gateway_ttft_seconds", "Time to first token", ["model"], buckets=_LATENCY)
+TPOT = Histogram(
+    "slinfer_gateway_tpot_seconds",
+    "Mean time per output token after the first",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)
+INSTANCES = Gauge("slinfer_gateway_instances", "Instances per node (etcd view)", ["node"])
+COLD_STARTS = Counter(
+    "slinfer_gateway_cold_starts_total", "Instances started for a request", ["model"]
+)
+UNLOADS = Counter("slinfer_gateway_keep_alive_unloads_total", "Idle instances unloaded", ["model"])

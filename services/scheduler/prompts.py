@@ -1,0 +1,76 @@
+"""Prompt rendering and tokenisation at the gateway, one tokenizer per model directory.
+
+The scheduler owns each request's prompt tokens (it re-dispatches them after a preemption),
+so it tokenises here and validates the context length before any worker is involved.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.errors import FailedPrecondition, InvalidArgument
+
+_ROLES = {"system", "user", "assistant"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str
+    content: str
+
+
+class Prompts:
+    def __init__(self) -> None:
+        self._tokenizers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def tokenizer(self, path: str) -> Any:
+        with self._lock:
+            tok = self._tokenizers.get(path)
+            if tok is None:
+                from transformers import AutoTokenizer
+
+                try:
+                    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                except Exception as exc:  # a broken tokenizer is the deployer's to fix
+                    raise FailedPrecondition(f"cannot load the tokenizer in {path}: {exc}") from exc
+                self._tokenizers[path] = tok
+            return tok
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._tokenizers.pop(path, None)
+
+    def encode(self, path: str, prompt: str, messages: Sequence[Message]) -> list[int]:
+        """Token ids of a raw prompt, or of messages rendered with the chat template."""
+        if bool(prompt) == bool(messages):
+            raise InvalidArgument(
+                "give exactly one of prompt (raw text) or messages (chat); the prompt is empty"
+                if not prompt and not messages
+                else "give exactly one of prompt or messages, not both"
+            )
+        tok = self.tokenizer(path)
+        if prompt:
+            ids = tok.encode(prompt, add_special_tokens=True)
+        else:
+            for m in messages:
+                if m.role not in _ROLES:
+                    raise InvalidArgument(f"message role must be one of {sorted(_ROLES)}")
+                if not m.content:
+                    raise InvalidArgument("message content must not be empty")
+            if not getattr(tok, "chat_template", None):
+                raise FailedPrecondition(
+                    "this model has no chat template; send a raw prompt instead of messages"
+                )
+            rendered = tok.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            ids = tok.encode(rendered, add_special_tokens=False)
+        if not ids:
+            raise InvalidArgument("the prompt encodes to no tokens")
+        return [int(i) for i in ids]

@@ -1,0 +1,62 @@
+"""One model instance on a worker: its engine, its state and the streams of its requests."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
+
+
+class InstanceState(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    model_id: str
+    path: str
+    engine_kind: EngineKind
+    kv_capacity_tokens: int
+    state: InstanceState = InstanceState.LOADING
+    engine: Engine | None = None
+    load_s: float = 0.0
+    stats: EngineStats | None = None  # refreshed by the device loop after each engine call
+    # request id -> queue of RequestOutput (None closes the stream)
+    streams: dict[str, asyncio.Queue[RequestOutput | None]] = field(default_factory=dict)
+    idle_since: float = field(default_factory=time.monotonic)
+    error: str = ""
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams)
+
+    def idle_s(self, now: float) -> float:
+        return 0.0 if self.busy else max(0.0, now - self.idle_since)
+
+    def record(self, node_id: str) -> dict[str, Any]:
+        """The etcd value describing this instance (under the node's lease)."""
+        s = self.stats
+        return {
+            "instance_id": self.instance_id,
+            "node_id": node_id,
+            "model_id": self.model_id,
+            "path": self.path,
+            "engine": self.engine_kind.value,
+            "state": self.state.value,
+            "kv_capacity_tokens": s.kv_capacity_tokens if s else self.kv_capacity_tokens,
+            "kv_bytes_per_token": s.kv_bytes_per_token if s else 0,
+            "kv_resizable": s.kv_resizable if s else False,
+            "weights_bytes": s.weights_bytes if s else 0,
+            "max_model_len": s.max_model_len if s else 0,
+            "load_s": round(self.load_s, 4),
+            "error": self.error,
+        }

@@ -1,0 +1,218 @@
+"""`slinfer up` / `down`: etcd and every service as local processes, on loopback.
+
+State of a detached stack (pids, ports, log files) lives in $SLINFER_HOME/run/stack.json so
+`slinfer down` can stop it from another shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.etcd_process import start_etcd
+
+
+def home() -> Path:
+    return Path(os.environ.get("SLINFER_HOME", Path.home() / ".cache" / "slinfer"))
+
+
+def state_file() -> Path:
+    return home() / "run" / "stack.json"
+
+
+@dataclass
+class StackConfig:
+    etcd_port: int = 23790
+    gateway_port: int = 50051
+    memory_port: int = 50052
+    consolidator_port: int = 50053
+    worker_port: int = 50061
+    metrics_base: int = 9500  # scheduler +1, memory +2, consolidator +3, worker +11
+    worker_memory: str = "8GiB"
+    worker_threads: int | None = None
+    keep_alive_s: float = 300.0
+    log_dir: Path = field(default_factory=lambda: home() / "logs")
+
+
+@dataclass
+class Stack:
+    etcd_pid: int
+    etcd_data_dir: str
+    etcd_endpoint: str
+    gateway: str
+    pids: dict[str, int]
+    logs: dict[str, str]
+
+
+def _wait_healthy(
+    address: str, service: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"{service} exited with code {proc.returncode}:\n{tail}")
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"{service} at {address} not healthy within {timeout_s:.0f} s; see {log}")
+
+
+def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = home() / "run" / "etcd-data"
+    etcd = start_etcd(
+        client_port=cfg.etcd_port, data_dir=data_dir, log_path=cfg.log_dir / "etcd.log"
+    )
+    echo(f"etcd        {etcd.endpoint} (data {data_dir})")  # type: ignore[operator]
+    b = cfg.metrics_base
+    services = {
+        "scheduler": (
+            [
+                "services.scheduler",
+                "--listen",
+                f"127.0.0.1:{cfg.gateway_port}",
+                "--metrics-port",
+                str(b + 1),
+                "--keep-alive",
+                str(cfg.keep_alive_s),
+            ],
+            f"127.0.0.1:{cfg.gateway_port}",
+        ),
+        "memory": (
+            [
+                "services.memory",
+                "--listen",
+                f"127.0.0.1:{cfg.memory_port}",
+                "--metrics-port",
+                str(b + 2),
+            ],
+            f"127.0.0.1:{cfg.memory_port}",
+        ),
+        "consolidator": (
+            [
+                "services.consolidator",
+                "--listen",
+                f"127.0.0.1:{cfg.consolidator_port}",
+                "--metrics-port",
+                str(b + 3),
+            ],
+            f"127.0.0.1:{cfg.consolidator_port}",
+        ),
+        "worker": (
+            [
+                "services.worker",
+                "--listen",
+                f"127.0.0.1:{cfg.worker_port}",
+                "--metrics-port",
+                str(b + 11),
+                "--node-id",
+                "cpu-0",
+                "--kind",
+                "cpu",
+                "--memory",
+                cfg.worker_memory,
+            ]
+            + (["--threads", str(cfg.worker_threads)] if cfg.worker_threads else []),
+            f"127.0.0.1:{cfg.worker_port}",
+        ),
+    }
+    env = {**os.environ, "SLINFER_ETCD": etcd.endpoint}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, str] = {"etcd": str(cfg.log_dir / "etcd.log")}
+    try:
+        for name, (args, _addr) in services.items():
+            log = cfg.log_dir / f"{name}.log"
+            logs[name] = str(log)
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                env=env,
+                stdout=open(log, "ab"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        for name, (_args, addr) in services.items():
+            _wait_healthy(addr, name, procs[name], Path(logs[name]))
+            echo(f"{name:<11} {addr} (log {logs[name]})")  # type: ignore[operator]
+    except BaseException:
+        for p in procs.values():
+            p.terminate()
+        etcd.stop()
+        raise
+    stack = Stack(
+        etcd_pid=etcd.proc.pid,
+        etcd_data_dir=str(data_dir),
+        etcd_endpoint=etcd.endpoint,
+        gateway=services["scheduler"][1],
+        pids={n: p.pid for n, p in procs.items()},
+        logs=logs,
+    )
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    state_file().write_text(json.dumps(asdict(stack), indent=2))
+    return stack
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _terminate(pid: int, timeout_s: float = 15.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop_stack(stack: Stack | None = None) -> bool:
+    """Stop the services (worker first), then etcd; remove its data. False if none ran."""
+    if stack is None:
+        if not state_file().exists():
+            return False
+        stack = Stack(**json.loads(state_file().read_text()))
+    for name in ("worker", "scheduler", "consolidator", "memory"):
+        if name in stack.pids:
+            _terminate(stack.pids[name])
+    _terminate(stack.etcd_pid)
+    import shutil
+
+    shutil.rmtree(stack.etcd_data_dir, ignore_errors=True)
+    state_file().unlink(missing_ok=True)
+    return True
+
+
+def running_stack() -> Stack | None:
+    if not state_file().exists():
+        return None
+    stack = Stack(**json.loads(state_file().read_text()))
+    return stack if _alive(stack.etcd_pid) else None
