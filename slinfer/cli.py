@@ -15,7 +15,8 @@ from rich.table import Table
 from slinfer.client import Chunk, Client, Completion, SlinferError
 
 console = Console(stderr=True)
-out = Console()
+# Piped output keeps whole table rows (rich would fold them to 80 columns).
+out = Console() if sys.stdout.isatty() else Console(width=200)
 
 _ENGINE_NAMES = {0: "auto", 1: "torch", 2: "vllm"}
 _DEVICE_NAMES = {0: "auto", 1: "cpu", 2: "gpu"}
@@ -54,6 +55,15 @@ def main(ctx: click.Context, gateway: str) -> None:
 )
 @click.option("--gateway-port", default=50051, show_default=True)
 @click.option("--etcd-port", default=23790, show_default=True)
+@click.option("--memory-port", default=50052, show_default=True)
+@click.option("--consolidator-port", default=50053, show_default=True)
+@click.option("--worker-port", default=50061, show_default=True)
+@click.option(
+    "--metrics-base",
+    default=9500,
+    show_default=True,
+    help="Metrics ports: scheduler +1, memory +2, consolidator +3, worker +11.",
+)
 @click.option(
     "--worker-memory",
     default="8GiB",
@@ -72,6 +82,10 @@ def up(
     detach: bool,
     gateway_port: int,
     etcd_port: int,
+    memory_port: int,
+    consolidator_port: int,
+    worker_port: int,
+    metrics_base: int,
     worker_memory: str,
     worker_threads: int | None,
     keep_alive: float,
@@ -86,6 +100,10 @@ def up(
     cfg = StackConfig(
         etcd_port=etcd_port,
         gateway_port=gateway_port,
+        memory_port=memory_port,
+        consolidator_port=consolidator_port,
+        worker_port=worker_port,
+        metrics_base=metrics_base,
         worker_memory=worker_memory,
         worker_threads=worker_threads,
         keep_alive_s=keep_alive,

@@ -145,7 +145,11 @@ class Store:
             res = await self._call("delete", self._client.delete, key.encode())
             return res is not None and bool(res.deleted)
         ok, _ = await self._call(
-            "delete", self._client.transaction, compare=compare, success=[t.delete(key.encode())]
+            "delete",
+            self._client.transaction,
+            compare=compare,
+            success=[t.delete(key.encode())],
+            failure=[],
         )
         return bool(ok)
 

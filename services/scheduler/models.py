@@ -8,7 +8,12 @@ from typing import Any
 
 from services.common import keys
 from services.common.convert import DEVICE_FROM_NAME, DEVICE_NAMES, ENGINE_FROM_PB, ENGINE_TO_PB
-from services.common.errors import AlreadyExists, InvalidArgument, ModelNotFound
+from services.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    ModelNotFound,
+)
 from services.common.model_dir import inspect_model_dir
 from services.common.store import Store
 from services.worker.engine.base import EngineKind
@@ -96,5 +101,6 @@ async def delete(store: Store, model_id: str) -> dict[str, Any]:
     entry = await store.get(keys.model(model_id))
     if entry is None:
         raise ModelNotFound(f"model {model_id} is not deployed (see ListModels)")
-    await store.delete(keys.model(model_id), entry.mod_revision)
+    if not await store.delete(keys.model(model_id), entry.mod_revision):
+        raise FailedPrecondition(f"model {model_id} changed while deleting it; retry")
     return entry.value

@@ -13,6 +13,9 @@ from services.worker.server import WorkerConfig, WorkerService
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__)
     common_args(parser, 50061)
+    parser.add_argument(
+        "--advertise", default="", help="address the scheduler uses to reach this worker"
+    )
     parser.add_argument("--node-id", default="", help="node name (default: kind-<random>)")
     parser.add_argument("--kind", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--cores", type=int, default=0, help="cores this node offers")
@@ -28,6 +31,7 @@ def main() -> None:
     config = WorkerConfig(
         etcd=ns.etcd,
         listen=ns.listen,
+        advertise=ns.advertise,
         node_id=ns.node_id,
         kind=ns.kind,
         cores=ns.cores,

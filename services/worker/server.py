@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -52,6 +53,7 @@ _STATE_TO_PB = {
 class WorkerConfig:
     etcd: str
     listen: str = "127.0.0.1:0"
+    advertise: str = ""  # address published in etcd; default: the listen address
     node_id: str = ""
     kind: str = "cpu"
     cores: int = 0  # 0: all cores of this process
@@ -146,7 +148,9 @@ class WorkerService:
         )
         host, _, _ = self.config.listen.rpartition(":")
         port = self.server.add_insecure_port(self.config.listen)
-        self.address = f"{host}:{port}"
+        if host in ("0.0.0.0", "[::]", ""):
+            host = socket.gethostname()
+        self.address = self.config.advertise or f"{host}:{port}"
         await self.server.start()
         self.device.start()
         self.registration = Registration(

@@ -19,12 +19,17 @@ class EngineSpec:
 
 
 def _torch(spec: EngineSpec) -> Engine:
+    from services.worker.engine.torch_config import TorchEngineConfig
     from services.worker.engine.torch_engine import TorchEngine
 
     if spec.device != "cpu":
         raise InvalidRequest("the PyTorch engine runs on CPU nodes only; use engine=vllm on GPUs")
     return TorchEngine(
-        spec.path, kv_capacity_tokens=spec.kv_capacity_tokens, num_threads=spec.num_threads
+        TorchEngineConfig(
+            model_dir=spec.path,
+            kv_capacity_tokens=spec.kv_capacity_tokens,
+            num_threads=spec.num_threads,
+        )
     )
 
 

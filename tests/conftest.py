@@ -1,0 +1,32 @@
+"""Fixtures shared by the whole suite: a real etcd process and tiny real-architecture models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.etcd_process import EtcdProcess, start_etcd
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdProcess]:
+    """A private etcd on loopback per test module (fresh state, real process)."""
+    proc = start_etcd()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Random-weight Llama and Qwen2 models with offline tokenizers, built once per session."""
+    from slinfer.models import build_random_model
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "llama": build_random_model("llama", root / "tiny-llama", seed=0),
+        "qwen2": build_random_model("qwen2", root / "tiny-qwen2", seed=1),
+    }

@@ -1,0 +1,126 @@
+"""`slinfer up --detach` as a user runs it: real processes, the CLI, grpcurl, /metrics, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from services.common.etcd_process import free_port
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def cli_stack(tmp_path_factory, tiny_models):
+    home = tmp_path_factory.mktemp("slinfer-home")
+    ports = {name: free_port() for name in ("gateway", "etcd", "memory", "consolidator", "worker")}
+    metrics_base = free_port() // 100 * 100 - 1000
+    env = {
+        **os.environ,
+        "SLINFER_HOME": str(home),
+        "SLINFER_GATEWAY": f"127.0.0.1:{ports['gateway']}",
+    }
+    up = subprocess.run(
+        [
+            BIN / "slinfer",
+            "up",
+            "--detach",
+            "--gateway-port",
+            str(ports["gateway"]),
+            "--etcd-port",
+            str(ports["etcd"]),
+            "--memory-port",
+            str(ports["memory"]),
+            "--consolidator-port",
+            str(ports["consolidator"]),
+            "--worker-port",
+            str(ports["worker"]),
+            "--metrics-base",
+            str(metrics_base),
+            "--worker-memory",
+            "1GiB",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert up.returncode == 0, up.stderr
+    try:
+        yield env, ports, metrics_base
+    finally:
+        down = subprocess.run(
+            [BIN / "slinfer", "down"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert down.returncode == 0, down.stderr
+        assert not (home / "run" / "stack.json").exists()
+
+
+def _run(env, *args, timeout=120):
+    return subprocess.run(
+        [BIN / "slinfer", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_cli_deploy_generate_models_status(cli_stack, tiny_models) -> None:
+    env, _ports, _ = cli_stack
+    res = _run(env, "deploy", "tiny", str(tiny_models["llama"]))
+    assert res.returncode == 0, res.stderr
+    res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "8", "--temperature", "0")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip(), "no text streamed"
+    assert "TTFT" in res.stderr
+    res = _run(env, "models")
+    assert res.returncode == 0 and "tiny" in res.stdout
+    res = _run(env, "status")
+    assert res.returncode == 0 and "cpu-0" in res.stdout and "ready" in res.stdout
+    bad = _run(env, "generate", "missing-model", "hi")
+    assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
+
+
+def test_grpcurl_lists_services_and_calls_list_models(cli_stack) -> None:
+    env, ports, _ = cli_stack
+    grpcurl = BIN / "grpcurl"
+    addr = f"127.0.0.1:{ports['gateway']}"
+    listed = subprocess.run(
+        [grpcurl, "-plaintext", addr, "list"], capture_output=True, text=True, timeout=30
+    )
+    assert listed.returncode == 0, listed.stderr
+    services = listed.stdout.split()
+    assert "slinfer.v1.Gateway" in services and "grpc.health.v1.Health" in services
+    call = subprocess.run(
+        [grpcurl, "-plaintext", addr, "slinfer.v1.Gateway/ListModels"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert call.returncode == 0, call.stderr
+    body = json.loads(call.stdout)
+    assert "models" in body and isinstance(body["models"], list)
+    worker = f"127.0.0.1:{ports['worker']}"
+    listed = subprocess.run(
+        [grpcurl, "-plaintext", worker, "list"], capture_output=True, text=True, timeout=30
+    )
+    assert "slinfer.v1.Worker" in listed.stdout.split()
+
+
+def test_every_service_exposes_metrics(cli_stack) -> None:
+    env, _ports, base = cli_stack
+    _run(env, "generate", "tiny", "metrics please", "--raw", "--max-tokens", "4")
+    pages = {}
+    for name, offset in (("scheduler", 1), ("memory", 2), ("consolidator", 3), ("worker", 11)):
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + offset}/metrics", timeout=5) as r:
+            pages[name] = r.read().decode()
+    assert 'slinfer_gateway_requests_total{model="tiny"' in pages["scheduler"]
+    assert "slinfer_gateway_ttft_seconds_bucket" in pages["scheduler"]
+    assert "slinfer_gateway_tpot_seconds_bucket" in pages["scheduler"]
+    assert 'slinfer_gateway_instances{node="cpu-0"}' in pages["scheduler"]
+    assert "slinfer_worker_batch_size_bucket" in pages["worker"]
+    assert "process_resident_memory_bytes" in pages["memory"]
+    assert "process_resident_memory_bytes" in pages["consolidator"]
