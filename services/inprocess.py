@@ -1,4 +1,4 @@
-"""An in-process slinfer stack (real etcd, real gRPC on loopback, real engines) for tests and benches."""
+"""An in-process slinfer stack (real etcd, real gRPC, real engines) for tests and benches."""
 
 from __future__ import annotations
 

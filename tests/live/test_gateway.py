@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 import pytest_asyncio
 
-from slinfer import Chunk, Completion
 from services.inprocess import LiveStack
+from slinfer import Chunk, Completion
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
