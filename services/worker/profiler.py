@@ -1,0 +1,145 @@
+"""Live performance model: a worker measures its own engine's prefill and decode tables.
+
+The tables have the ../shared/profiles format (`prefill_ms: [[input_tokens, ms], ...]`,
+`decode_ms: [[avg_context, [[batch, ms], ...]], ...]`) on grids cut to what is quick, so the
+policy core's `PerfModel.from_tables` reads them unchanged. Results are cached on disk keyed
+by model (config + weight files), engine, dtype and hardware, and published in etcd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.worker.engine.base import Engine, EngineRequest, Phase, SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileGrid:
+    prefill_tokens: tuple[int, ...] = (16, 64, 128, 256, 512)
+    decode_context: tuple[int, ...] = (128, 256, 512)
+    decode_batch: tuple[int, ...] = (1, 2, 4, 8)
+    repeats: int = 3  # timed iterations per point; the median is kept
+
+    def __post_init__(self) -> None:
+        if not self.prefill_tokens or not self.decode_context or not self.decode_batch:
+            raise ValueError("every grid axis needs at least one point")
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def profile_key(model_dir: Path, engine: str, dtype: str, threads: int, device: str) -> str:
+    """Same model files, engine, dtype and hardware -> same key (and cached tables)."""
+    h = hashlib.sha256()
+    h.update((model_dir / "config.json").read_bytes())
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    h.update(f"{engine}|{dtype}|{threads}|{device}|{cpu_name()}".encode())
+    return h.hexdigest()[:24]
+
+
+def _prompt(rng: random.Random, n: int, vocab: int) -> tuple[int, ...]:
+    # Ids from the middle of the vocabulary: real tokens, not special ones.
+    lo, hi = min(8, vocab - 1), max(9, vocab - 8)
+    return tuple(rng.randrange(lo, hi) for _ in range(n))
+
+
+def _drain(engine: Engine) -> None:
+    while engine.has_work():
+        engine.step()
+
+
+def measure(engine: Engine, grid: ProfileGrid, vocab_size: int, seed: int = 0) -> dict[str, Any]:
+    """Run the grid on the engine (which must be idle); returns the two tables.
+
+    Grid points that need more KV than the instance has are skipped.
+    """
+    rng = random.Random(seed)
+    stats = engine.stats()
+    capacity = stats.kv_capacity_tokens
+    max_len = stats.max_model_len
+    greedy = SamplingParams(temperature=0.0, max_tokens=1)
+    # Warm-up: first calls allocate.
+    engine.add_request(EngineRequest("profile-warm", _prompt(rng, 8, vocab_size), greedy))
+    _drain(engine)
+    prefill: list[list[float]] = []
+    for n in grid.prefill_tokens:
+        if n + 2 > min(capacity, max_len):
+            continue
+        times = []
+        for r in range(grid.repeats):
+            engine.add_request(
+                EngineRequest(f"profile-p{n}-{r}", _prompt(rng, n, vocab_size), greedy)
+            )
+            res = engine.step()
+            times.append(res.duration_s * 1000)
+            _drain(engine)
+        prefill.append([n, round(statistics.median(times), 3)])
+    decode: list[list[Any]] = []
+    steps = grid.repeats + 1
+    for ctx in grid.decode_context:
+        row: list[list[float]] = []
+        for b in grid.decode_batch:
+            if b * (ctx + steps + 2) > capacity or ctx + steps + 2 > max_len:
+                continue
+            params = SamplingParams(temperature=0.0, max_tokens=steps + 1)
+            ids = [f"profile-d{ctx}-{b}-{i}" for i in range(b)]
+            for rid in ids:
+                engine.add_request(EngineRequest(rid, _prompt(rng, ctx, vocab_size), params))
+            # Prefill everything first; then time pure decode iterations of the whole batch.
+            while engine.stats().waiting > 0:
+                engine.step()
+            times = []
+            for _ in range(grid.repeats):
+                res = engine.step()
+                if res.phase is Phase.DECODE and res.batch_size == b:
+                    times.append(res.duration_s * 1000)
+            for rid in ids:
+                engine.abort_request(rid)
+            _drain(engine)
+            if times:
+                row.append([b, round(statistics.median(times), 3)])
+        if row:
+            decode.append([ctx, row])
+    if not prefill or not decode:
+        raise ValueError(f"KV capacity {capacity} tokens is too small to profile on grid {grid}")
+    return {"prefill_ms": prefill, "decode_ms": decode}
+
+
+class ProfileCache:
+    """Tables on disk under $SLINFER_HOME/profiles/{key}.json."""
+
+    def __init__(self, root: Path | None = None):
+        home = Path(os.environ.get("SLINFER_HOME", Path.home() / ".cache" / "slinfer"))
+        self.root = root or home / "profiles"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.root / f"{key}.json"
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, tables: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({**tables, "measured_at": time.time()}, indent=1))
+        tmp.replace(self.root / f"{key}.json")

@@ -1,0 +1,43 @@
+"""A worker measures its own engine's tables, in the shared profiles format."""
+
+from __future__ import annotations
+
+from services.scheduler.policy import PerfModel
+from services.worker.engine.torch_config import TorchEngineConfig
+from services.worker.engine.torch_engine import TorchEngine
+from services.worker.profiler import ProfileCache, ProfileGrid, measure, profile_key
+
+
+def test_measure_gives_tables_the_policy_reads(tiny_models, tmp_path) -> None:
+    engine = TorchEngine(TorchEngineConfig(model_dir=tiny_models["llama"], kv_capacity_tokens=2048))
+    grid = ProfileGrid(
+        prefill_tokens=(8, 64, 256), decode_context=(32, 128), decode_batch=(1, 4), repeats=2
+    )
+    tables = measure(engine, grid, vocab_size=engine.vocab_size)
+    assert [n for n, _ in tables["prefill_ms"]] == [8, 64, 256]
+    assert all(ms > 0 for _, ms in tables["prefill_ms"])
+    assert [c for c, _ in tables["decode_ms"]] == [32, 128]
+    assert all([b for b, _ in row] == [1, 4] for _, row in tables["decode_ms"])
+    st = engine.stats()
+    assert (st.running, st.waiting, st.kv_used_tokens) == (0, 0, 0), "profiling leaked requests"
+    perf = PerfModel.from_tables(tables["prefill_ms"], tables["decode_ms"], safety=1.1)
+    assert perf.decode_ms(64, 2) > 0 and perf.prefill_ms(100) > 0
+
+    cache = ProfileCache(tmp_path)
+    key = profile_key(tiny_models["llama"], "torch", "fp32", 2, "cpu")
+    assert cache.get(key) is None
+    cache.put(key, tables)
+    assert cache.get(key)["prefill_ms"] == tables["prefill_ms"]
+    assert profile_key(tiny_models["qwen2"], "torch", "fp32", 2, "cpu") != key
+
+
+def test_too_small_pool_is_refused(tiny_models) -> None:
+    import pytest
+
+    engine = TorchEngine(TorchEngineConfig(model_dir=tiny_models["llama"], kv_capacity_tokens=16))
+    with pytest.raises(ValueError, match="too small"):
+        measure(
+            engine,
+            ProfileGrid(prefill_tokens=(64,), decode_context=(64,), decode_batch=(1,)),
+            vocab_size=engine.vocab_size,
+        )
