@@ -16,6 +16,7 @@ LEASES = ROOT + "leases/"
 MEMORY = ROOT + "memory/"
 SERVICES = ROOT + "services/"
 ELECTION = ROOT + "election/"
+PROFILES = ROOT + "profiles/"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -39,6 +40,17 @@ def instance(instance_id: str) -> str:
 
 def lease(node_id: str, instance_id: str) -> str:
     return f"{LEASES}{node_id}/{instance_id}"
+
+
+def node_leases(node_id: str) -> str:
+    """Prefix of the token-budget leases of one node's instances."""
+    return f"{LEASES}{node_id}/"
+
+
+def profile(model_id: str, label: str) -> str:
+    """Measured prefill/decode tables of a model on one hardware label (no lease: they
+    outlive the instance that measured them)."""
+    return f"{PROFILES}{model_id}/{label}"
 
 
 def memory(node_id: str) -> str:

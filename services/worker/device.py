@@ -3,14 +3,14 @@
 Co-located instances take turns owning the whole device, one iteration at a time
 (DESIGN.md §2). Every engine call (add, abort, step, load) goes through the device's single
 executor thread, so an engine is never entered concurrently and a resize or an abort always
-lands between two iterations. Which instance runs next is a policy decision (`choose_next`).
+lands between two iterations. Which instance runs next, and for how many iterations, is the
+arbiter's decision (arbiter.py, the policy core's EDF arbiter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -18,39 +18,23 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from services.worker import metrics
+from services.worker.arbiter import DeviceArbiter
 from services.worker.engine.base import Engine, IterationResult, Phase
 from services.worker.instance import Instance, InstanceState
 
 T = TypeVar("T")
 
-ChooseNext = Callable[[list[Instance], float], Instance | None]
-
-
-def round_robin() -> ChooseNext:
-    """Fair turns among busy instances (the default until the arbiter's leases exist)."""
-    last: list[str] = []
-
-    def choose(candidates: list[Instance], now: float) -> Instance | None:
-        if not candidates:
-            return None
-        ids = [c.instance_id for c in candidates]
-        start = (ids.index(last[0]) + 1) if last and last[0] in ids else 0
-        pick = candidates[start % len(candidates)]
-        last[:] = [pick.instance_id]
-        return pick
-
-    return choose
-
 
 class Device:
-    def __init__(self, name: str, choose_next: ChooseNext | None = None):
+    def __init__(self, name: str, arbiter: DeviceArbiter):
         self.name = name
         self.instances: dict[str, Instance] = {}
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{name}")
+        self.arbiter = arbiter
         self._wake = asyncio.Event()
-        self._choose = choose_next or round_robin()
         self._task: asyncio.Task[None] | None = None
         self.iterations = 0
+        self.iteration_s_total = 0.0
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on the device thread, between iterations."""
@@ -80,37 +64,58 @@ class Device:
 
     async def _run(self) -> None:
         while True:
-            inst = self._choose(self._candidates(), time.monotonic())
-            if inst is None:
+            choice = self.arbiter.choose(self._candidates())
+            if choice is None:
                 self._wake.clear()
-                await self._wake.wait()
-                continue
-            try:
-                result, stats = await self.call(_step, inst.engine)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an engine bug must not stop the other instances
-                logger.exception("iteration failed on {}: {}", inst.instance_id, exc)
-                self._fail_streams(inst, f"iteration failed: {exc}")
-                continue
-            inst.stats = stats
-            self._dispatch(inst, result)
-            if result.phase is Phase.IDLE:
-                # The engine has nothing runnable although streams are open (e.g. a request
-                # waiting for KV); yield instead of spinning.
-                self._wake.clear()
+                # Re-check periodically: deadlines move with time even without events.
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.05)
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                continue
+            inst, iterations = choice
+            for _ in range(iterations):
+                if not inst.busy or inst.engine is None:
+                    break
+                try:
+                    result, stats = await self.call(_step, inst.engine)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # an engine bug must not stop the other instances
+                    logger.exception("iteration failed on {}: {}", inst.instance_id, exc)
+                    self._fail_streams(inst, f"iteration failed: {exc}")
+                    break
+                inst.stats = stats
+                self._dispatch(inst, result)
+                if result.phase is Phase.IDLE:
+                    # Nothing runnable although streams are open (a request waiting for KV,
+                    # or its output not yet consumed): yield instead of spinning.
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.05)
+                    break
 
     def _dispatch(self, inst: Instance, result: IterationResult) -> None:
         self.iterations += 1
         if result.phase is not Phase.IDLE:
+            self.iteration_s_total += result.duration_s
             metrics.ITERATION_SECONDS.labels(result.phase.value).observe(result.duration_s)
             metrics.BATCH_SIZE.labels(inst.model_id).observe(result.batch_size)
+            if self.iteration_s_total > 0:
+                metrics.ARBITER_OVERHEAD.labels(self.name).set(self.overhead_ratio)
         for out in result.outputs:
+            tracked = inst.requests.get(out.request_id)
+            if tracked is not None and out.new_token_ids:
+                tracked.prefilled = True
+                tracked.output_tokens += len(out.new_token_ids)
             queue = inst.streams.get(out.request_id)
             if queue is not None:
                 queue.put_nowait(out)
+
+    @property
+    def overhead_ratio(self) -> float:
+        """Arbiter time over engine iteration time since start."""
+        if self.iteration_s_total <= 0:
+            return 0.0
+        return self.arbiter.decide_s_total / self.iteration_s_total
 
     def _fail_streams(self, inst: Instance, reason: str) -> None:
         inst.error = reason

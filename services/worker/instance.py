@@ -6,9 +6,13 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
+
+if TYPE_CHECKING:
+    from services.scheduler.policy import ModelSpec, PerfModel
+    from services.worker.arbiter import TrackedRequest
 
 
 class InstanceState(enum.Enum):
@@ -32,8 +36,14 @@ class Instance:
     stats: EngineStats | None = None  # refreshed by the device loop after each engine call
     # request id -> queue of RequestOutput (None closes the stream)
     streams: dict[str, asyncio.Queue[RequestOutput | None]] = field(default_factory=dict)
+    # request id -> what the arbiter needs for its headroom
+    requests: dict[str, TrackedRequest] = field(default_factory=dict)
     idle_since: float = field(default_factory=time.monotonic)
     error: str = ""
+    perf: PerfModel | None = None  # from the profile measured (or cached) at load
+    spec: ModelSpec | None = None
+    profile: dict[str, Any] | None = None
+    profile_s: float = 0.0
 
     @property
     def busy(self) -> bool:
@@ -58,5 +68,6 @@ class Instance:
             "weights_bytes": s.weights_bytes if s else 0,
             "max_model_len": s.max_model_len if s else 0,
             "load_s": round(self.load_s, 4),
+            "profile_s": round(self.profile_s, 4),
             "error": self.error,
         }

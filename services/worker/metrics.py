@@ -24,3 +24,14 @@ LOAD_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 KV_BYTES = Gauge("slinfer_worker_kv_bytes", "KV bytes allocated on this node", ["node"])
+ARBITER_SECONDS = Histogram(
+    "slinfer_worker_arbiter_seconds",
+    "Cost of one arbitration (building the device view + the EDF decision)",
+    buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2),
+)
+GRANTS = Counter("slinfer_worker_grants_total", "Iteration grants by the arbiter", ["model"])
+ARBITER_OVERHEAD = Gauge(
+    "slinfer_worker_arbiter_overhead_ratio",
+    "Arbiter time / engine iteration time since start, per node",
+    ["node"],
+)

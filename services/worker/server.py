@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from loguru import logger
 
 from services.common import keys
-from services.common.convert import ENGINE_TO_PB, FINISH_TO_PB, sampling_from_pb
+from services.common.convert import FINISH_TO_PB, sampling_from_pb
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -32,21 +33,20 @@ from services.common.errors import (
 from services.common.model_dir import inspect_model_dir
 from services.common.serving import make_server, set_serving
 from services.common.store import Registration, Store
+from services.scheduler.policy import DeviceKind
 from services.worker import metrics
+from services.worker.arbiter import DeviceArbiter, TrackedRequest
+from services.worker.calibration import calibrate, hardware_label
 from services.worker.device import Device
 from services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
 from services.worker.engine.registry import EngineSpec, create_engine, default_engine
 from services.worker.instance import Instance, InstanceState
+from services.worker.leases import watch_leases
+from services.worker.profiler import ProfileCache, ProfileGrid
+from services.worker.status import instance_status, worker_stats
 from slinfer.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Worker"
-_STATE_TO_PB = {
-    InstanceState.LOADING: common_pb2.INSTANCE_STATE_LOADING,
-    InstanceState.READY: common_pb2.INSTANCE_STATE_READY,
-    InstanceState.DRAINING: common_pb2.INSTANCE_STATE_DRAINING,
-    InstanceState.UNLOADING: common_pb2.INSTANCE_STATE_UNLOADING,
-    InstanceState.FAILED: common_pb2.INSTANCE_STATE_FAILED,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,8 @@ class WorkerConfig:
     memory_bytes: int = 8 << 30  # what this node offers to weights + KV
     num_threads: int | None = None
     lease_ttl_s: int = 10
+    profile_grid: ProfileGrid = ProfileGrid()
+    profile_dir: Path | None = None  # default: $SLINFER_HOME/profiles
 
     def __post_init__(self) -> None:
         if self.kind not in ("cpu", "gpu"):
@@ -131,7 +133,17 @@ class WorkerService:
         self.config = config
         self.node_id = config.node_id or f"{config.kind}-{uuid.uuid4().hex[:8]}"
         self.store = Store(config.etcd)
-        self.device = Device(self.node_id)
+        self.threads = config.num_threads or config.cores or (os.cpu_count() or 1)
+        self.label = hardware_label(config.kind, self.threads)
+        self.arbiter = DeviceArbiter(
+            self.node_id,
+            DeviceKind.GPU if config.kind == "gpu" else DeviceKind.CPU,
+            self.label,
+            config.memory_bytes,
+        )
+        self.device = Device(self.node_id, self.arbiter)
+        self.profiles = ProfileCache(config.profile_dir)
+        self._lease_task: asyncio.Task[None] | None = None
         self.instances = self.device.instances
         self.registration: Registration | None = None
         self.server: grpc.aio.Server | None = None
@@ -161,6 +173,10 @@ class WorkerService:
             on_renewed=self._rewrite_instances,
         )
         await self.registration.start()
+        self._lease_task = asyncio.create_task(
+            watch_leases(self.store, self.node_id, self.arbiter.leases, self.device.wake),
+            name="leases",
+        )
         await set_serving(health, [SERVICE_NAME], True)
         logger.info("worker {} ({}) serving on {}", self.node_id, self.config.kind, self.address)
         return self.address
@@ -169,6 +185,10 @@ class WorkerService:
         for inst in list(self.instances.values()):
             with contextlib.suppress(Exception):
                 await self.unload_instance(inst.instance_id)
+        if self._lease_task:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
         if self.registration:
             await self.registration.stop()
         if self.server:
@@ -182,6 +202,7 @@ class WorkerService:
             "kind": self.config.kind,
             "address": self.address,
             "cores": self.config.cores or (os.cpu_count() or 1),
+            "label": self.label,
             "memory_bytes": self.config.memory_bytes,
             "started_at": time.time(),
         }
@@ -255,6 +276,17 @@ class WorkerService:
         t0 = time.perf_counter()
         try:
             engine = await self.device.call(create_engine, kind, spec)
+            inst.load_s = time.perf_counter() - t0
+            cal = await self.device.call(
+                calibrate,
+                engine,
+                req.model_id,
+                spec.path,
+                self.config.kind,
+                self.threads,
+                self.config.profile_grid,
+                self.profiles,
+            )
             inst.stats = await self.device.call(engine.stats)
         except Exception as exc:
             self.instances.pop(iid, None)
@@ -265,7 +297,17 @@ class WorkerService:
             raise
         finally:
             self._loading.pop(iid, None)
-        inst.engine, inst.load_s = engine, time.perf_counter() - t0
+        inst.engine = engine
+        inst.perf, inst.spec, inst.profile, inst.profile_s = (
+            cal.perf,
+            cal.spec,
+            cal.tables,
+            cal.profile_s,
+        )
+        with contextlib.suppress(Exception):
+            await self.store.put(
+                keys.profile(req.model_id, self.label), {**cal.tables, "label": self.label}
+            )
         inst.state = InstanceState.READY
         inst.idle_since = time.monotonic()
         metrics.LOAD_SECONDS.observe(inst.load_s)
@@ -327,6 +369,7 @@ class WorkerService:
         )
         queue: asyncio.Queue[RequestOutput | None] = asyncio.Queue()
         inst.streams[rid] = queue
+        inst.requests[rid] = TrackedRequest.from_submit(rid, req)
         finished = False
         status = "error"
         try:
@@ -349,6 +392,7 @@ class WorkerService:
             raise
         finally:
             inst.streams.pop(rid, None)
+            inst.requests.pop(rid, None)
             if not inst.streams:
                 inst.idle_since = time.monotonic()
             if not finished and inst.engine is not None:
@@ -367,46 +411,8 @@ class WorkerService:
             queue.put_nowait(out)
         return out is not None
 
-    # ---- status ----------------------------------------------------------------------------
-
     def instance_status(self, inst: Instance) -> common_pb2.InstanceStatus:
-        s = inst.stats
-        return common_pb2.InstanceStatus(
-            instance_id=inst.instance_id,
-            model_id=inst.model_id,
-            node_id=self.node_id,
-            state=_STATE_TO_PB[inst.state],
-            engine=ENGINE_TO_PB[inst.engine_kind],
-            running=s.running if s else 0,
-            waiting=s.waiting if s else 0,
-            kv_capacity_tokens=s.kv_capacity_tokens if s else inst.kv_capacity_tokens,
-            kv_used_tokens=s.kv_used_tokens if s else 0,
-            kv_bytes_allocated=s.kv_bytes_allocated if s else 0,
-            weights_bytes=s.weights_bytes if s else 0,
-            kv_resizable=s.kv_resizable if s else False,
-            load_s=inst.load_s,
-            iterations=s.iterations if s else 0,
-            idle_s=inst.idle_s(time.monotonic()),
-        )
+        return instance_status(self.node_id, inst)
 
     def stats(self) -> worker_pb2.WorkerStats:
-        rec = self.node_record()
-        used = self.memory_used_bytes()
-        metrics.KV_BYTES.labels(self.node_id).set(
-            sum(i.stats.kv_bytes_allocated for i in self.instances.values() if i.stats)
-        )
-        node = common_pb2.NodeStatus(
-            node_id=self.node_id,
-            kind=common_pb2.DEVICE_KIND_GPU
-            if self.config.kind == "gpu"
-            else common_pb2.DEVICE_KIND_CPU,
-            address=self.address,
-            cores=int(rec["cores"]),  # type: ignore[call-overload]
-            memory_bytes=self.config.memory_bytes,
-            memory_used_bytes=used,
-            instances=len(self.instances),
-            reachable=True,
-        )
-        return worker_pb2.WorkerStats(
-            node=node, instances=[self.instance_status(i) for i in self.instances.values()]
-        )
+        return worker_stats(self)

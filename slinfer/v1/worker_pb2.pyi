@@ -42,18 +42,32 @@ class UnloadInstanceResponse(_message.Message):
     def __init__(self, requests_aborted: _Optional[int] = ...) -> None: ...
 
 class SubmitRequest(_message.Message):
-    __slots__ = ("request_id", "instance_id", "prompt_token_ids", "sampling", "resumed_token_ids")
+    __slots__ = ("request_id", "instance_id", "prompt_token_ids", "sampling", "resumed_token_ids", "deadline")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     RESUMED_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     instance_id: str
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: _common_pb2.SamplingParams
     resumed_token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., resumed_token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    deadline: RequestDeadline
+    def __init__(self, request_id: _Optional[str] = ..., instance_id: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., resumed_token_ids: _Optional[_Iterable[int]] = ..., deadline: _Optional[_Union[RequestDeadline, _Mapping]] = ...) -> None: ...
+
+class RequestDeadline(_message.Message):
+    __slots__ = ("arrival_unix_s", "ttft_slo_s", "tpot_slo_s", "excused_s")
+    ARRIVAL_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    TTFT_SLO_S_FIELD_NUMBER: _ClassVar[int]
+    TPOT_SLO_S_FIELD_NUMBER: _ClassVar[int]
+    EXCUSED_S_FIELD_NUMBER: _ClassVar[int]
+    arrival_unix_s: float
+    ttft_slo_s: float
+    tpot_slo_s: float
+    excused_s: float
+    def __init__(self, arrival_unix_s: _Optional[float] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., excused_s: _Optional[float] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ("request_id", "token_ids", "text", "finished", "finish_reason", "prompt_tokens", "completion_tokens")

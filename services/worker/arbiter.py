@@ -1,0 +1,167 @@
+"""The worker's in-process iteration arbiter: the policy core's EDF `Arbiter` on live data.
+
+Per device, before every grant, the arbiter builds the policy's plain view of the co-located
+instances (their requests' deadlines, prefill queues) and asks `Arbiter.decide` which instance
+runs next and for how many iterations (DESIGN.md §2). Deadlines come from the scheduler's
+token-budget lease of the instance while it is alive (etcd key with a TTL); when a lease has
+expired (the scheduler is gone) the worker keeps finishing what it admitted, with the
+deadlines each request carried at submission. Every grant is logged (bounded) and the
+arbiter's own cost is measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.scheduler.policy import (
+    Arbiter,
+    DeviceKind,
+    DeviceView,
+    InstancePhase,
+    InstanceView,
+    RequestView,
+    SloPolicy,
+)
+from services.worker import metrics
+from services.worker.instance import Instance, InstanceState
+
+GRANT_LOG_SIZE = 4096
+
+
+@dataclass
+class TrackedRequest:
+    """A request's headroom inputs as the worker knows them (updated as tokens stream)."""
+
+    request_id: str
+    arrival_s: float  # wall clock
+    input_tokens: int
+    ttft_slo_s: float
+    tpot_slo_s: float
+    excused_s: float = 0.0
+    output_tokens: int = 0
+    prefilled: bool = False
+
+    @classmethod
+    def from_submit(cls, rid: str, req: Any) -> TrackedRequest:
+        """From a worker SubmitRequest; missing deadline fields take the default SLOs."""
+        n_in = len(req.prompt_token_ids) + len(req.resumed_token_ids)
+        d = req.deadline
+        default = SloPolicy()
+        return cls(
+            request_id=rid,
+            arrival_s=d.arrival_unix_s or time.time(),
+            input_tokens=n_in,
+            ttft_slo_s=d.ttft_slo_s or default.ttft_s(n_in),
+            tpot_slo_s=d.tpot_slo_s or default.tpot_s,
+            excused_s=d.excused_s,
+            output_tokens=len(req.resumed_token_ids),
+        )
+
+    def view(self, lease: Mapping[str, Any] | None) -> RequestView:
+        src = lease or {}
+        return RequestView(
+            request_id=self.request_id,
+            arrival_s=float(src.get("arrival_s", self.arrival_s)),
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            ttft_slo_s=float(src.get("ttft_slo_s", self.ttft_slo_s)),
+            tpot_slo_s=float(src.get("tpot_slo_s", self.tpot_slo_s)),
+            excused_s=float(src.get("excused_s", self.excused_s)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    at_s: float  # wall clock
+    instance_id: str
+    iterations: int
+    deadline_s: float  # the earliest deadline that won the grant
+    leased: bool  # the instance's token-budget lease was alive
+
+
+@dataclass
+class LeaseTable:
+    """Token-budget leases of this node's instances, as last seen in etcd."""
+
+    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, instance_id: str) -> dict[str, Any] | None:
+        return self.leases.get(instance_id)
+
+
+class DeviceArbiter:
+    def __init__(self, node_id: str, kind: DeviceKind, label: str, memory_bytes: int):
+        self.node_id, self.kind, self.label, self.memory_bytes = node_id, kind, label, memory_bytes
+        self.policy = Arbiter()
+        self.leases = LeaseTable()
+        self.grant_log: deque[GrantRecord] = deque(maxlen=GRANT_LOG_SIZE)
+        self.decide_s_total = 0.0
+        self.decisions = 0
+
+    def _instance_view(self, inst: Instance) -> InstanceView | None:
+        if inst.perf is None or inst.spec is None or not inst.requests:
+            return None
+        lease = self.leases.get(inst.instance_id)
+        per_request = (lease or {}).get("requests", {})
+        requests = tuple(r.view(per_request.get(r.request_id)) for r in inst.requests.values())
+        return InstanceView(
+            instance_id=inst.instance_id,
+            model_name=inst.model_id,
+            node_id=self.node_id,
+            phase=InstancePhase.READY,
+            perf=inst.perf,
+            spec=inst.spec,
+            requests=requests,
+            prefill_ids=frozenset(r.request_id for r in inst.requests.values() if not r.prefilled),
+            runnable=inst.state in (InstanceState.READY, InstanceState.DRAINING),
+            tpot_slo_s=min(r.tpot_slo_s for r in requests),
+        )
+
+    def choose(self, instances: Iterable[Instance]) -> tuple[Instance, int] | None:
+        """The instance to run next and how many iterations it is granted."""
+        t0 = time.perf_counter()
+        now = time.time()
+        by_id: dict[str, Instance] = {}
+        views = []
+        for inst in instances:
+            if inst.engine is None:
+                continue
+            view = self._instance_view(inst)
+            if view is not None:
+                views.append(view)
+                by_id[inst.instance_id] = inst
+        grant = None
+        if views:
+            device = DeviceView(
+                self.node_id, self.kind, self.label, self.memory_bytes, tuple(views)
+            )
+            grant = self.policy.decide(device, now)
+        elapsed = time.perf_counter() - t0
+        self.decide_s_total += elapsed
+        self.decisions += 1
+        metrics.ARBITER_SECONDS.observe(elapsed)
+        if grant is None:
+            return None
+        winner = next(v for v in views if v.instance_id == grant.instance_id)
+        deadline = winner.earliest_deadline_s(self.policy_margin) or now
+        self.grant_log.append(
+            GrantRecord(
+                now,
+                grant.instance_id,
+                grant.iterations,
+                deadline,
+                self.leases.get(grant.instance_id) is not None,
+            )
+        )
+        metrics.GRANTS.labels(by_id[grant.instance_id].model_id).inc()
+        return by_id[grant.instance_id], grant.iterations
+
+    @property
+    def policy_margin(self) -> float:
+        from services.scheduler.policy import DEFAULT_CONFIG
+
+        return DEFAULT_CONFIG.slo_margin

@@ -1,0 +1,83 @@
+"""At load, give an instance its performance model: cached tables, or measure them now.
+
+The first load of a model on a kind of hardware (same model files, engine, dtype, threads,
+CPU) measures the tables (profiler.py) before the instance turns ready; later loads read
+them from the disk cache in milliseconds. The tables are published in etcd for the
+scheduler's admission (`/slinfer/profiles/{model}/{label}`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from services.scheduler.policy import DeviceKind, ModelSpec, PerfModel
+from services.scheduler.policy.perf_model import DEFAULT_SAFETY
+from services.worker.engine.base import Engine
+from services.worker.profiler import ProfileCache, ProfileGrid, cpu_name, measure, profile_key
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    tables: dict[str, Any]
+    perf: PerfModel
+    spec: ModelSpec
+    profile_s: float
+    cached: bool
+
+
+def hardware_label(kind: str, threads: int) -> str:
+    """Nodes with the same label share measured tables (same CPU model and thread count)."""
+    digest = hashlib.sha256(f"{cpu_name()}|{threads}".encode()).hexdigest()[:8]
+    return f"{kind}-{threads}t-{digest}"
+
+
+def calibrate(
+    engine: Engine,
+    model_id: str,
+    model_dir: Path,
+    kind: str,
+    threads: int,
+    grid: ProfileGrid,
+    cache: ProfileCache,
+) -> Calibration:
+    """Runs on the device thread (it steps the engine when measuring)."""
+    stats = engine.stats()
+    dtype = str(getattr(engine, "dtype", "default")).replace("torch.", "")
+    key = profile_key(model_dir, engine.kind.value, dtype, threads, kind)
+    t0 = time.perf_counter()
+    tables = cache.get(key)
+    cached = tables is not None
+    if tables is None:
+        vocab = int(getattr(engine, "vocab_size", 0)) or 1000
+        tables = measure(engine, grid, vocab)
+        cache.put(key, tables)
+    profile_s = time.perf_counter() - t0
+    device_kind = DeviceKind.GPU if kind == "gpu" else DeviceKind.CPU
+    perf = PerfModel.from_tables(
+        tables["prefill_ms"], tables["decode_ms"], DEFAULT_SAFETY[device_kind]
+    )
+    block = int(getattr(getattr(engine, "kv_spec", None), "block_size", 16) or 16)
+    spec = ModelSpec(
+        name=model_id,
+        weights_bytes=max(stats.weights_bytes, 1),
+        kv_bytes_per_token=max(stats.kv_bytes_per_token, 1),
+        gpu_block_tokens=block,
+        cpu_block_tokens=block,
+        cpu_kv_pool_bytes=stats.kv_capacity_tokens * stats.kv_bytes_per_token,
+    )
+    logger.info(
+        "perf model for {}: {} in {:.2f}s (key {}, pid {})",
+        model_id,
+        "cached" if cached else "measured",
+        profile_s,
+        key,
+        os.getpid(),
+    )
+    return Calibration(tables, perf, spec, profile_s, cached)
