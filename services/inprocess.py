@@ -59,8 +59,7 @@ class LiveStack:
             etcd=etcd,
             default_keep_alive_s=keep_alive_s,
             reclaim_every_s=0.5,
-            dispatch=dispatch
-            or DispatchConfig(admission_timeout_s=20.0, default_kv_capacity_tokens=2048),
+            dispatch=dispatch or DispatchConfig(default_kv_capacity_tokens=2048),
         )
 
     @property

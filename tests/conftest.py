@@ -30,3 +30,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "llama": build_random_model("llama", root / "tiny-llama", seed=0),
         "qwen2": build_random_model("qwen2", root / "tiny-qwen2", seed=1),
     }
+
+
+@pytest.fixture(scope="session")
+def profile_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Workers' measured perf tables for this session (not the user's cache)."""
+    return tmp_path_factory.mktemp("profiles")

@@ -218,7 +218,7 @@ class Registration:
             try:
                 assert self.lease is not None
                 res = await self.lease.refresh()
-                if not res or getattr(res[0], "TTL", 1) <= 0:
+                if getattr(res, "TTL", 1) <= 0:
                     raise RuntimeError("lease expired")
             except asyncio.CancelledError:
                 raise

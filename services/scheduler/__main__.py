@@ -8,6 +8,7 @@ import asyncio
 from services.common.cli_args import common_args, run_until_signal
 from services.common.serving import configure_logging, start_metrics
 from services.scheduler.dispatch import DispatchConfig
+from services.scheduler.policy import SystemName
 from services.scheduler.server import SchedulerConfig, SchedulerService
 
 
@@ -21,10 +22,21 @@ def main() -> None:
         help="default seconds an idle instance stays loaded (scale to zero after)",
     )
     parser.add_argument(
-        "--admission-timeout",
+        "--system",
+        default="slinfer",
+        choices=[n.value for n in SystemName],
+        help="scheduling system (slinfer: token-level sharing; sllm+c: exclusive instances, "
+        "ServerlessLLM-style)",
+    )
+    parser.add_argument(
+        "--queue-grace",
         type=float,
-        default=60.0,
-        help="seconds a request may wait for capacity before RESOURCE_EXHAUSTED",
+        default=0.0,
+        help="extra seconds past its TTFT deadline a request may wait for capacity before "
+        "RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--l-min", type=int, default=1024, help="KV demand floor L_min in tokens (DESIGN.md §3)"
     )
     parser.add_argument(
         "--kv-tokens", type=int, default=4096, help="default KV capacity (tokens) of a new instance"
@@ -36,7 +48,10 @@ def main() -> None:
         listen=ns.listen,
         default_keep_alive_s=ns.keep_alive,
         dispatch=DispatchConfig(
-            admission_timeout_s=ns.admission_timeout, default_kv_capacity_tokens=ns.kv_tokens
+            system=SystemName(ns.system),
+            queue_grace_s=ns.queue_grace,
+            default_kv_capacity_tokens=ns.kv_tokens,
+            l_min_tokens=ns.l_min,
         ),
     )
     service = SchedulerService(config)

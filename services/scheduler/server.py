@@ -23,10 +23,13 @@ from services.common.errors import InvalidArgument, ModelNotFound, status_of
 from services.common.serving import make_server, set_serving
 from services.common.store import Registration, Store
 from services.scheduler import metrics, models
+from services.scheduler.budget import LeaseWriter
 from services.scheduler.dispatch import DispatchConfig, Dispatcher
+from services.scheduler.policy import SloPolicy
 from services.scheduler.prompts import Message, Prompts
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.status import cluster_status
+from services.scheduler.tracker import LiveRequest
 from services.scheduler.workers import WorkerClients
 from services.worker.engine.base import FinishReason
 from slinfer.v1 import gateway_pb2, gateway_pb2_grpc, worker_pb2
@@ -127,6 +130,7 @@ class SchedulerService:
         self.prompts = Prompts()
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
+        self.leases: LeaseWriter | None = None
         self.address = ""
         self._tasks: list[asyncio.Task[None]] = []
         self.defaults = {
@@ -152,6 +156,16 @@ class SchedulerService:
             {"address": self.address, "started_at": time.time()},
         )
         await self.registration.start()
+        self.leases = LeaseWriter(
+            self.store,
+            self.registration,
+            self.dispatcher.tracker,
+            self.dispatcher.node_of,
+            self.dispatcher.instance_view,
+            self.service_id,
+        )
+        self.leases.start()
+        self.dispatcher.on_change = self.leases.touch
         self._tasks.append(asyncio.create_task(self._reclaim_loop(), name="keep-alive"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
         await set_serving(health, [SERVICE_NAME], True)
@@ -165,6 +179,8 @@ class SchedulerService:
                 await t
         if self.server:
             await self.server.stop(grace_s)
+        if self.leases is not None:
+            await self.leases.stop()
         if self.registration:
             await self.registration.stop()
         await self.watcher.stop()
@@ -193,7 +209,7 @@ class SchedulerService:
     async def generate(
         self, request: gateway_pb2.GenerateRequest, rid: str
     ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
-        arrival = time.monotonic()
+        arrival, arrival_wall = time.monotonic(), time.time()
         if not request.model:
             raise InvalidArgument("model is required")
         model = self.watcher.view.models.get(request.model)
@@ -211,13 +227,20 @@ class SchedulerService:
                 f"exceeds the model's context of {max_len} tokens; shorten the prompt or "
                 "lower max_tokens"
             )
+        slo = SloPolicy(tpot_s=float(model.get("tpot_slo_s") or self.config.default_tpot_slo_s))
+        live = LiveRequest(
+            request_id=rid,
+            model_id=request.model,
+            arrival_s=arrival_wall,
+            input_tokens=len(prompt_ids),
+            ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
+            tpot_slo_s=slo.tpot_s,
+        )
         first_at: float | None = None
         last_at = arrival
         final: worker_pb2.SubmitResponse | None = None
         placement = None
-        async for placed, resp in self.dispatcher.generate(
-            model, rid, prompt_ids, sampling, arrival
-        ):
+        async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
             placement = placed
             now = time.monotonic()
             if resp.token_ids and first_at is None:

@@ -24,9 +24,18 @@ class ClusterView:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # model -> hardware label -> measured tables (profiles format)
+    profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     revision: int = 0
 
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
+        if key.startswith(keys.PROFILES):
+            model_id, _, label = keys.tail(key, keys.PROFILES).partition("/")
+            if value is None:
+                self.profiles.get(model_id, {}).pop(label, None)
+            else:
+                self.profiles.setdefault(model_id, {})[label] = value
+            return
         for prefix, table in (
             (keys.NODES, self.nodes),
             (keys.MODELS, self.models),

@@ -14,12 +14,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def stack(etcd, tiny_models):
-    # A small node (200 MiB) so a huge KV request can never fit; short admission wait.
+async def stack(etcd, tiny_models, profile_dir):
+    # A small node (200 MiB) so a huge KV request can never fit.
     s = await LiveStack.start(
         etcd.endpoint,
-        workers=[{"node_id": "small", "memory_bytes": 200 << 20}],
-        dispatch=DispatchConfig(admission_timeout_s=1.5, default_kv_capacity_tokens=1024),
+        workers=[{"node_id": "small", "memory_bytes": 200 << 20, "profile_dir": profile_dir}],
+        dispatch=DispatchConfig(default_kv_capacity_tokens=1024),
     )
     await s.c.deploy("llama", str(tiny_models["llama"]))
     yield s

@@ -14,10 +14,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def stack(etcd, tiny_models):
-    s = await LiveStack.start(etcd.endpoint)
-    await s.c.deploy("llama", str(tiny_models["llama"]))
-    await s.c.deploy("qwen", str(tiny_models["qwen2"]))
+async def stack(etcd, tiny_models, profile_dir):
+    s = await LiveStack.start(
+        etcd.endpoint,
+        workers=[{"node_id": "cpu-0", "memory_bytes": 2 << 30, "profile_dir": profile_dir}],
+    )
+    # Generous SLOs: these tests are about the serving path, not admission under load.
+    slo = {"ttft_slo_s": 30.0, "tpot_slo_s": 5.0}
+    await s.c.deploy("llama", str(tiny_models["llama"]), **slo)
+    await s.c.deploy("qwen", str(tiny_models["qwen2"]), **slo)
     yield s
     await s.stop()
 

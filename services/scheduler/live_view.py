@@ -1,0 +1,214 @@
+"""Build the policy core's `DispatchView` from the scheduler's etcd view and its requests.
+
+This is the live driver's edge (STYLE.md "one policy, two drivers"): plain frozen views go
+in, `policy.decide` decides, the dispatcher carries the decision out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.model_dir import inspect_model_dir
+from services.scheduler.policy import (
+    DeviceKind,
+    DeviceView,
+    DispatchView,
+    InstancePhase,
+    InstanceView,
+    ModelSpec,
+    PerfModel,
+    RequestView,
+)
+from services.scheduler.policy.perf_model import DEFAULT_SAFETY
+from services.scheduler.state import ClusterView
+from services.scheduler.tracker import LiveRequest, Tracker
+
+_PHASES = {
+    "loading": InstancePhase.LOADING,
+    "ready": InstancePhase.READY,
+    "draining": InstancePhase.RELEASING,
+    "unloading": InstancePhase.RELEASING,
+    "failed": InstancePhase.RELEASING,
+}
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLoad:
+    """A cold start this scheduler has asked for and etcd does not show yet."""
+
+    instance_id: str
+    model_id: str
+    node_id: str
+    kv_capacity_tokens: int
+
+
+def _kind(label_or_kind: str) -> DeviceKind:
+    return DeviceKind.GPU if label_or_kind.startswith("gpu") else DeviceKind.CPU
+
+
+def request_view(r: LiveRequest) -> RequestView:
+    return RequestView(
+        r.request_id,
+        r.arrival_s,
+        r.input_tokens,
+        r.output_tokens,
+        r.ttft_slo_s,
+        r.tpot_slo_s,
+        r.excused_s,
+    )
+
+
+class ViewBuilder:
+    """Caches what does not change per request (model specs, perf models)."""
+
+    def __init__(self) -> None:
+        self._perf: dict[tuple[str, str, int], PerfModel] = {}
+        self._dirs: dict[str, Any] = {}
+
+    def perf(self, cluster: ClusterView, model_id: str, label: str) -> PerfModel | None:
+        tables = cluster.profiles.get(model_id, {}).get(label)
+        if tables is None:
+            return None
+        key = (model_id, label, id(tables))
+        perf = self._perf.get(key)
+        if perf is None:
+            perf = PerfModel.from_tables(
+                tables["prefill_ms"], tables["decode_ms"], DEFAULT_SAFETY[_kind(label)]
+            )
+            self._perf[key] = perf
+        return perf
+
+    def has_profile(self, cluster: ClusterView, model_id: str) -> bool:
+        return bool(cluster.profiles.get(model_id))
+
+    def spec(self, cluster: ClusterView, model: Mapping[str, Any], kv_tokens: int) -> ModelSpec:
+        """Real figures from a loaded instance when there is one, fp32 estimates otherwise."""
+        model_id = model["model_id"]
+        rec = next((i for i in cluster.instances_of(model_id) if i.get("weights_bytes")), None)
+        if rec is not None:
+            weights, bpt = int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+        else:
+            info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
+            self._dirs[model["path"]] = info
+            weights = info.weights_bytes(FP32_BYTES)
+            bpt = info.kv_bytes_per_token(FP32_BYTES)
+        return ModelSpec(
+            name=model_id,
+            weights_bytes=max(weights, 1),
+            kv_bytes_per_token=max(bpt, 1),
+            gpu_block_tokens=16,
+            cpu_block_tokens=16,
+            cpu_kv_pool_bytes=kv_tokens * max(bpt, 1),
+        )
+
+    def instance_view(
+        self,
+        cluster: ClusterView,
+        tracker: Tracker,
+        rec: Mapping[str, Any],
+        label: str,
+        specs: dict[str, ModelSpec],
+        kv_tokens_default: int,
+    ) -> InstanceView | None:
+        model_id = rec.get("model_id", "")
+        model = cluster.models.get(model_id)
+        perf = self.perf(cluster, model_id, label)
+        if model is None or perf is None:
+            return None
+        spec = specs.get(model_id)
+        if spec is None:
+            kv = int(model.get("kv_capacity_tokens") or kv_tokens_default)
+            spec = specs[model_id] = self.spec(cluster, model, kv)
+        requests = tuple(request_view(r) for r in tracker.requests_on(rec["instance_id"]))
+        bpt = int(rec.get("kv_bytes_per_token") or spec.kv_bytes_per_token)
+        kv_bytes = int(rec.get("kv_capacity_tokens", 0)) * bpt
+        return InstanceView(
+            instance_id=rec["instance_id"],
+            model_name=model_id,
+            node_id=rec["node_id"],
+            phase=_PHASES.get(rec.get("state", ""), InstancePhase.LOADING),
+            perf=perf,
+            spec=spec,
+            requests=requests,
+            prefill_ids=frozenset(r.request_id for r in requests if r.output_tokens == 0),
+            planned_weights_bytes=int(rec.get("weights_bytes") or spec.weights_bytes),
+            planned_kv_bytes=kv_bytes,
+            kv_pool_bytes=None if rec.get("kv_resizable") else kv_bytes,
+            tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
+            mean_output_tokens=tracker.mean_output(model_id),
+        )
+
+    def build(
+        self,
+        cluster: ClusterView,
+        tracker: Tracker,
+        model: Mapping[str, Any],
+        pending: list[PendingLoad],
+        kv_tokens_default: int,
+    ) -> DispatchView:
+        model_id = model["model_id"]
+        specs: dict[str, ModelSpec] = {}
+        kv_tokens = int(model.get("kv_capacity_tokens") or kv_tokens_default)
+        spec = specs[model_id] = self.spec(cluster, model, kv_tokens)
+        records = list(cluster.instances.values())
+        seen = {r["instance_id"] for r in records}
+        for p in pending:
+            if p.instance_id not in seen:
+                records.append(
+                    {
+                        "instance_id": p.instance_id,
+                        "model_id": p.model_id,
+                        "node_id": p.node_id,
+                        "state": "loading",
+                        "kv_capacity_tokens": p.kv_capacity_tokens,
+                    }
+                )
+        devices: list[DeviceView] = []
+        candidates: list[InstanceView] = []
+        engine = model.get("engine")
+        want = model.get("device")
+        for node_id, node in sorted(cluster.nodes.items()):
+            kind = node.get("kind", "cpu")
+            if (want and kind != want) or (engine == "torch" and kind != "cpu"):
+                continue
+            label = node.get("label", kind)
+            views, other = [], 0
+            for rec in records:
+                if rec.get("node_id") != node_id:
+                    continue
+                iv = self.instance_view(cluster, tracker, rec, label, specs, kv_tokens_default)
+                if iv is None:  # no perf model yet: its memory still counts
+                    other += int(rec.get("weights_bytes", 0)) + int(
+                        rec.get("kv_capacity_tokens", 0)
+                    ) * int(rec.get("kv_bytes_per_token", 0))
+                    continue
+                views.append(iv)
+                if iv.model_name == model_id:
+                    candidates.append(iv)
+            devices.append(
+                DeviceView(
+                    node_id,
+                    _kind(kind),
+                    label,
+                    int(node.get("memory_bytes", 0)),
+                    tuple(views),
+                    other_planned_bytes=other,
+                )
+            )
+        perf_by_label = {}
+        for label in cluster.profiles.get(model_id, {}):
+            perf = self.perf(cluster, model_id, label)
+            if perf is not None:
+                perf_by_label[(_kind(label), label)] = perf
+        return DispatchView(
+            devices=DispatchView.freeze_devices(devices),
+            candidates=tuple(sorted(candidates, key=lambda c: c.instance_id)),
+            model=spec,
+            perf_by_label=perf_by_label,
+            tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
+            mean_output_tokens=tracker.mean_output(model_id),
+            model_id=model_id,
+        )
