@@ -72,6 +72,13 @@ def main(ctx: click.Context, gateway: str) -> None:
 )
 @click.option("--worker-threads", type=int, default=None, help="Torch threads of the CPU worker.")
 @click.option(
+    "--cpu-nodes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU workers to start; with more than one, each is pinned to one core.",
+)
+@click.option(
     "--keep-alive",
     type=float,
     default=300.0,
@@ -88,6 +95,7 @@ def up(
     metrics_base: int,
     worker_memory: str,
     worker_threads: int | None,
+    cpu_nodes: int,
     keep_alive: float,
 ) -> None:
     """Start etcd, the scheduler, memory service, consolidator and one CPU worker."""
@@ -106,6 +114,7 @@ def up(
         metrics_base=metrics_base,
         worker_memory=worker_memory,
         worker_threads=worker_threads,
+        cpu_nodes=cpu_nodes,
         keep_alive_s=keep_alive,
     )
     try:

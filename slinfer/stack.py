@@ -39,6 +39,7 @@ class StackConfig:
     metrics_base: int = 9500  # scheduler +1, memory +2, consolidator +3, worker +11
     worker_memory: str = "8GiB"
     worker_threads: int | None = None
+    cpu_nodes: int = 1  # >1: that many CPU workers, each pinned to one core
     keep_alive_s: float = 300.0
     log_dir: Path = field(default_factory=lambda: home() / "logs")
 
@@ -114,24 +115,20 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             ],
             f"127.0.0.1:{cfg.consolidator_port}",
         ),
-        "worker": (
-            [
-                "services.worker",
-                "--listen",
-                f"127.0.0.1:{cfg.worker_port}",
-                "--metrics-port",
-                str(b + 11),
-                "--node-id",
-                "cpu-0",
-                "--kind",
-                "cpu",
-                "--memory",
-                cfg.worker_memory,
-            ]
-            + (["--threads", str(cfg.worker_threads)] if cfg.worker_threads else []),
-            f"127.0.0.1:{cfg.worker_port}",
-        ),
     }
+    ncpu = len(os.sched_getaffinity(0))
+    for i in range(cfg.cpu_nodes):
+        args = [
+            "services.worker", "--listen", f"127.0.0.1:{cfg.worker_port + i}",
+            "--metrics-port", str(b + 11 + i), "--node-id", f"cpu-{i}", "--kind", "cpu",
+            "--memory", cfg.worker_memory,
+        ]  # fmt: skip
+        if cfg.cpu_nodes > 1:  # one core each, so the nodes do not share cores
+            args += ["--cpus", str(sorted(os.sched_getaffinity(0))[i % ncpu])]
+        elif cfg.worker_threads:
+            args += ["--threads", str(cfg.worker_threads)]
+        name = "worker" if i == 0 else f"worker-{i}"
+        services[name] = (args, f"127.0.0.1:{cfg.worker_port + i}")
     env = {**os.environ, "SLINFER_ETCD": etcd.endpoint}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, str] = {"etcd": str(cfg.log_dir / "etcd.log")}
@@ -200,7 +197,8 @@ def stop_stack(stack: Stack | None = None) -> bool:
         if not state_file().exists():
             return False
         stack = Stack(**json.loads(state_file().read_text()))
-    for name in ("worker", "scheduler", "consolidator", "memory"):
+    workers = [n for n in stack.pids if n.startswith("worker")]
+    for name in [*workers, "scheduler", "consolidator", "memory"]:
         if name in stack.pids:
             _terminate(stack.pids[name])
     _terminate(stack.etcd_pid)

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 from services.common.cli_args import common_args, parse_bytes, run_until_signal
 from services.common.serving import configure_logging, start_metrics
 from services.worker.server import WorkerConfig, WorkerService
+
+
+def parse_cpus(text: str) -> set[int]:
+    """'0', '0-3', '1,3,5-6' -> a set of core ids, checked against this machine."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a core list: {text!r} (try 0 or 0-3)") from exc
+    available = os.sched_getaffinity(0)
+    if not cpus or not cpus <= available:
+        raise argparse.ArgumentTypeError(
+            f"cores {sorted(cpus)} not all available; this process may use {sorted(available)}"
+        )
+    return cpus
 
 
 def main() -> None:
@@ -26,8 +44,19 @@ def main() -> None:
         help="memory this node offers to weights + KV (e.g. 512MiB, 8GiB)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads per engine")
+    parser.add_argument(
+        "--cpus",
+        type=parse_cpus,
+        default=None,
+        help="pin this node to these cores (e.g. 0, 0-3, 1,3); sets --cores and --threads",
+    )
     ns = parser.parse_args()
     configure_logging("worker")
+    if ns.cpus:
+        # Pin before any engine starts its threads: they inherit the process's mask.
+        os.sched_setaffinity(0, ns.cpus)
+        ns.cores = ns.cores or len(ns.cpus)
+        ns.threads = ns.threads or len(ns.cpus)
     config = WorkerConfig(
         etcd=ns.etcd,
         listen=ns.listen,
