@@ -86,6 +86,7 @@ def _generate_request(
     messages: Sequence[dict[str, str]] | None,
     request_id: str | None,
     sampling: dict[str, Any],
+    prompt_token_ids: Sequence[int] | None = None,
 ) -> gateway_pb2.GenerateRequest:
     params = common_pb2.SamplingParams()
     for name in ("temperature", "top_p", "max_tokens", "seed"):
@@ -94,6 +95,11 @@ def _generate_request(
     if sampling.get("stop"):
         stop = sampling["stop"]
         params.stop.extend([stop] if isinstance(stop, str) else stop)
+    if sampling.get("ignore_eos"):
+        params.ignore_eos = True
+    unknown = set(sampling) - {"temperature", "top_p", "max_tokens", "seed", "stop", "ignore_eos"}
+    if unknown:
+        raise TypeError(f"unknown sampling options: {sorted(unknown)}")
     return gateway_pb2.GenerateRequest(
         model=model,
         prompt=prompt or "",
@@ -102,6 +108,7 @@ def _generate_request(
         ],
         sampling=params,
         request_id=request_id or uuid.uuid4().hex,
+        prompt_token_ids=list(prompt_token_ids or []),
     )
 
 
@@ -184,11 +191,12 @@ class Client:
         prompt: str | None = None,
         *,
         messages: Sequence[dict[str, str]] | None = None,
+        prompt_token_ids: Sequence[int] | None = None,
         request_id: str | None = None,
         **sampling: Any,
     ) -> Iterator[Chunk | Completion]:
         """Yield text chunks as tokens arrive, then one Completion."""
-        req = _generate_request(model, prompt, messages, request_id, sampling)
+        req = _generate_request(model, prompt, messages, request_id, sampling, prompt_token_ids)
         sent_text = False
         try:
             for attempt in self._retrying():
@@ -274,10 +282,11 @@ class AsyncClient:
         prompt: str | None = None,
         *,
         messages: Sequence[dict[str, str]] | None = None,
+        prompt_token_ids: Sequence[int] | None = None,
         request_id: str | None = None,
         **sampling: Any,
     ) -> AsyncIterator[Chunk | Completion]:
-        req = _generate_request(model, prompt, messages, request_id, sampling)
+        req = _generate_request(model, prompt, messages, request_id, sampling, prompt_token_ids)
         sent_text = False
         try:
             async for attempt in self._retrying():

@@ -44,6 +44,7 @@ def sampling_from_pb(pb: common_pb2.SamplingParams) -> SamplingParams:
         max_tokens=int(pb.max_tokens) if pb.HasField("max_tokens") else DEFAULT_MAX_TOKENS,
         stop=tuple(pb.stop),
         seed=int(pb.seed) if pb.HasField("seed") else None,
+        ignore_eos=bool(pb.ignore_eos),
     )
     params.validate()
     if any(s == "" for s in params.stop):
@@ -57,6 +58,7 @@ def sampling_to_pb(params: SamplingParams) -> common_pb2.SamplingParams:
         top_p=params.top_p,
         max_tokens=params.max_tokens,
         stop=list(params.stop),
+        ignore_eos=params.ignore_eos,
     )
     if params.seed is not None:
         pb.seed = params.seed

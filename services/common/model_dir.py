@@ -22,6 +22,7 @@ class ModelDir:
     head_dim: int
     parameters: int
     has_chat_template: bool
+    vocab_size: int
 
     def kv_bytes_per_token(self, dtype_bytes: int) -> int:
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
@@ -89,4 +90,5 @@ def inspect_model_dir(path_str: str) -> ModelDir:
         head_dim=head_dim,
         parameters=params,
         has_chat_template=chat,
+        vocab_size=int(config.get("vocab_size", 0)),
     )

@@ -62,6 +62,7 @@ def spec_from_request(req: gateway_pb2.DeployModelRequest) -> dict[str, Any]:
         ),
         "kv_capacity_tokens": kv,
         "max_model_len": info.max_model_len,
+        "vocab_size": info.vocab_size,
         "architecture": info.architecture,
         "has_chat_template": info.has_chat_template,
         "created_at": time.time(),

@@ -44,14 +44,28 @@ class Prompts:
         with self._lock:
             self._tokenizers.pop(path, None)
 
-    def encode(self, path: str, prompt: str, messages: Sequence[Message]) -> list[int]:
-        """Token ids of a raw prompt, or of messages rendered with the chat template."""
-        if bool(prompt) == bool(messages):
+    def encode(
+        self,
+        path: str,
+        prompt: str,
+        messages: Sequence[Message],
+        token_ids: Sequence[int] = (),
+        vocab_size: int = 0,
+    ) -> list[int]:
+        """Token ids of a raw prompt, of messages rendered with the chat template, or given."""
+        given = sum(1 for x in (prompt, messages, token_ids) if x)
+        if given != 1:
             raise InvalidArgument(
-                "give exactly one of prompt (raw text) or messages (chat); the prompt is empty"
-                if not prompt and not messages
-                else "give exactly one of prompt or messages, not both"
+                "give exactly one of prompt (raw text), messages (chat) or prompt_token_ids; "
+                + ("the prompt is empty" if given == 0 else "not both")
             )
+        if token_ids:
+            bad = [t for t in token_ids if t < 0 or (vocab_size and t >= vocab_size)]
+            if bad:
+                raise InvalidArgument(
+                    f"prompt_token_ids must be in [0, {vocab_size}); got {bad[:5]}"
+                )
+            return [int(t) for t in token_ids]
         tok = self.tokenizer(path)
         if prompt:
             ids = tok.encode(prompt, add_special_tokens=True)

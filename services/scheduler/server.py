@@ -218,7 +218,12 @@ class SchedulerService:
         sampling = sampling_from_pb(request.sampling)
         messages = [Message(m.role, m.content) for m in request.messages]
         prompt_ids = await asyncio.to_thread(
-            self.prompts.encode, model["path"], request.prompt, messages
+            self.prompts.encode,
+            model["path"],
+            request.prompt,
+            messages,
+            list(request.prompt_token_ids),
+            int(model.get("vocab_size", 0)),
         )
         max_len = int(model.get("max_model_len", 0))
         if max_len and len(prompt_ids) + sampling.max_tokens > max_len:

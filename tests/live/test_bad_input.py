@@ -45,6 +45,8 @@ async def _code(coro) -> tuple[grpc.StatusCode, str]:
         ({"prompt": "hi", "messages": [{"role": "user", "content": "x"}]}, "not both"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "role"),
         ({"prompt": "hi", "stop": [""]}, "stop"),
+        ({"prompt_token_ids": [1, 2, 10_000_000]}, "prompt_token_ids"),
+        ({"prompt": "hi", "prompt_token_ids": [1, 2]}, "not both"),
     ],
 )
 async def test_generate_invalid_argument(stack: LiveStack, kwargs, needle) -> None:

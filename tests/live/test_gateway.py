@@ -137,3 +137,13 @@ async def test_services_registered(stack: LiveStack) -> None:
     status = await stack.c.status()
     kinds = {s.split("/")[0] for s in status.services}
     assert {"scheduler", "memory", "consolidator"} <= kinds
+
+
+async def test_token_id_prompt_and_ignore_eos_give_exact_lengths(stack: LiveStack) -> None:
+    ids = [5, 17, 42, 99, 7, 3, 11, 64]
+    result = await stack.c.complete(
+        "llama", prompt_token_ids=ids, max_tokens=20, temperature=0, ignore_eos=True
+    )
+    assert result.completion.prompt_tokens == len(ids)
+    assert result.completion.completion_tokens == 20
+    assert result.completion.finish_reason == "length"

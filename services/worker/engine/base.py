@@ -57,6 +57,9 @@ class SamplingParams:
     max_tokens: int = 16
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Keep generating past end-of-sequence tokens until max_tokens (trace replay and
+    # benchmarks, where output lengths come from the trace).
+    ignore_eos: bool = False
 
     def validate(self) -> None:
         if self.temperature < 0:
