@@ -88,6 +88,7 @@ def model_info(
         architecture=spec.get("architecture", ""),
         instances=instances,
         created_at=float(spec.get("created_at", 0.0)),
+        vocab_size=int(spec.get("vocab_size", 0)),
     )
 
 

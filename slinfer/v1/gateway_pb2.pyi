@@ -90,7 +90,7 @@ class DeployModelRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "path", "engine", "device", "ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens", "max_model_len", "architecture", "instances", "created_at")
+    __slots__ = ("model_id", "path", "engine", "device", "ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens", "max_model_len", "architecture", "instances", "created_at", "vocab_size")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class ModelInfo(_message.Message):
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     path: str
     engine: _common_pb2.EngineKind
@@ -115,7 +116,8 @@ class ModelInfo(_message.Message):
     architecture: str
     instances: int
     created_at: float
-    def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ..., max_model_len: _Optional[int] = ..., architecture: _Optional[str] = ..., instances: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+    vocab_size: int
+    def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ..., max_model_len: _Optional[int] = ..., architecture: _Optional[str] = ..., instances: _Optional[int] = ..., created_at: _Optional[float] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class DeployModelResponse(_message.Message):
     __slots__ = ("model",)
