@@ -81,6 +81,8 @@ class GrantRecord:
     iterations: int
     deadline_s: float  # the earliest deadline that won the grant
     leased: bool  # the instance's token-budget lease was alive
+    # (instance, earliest deadline) of every other instance that had work at that moment
+    others: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -146,15 +148,16 @@ class DeviceArbiter:
         metrics.ARBITER_SECONDS.observe(elapsed)
         if grant is None:
             return None
-        winner = next(v for v in views if v.instance_id == grant.instance_id)
-        deadline = winner.earliest_deadline_s(self.policy_margin) or now
+        margin = self.policy_margin
+        deadlines = {v.instance_id: v.earliest_deadline_s(margin) or now for v in views}
         self.grant_log.append(
             GrantRecord(
                 now,
                 grant.instance_id,
                 grant.iterations,
-                deadline,
+                deadlines[grant.instance_id],
                 self.leases.get(grant.instance_id) is not None,
+                tuple((i, d) for i, d in deadlines.items() if i != grant.instance_id),
             )
         )
         metrics.GRANTS.labels(by_id[grant.instance_id].model_id).inc()
