@@ -6,10 +6,10 @@ import grpc
 
 from slinfer.v1 import worker_pb2_grpc
 
-_OPTIONS = [
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+# No client keepalive pings: servers answer pings more frequent than their 5-minute default
+# with GOAWAY "too many pings", which would break long LoadInstance calls. Dead workers are
+# noticed through their etcd lease instead.
+_OPTIONS: list[tuple[str, int]] = []
 
 
 class WorkerClients:
