@@ -23,7 +23,7 @@ import grpc
 from loguru import logger
 
 from services.common.convert import sampling_to_pb
-from services.common.errors import NoCapacity, WorkerUnavailable
+from services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
 from services.scheduler import metrics
 from services.scheduler.live_view import PendingLoad, ViewBuilder
 from services.scheduler.placement_live import candidate_nodes
@@ -39,6 +39,14 @@ from services.scheduler.tracker import LiveRequest, Tracker
 from services.scheduler.workers import WorkerClients
 from services.worker.engine.base import SamplingParams
 from slinfer.v1 import worker_pb2
+
+# Load failures worth trying elsewhere (or later); anything else means the model cannot load.
+_TRANSIENT = (
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +240,14 @@ class Dispatcher:
                         "instance {} unusable for request={}: {}", iid, req.request_id, exc
                     )
                     placement = None
+                    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSIENT:
+                        self.tracker.detach(req)
+                        self.on_change(iid)
+                        # The model cannot load (bad files, the engine refuses it): say so
+                        # now instead of trying node after node until the deadline.
+                        raise FailedPrecondition(
+                            f"model {model_id} failed to load: {exc.details()}"
+                        ) from exc
                 if placement is not None:
                     return placement
                 self.tracker.detach(req)  # it failed or went away while we waited

@@ -17,6 +17,7 @@ from typing import Any
 
 from loguru import logger
 
+from services.common.model_dir import inspect_model_dir
 from services.scheduler.policy import DeviceKind, ModelSpec, PerfModel
 from services.scheduler.policy.perf_model import DEFAULT_SAFETY
 from services.worker.engine.base import Engine
@@ -55,7 +56,9 @@ def calibrate(
     tables = cache.get(key)
     cached = tables is not None
     if tables is None:
-        vocab = int(getattr(engine, "vocab_size", 0)) or 1000
+        vocab = (
+            int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
+        )
         tables = measure(engine, grid, vocab)
         cache.put(key, tables)
     profile_s = time.perf_counter() - t0

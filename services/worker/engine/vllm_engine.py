@@ -59,6 +59,9 @@ class _Tracked:
     prompt_tokens: int
     resumed_tokens: int
     generated: int = 0
+    resumed_ids: tuple[int, ...] = ()
+    new_ids: list[int] = field(default_factory=list)
+    streamed: str = ""  # text sent for new_ids so far
 
 
 @dataclass(slots=True)
@@ -256,6 +259,7 @@ class VllmEngine:
         self._requests[request.request_id] = _Tracked(
             prompt_tokens=len(request.prompt_token_ids),
             resumed_tokens=len(request.resumed_token_ids),
+            resumed_ids=tuple(request.resumed_token_ids),
         )
 
     def _admit_kv(self, num_tokens: int) -> None:
@@ -321,17 +325,31 @@ class VllmEngine:
         new_tokens = tuple(completion.token_ids)
         tracked.generated += len(new_tokens)
         reason = _FINISH_REASONS.get(completion.finish_reason) if output.finished else None
+        tracked.new_ids.extend(new_tokens)
+        text = completion.text
+        tracked.streamed += text
         if output.finished:
             del self._requests[request_id]
+            if completion.stop_reason is None:  # not a stop string: flush held-back bytes
+                text += self._tail(tracked)
         return RequestOutput(
             request_id=request_id,
             new_token_ids=new_tokens,
-            text_delta=completion.text,
+            text_delta=text,
             finished=output.finished,
             finish_reason=reason,
             prompt_tokens=tracked.prompt_tokens,
             completion_tokens=tracked.resumed_tokens + tracked.generated,
         )
+
+    def _tail(self, tracked: _Tracked) -> str:
+        """Text vLLM's incremental detokenizer held back at the end (an incomplete UTF-8
+        sequence): the full decode, as transformers' `decode` and the PyTorch engine give it."""
+        decode = self._tokenizer.decode
+        base = decode(list(tracked.resumed_ids), skip_special_tokens=True)
+        full = decode([*tracked.resumed_ids, *tracked.new_ids], skip_special_tokens=True)
+        sent = base + tracked.streamed
+        return full[len(sent) :] if full.startswith(sent) else ""
 
     # --- memory -----------------------------------------------------------------------------
 
