@@ -82,6 +82,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         try:
             spec = models.spec_from_request(request)
             await models.deploy(self.s.store, spec)
+            # Read-your-writes: the watch event may trail the answer to this call.
+            self.s.watcher.view.apply(keys.model(spec["model_id"]), spec)
             logger.info("deployed model={} path={}", spec["model_id"], spec["path"])
             return gateway_pb2.DeployModelResponse(
                 model=models.model_info(spec, 0, self.s.defaults)
@@ -213,6 +215,10 @@ class SchedulerService:
         if not request.model:
             raise InvalidArgument("model is required")
         model = self.watcher.view.models.get(request.model)
+        if model is None and keys.valid_name(request.model):
+            # Deployed through another replica a moment ago? Ask etcd, not the watch.
+            entry = await self.store.get(keys.model(request.model))
+            model = entry.value if entry is not None else None
         if model is None:
             raise ModelNotFound(f"model {request.model} is not deployed (see ListModels)")
         sampling = sampling_from_pb(request.sampling)
@@ -282,6 +288,7 @@ class SchedulerService:
 
     async def delete_model(self, model_id: str) -> int:
         spec = await models.delete(self.store, model_id)
+        self.watcher.view.apply(keys.model(model_id), None)
         self.prompts.forget(spec.get("path", ""))
         unloaded = 0
         view = self.watcher.view

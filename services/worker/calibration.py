@@ -21,7 +21,18 @@ from services.common.model_dir import inspect_model_dir
 from services.scheduler.policy import DeviceKind, ModelSpec, PerfModel
 from services.scheduler.policy.perf_model import DEFAULT_SAFETY
 from services.worker.engine.base import Engine
-from services.worker.profiler import ProfileCache, ProfileGrid, cpu_name, measure, profile_key
+from services.worker.profiler import (
+    ProfileCache,
+    ProfileGrid,
+    cpu_name,
+    measure,
+    profile_key,
+    spot_check,
+)
+
+# A cached table whose first prefill point now runs in under half its tabled time was
+# measured on a busy machine: measure again.
+STALE_RATIO = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +64,13 @@ def calibrate(
     dtype = str(getattr(engine, "dtype", "default")).replace("torch.", "")
     key = profile_key(model_dir, engine.kind.value, dtype, threads, kind)
     t0 = time.perf_counter()
+    vocab = int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
     tables = cache.get(key)
     cached = tables is not None
+    if tables is not None and spot_check(engine, tables, vocab) < STALE_RATIO:
+        logger.warning("cached perf tables for {} over-state its cost; measuring again", model_id)
+        tables, cached = None, False
     if tables is None:
-        vocab = (
-            int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
-        )
         tables = measure(engine, grid, vocab)
         cache.put(key, tables)
     profile_s = time.perf_counter() - t0

@@ -125,6 +125,24 @@ def measure(engine: Engine, grid: ProfileGrid, vocab_size: int, seed: int = 0) -
     return {"prefill_ms": prefill, "decode_ms": decode}
 
 
+def spot_check(engine: Engine, tables: dict[str, Any], vocab_size: int) -> float:
+    """Measured / tabled time of one prefill at the table's first point (fastest of two).
+
+    A table measured while the machine was busy over-states every cost; a ratio well below 1
+    says so, and the caller measures again. (A ratio above 1 means the machine is busy now:
+    the table stays, since interference only ever adds time.)
+    """
+    n, ms = tables["prefill_ms"][0]
+    rng = random.Random(1)
+    greedy = SamplingParams(temperature=0.0, max_tokens=1)
+    times = []
+    for r in range(2):
+        engine.add_request(EngineRequest(f"spot-{r}", _prompt(rng, int(n), vocab_size), greedy))
+        times.append(engine.step().duration_s * 1000)
+        _drain(engine)
+    return min(times) / max(float(ms), 1e-6)
+
+
 class ProfileCache:
     """Tables on disk under $SLINFER_HOME/profiles/{key}.json."""
 

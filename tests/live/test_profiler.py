@@ -41,3 +41,25 @@ def test_too_small_pool_is_refused(tiny_models) -> None:
             ProfileGrid(prefill_tokens=(64,), decode_context=(64,), decode_batch=(1,)),
             vocab_size=engine.vocab_size,
         )
+
+
+def test_tables_measured_on_a_busy_machine_are_measured_again(tiny_models, tmp_path) -> None:
+    from services.worker.calibration import calibrate
+
+    engine = TorchEngine(TorchEngineConfig(model_dir=tiny_models["llama"], kv_capacity_tokens=2048))
+    grid = ProfileGrid(prefill_tokens=(8, 64), decode_context=(32,), decode_batch=(1, 2), repeats=1)
+    cache = ProfileCache(tmp_path)
+    first = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
+    assert not first.cached
+    again = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
+    assert again.cached and again.tables["prefill_ms"] == first.tables["prefill_ms"]
+    # Overwrite the cache with tables 1000x too slow, as a loaded machine would measure.
+    slow = {
+        "prefill_ms": [[n, ms * 1000] for n, ms in first.tables["prefill_ms"]],
+        "decode_ms": first.tables["decode_ms"],
+    }
+    key = next(p.stem for p in tmp_path.glob("*.json"))
+    cache.put(key, slow)
+    fixed = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
+    assert not fixed.cached, "an over-stated cached table must be measured again"
+    assert fixed.tables["prefill_ms"][0][1] < slow["prefill_ms"][0][1] / 10

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 # A profile that says one request costs 100 ms per decode iteration whatever the batch: with
 # TPOT SLO 0.2 s one busy instance takes 1.1 * 0.1 / (0.95 * 0.2) = 58 % of the device.
 FLAT_TABLES = {
-    "prefill_ms": [[1, 5.0], [4096, 5.0]],
+    "prefill_ms": [[1, 1.0], [4096, 1.0]],
     "decode_ms": [[64, [[1, 100.0], [64, 100.0]]], [4096, [[1, 100.0], [64, 100.0]]]],
 }
 
