@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.backbone_tps [--tokens 64] [--json PATH]
 
-Same prompt, greedy, one run each, side by side. The gateway path is the real one: etcd,
+Same prompt, greedy, exactly --tokens tokens (ignore_eos), one run each, side by side.
+The gateway path is the real one: etcd,
 scheduler, worker over loopback gRPC, streaming; the in-process path steps the engine in a
 loop. The difference is the serving overhead per token.
 """
@@ -35,7 +36,7 @@ def in_process(path: str, tokens: int) -> dict[str, float]:
         tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False),
         add_special_tokens=False,
     )
-    sampling = SamplingParams(temperature=0.0, max_tokens=tokens)
+    sampling = SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True)
     # warm-up (first-call allocations), then the measured run
     engine.add_request(
         EngineRequest("warm", tuple(ids), SamplingParams(temperature=0.0, max_tokens=4))
@@ -74,7 +75,9 @@ async def through_gateway(path: str, tokens: int) -> dict[str, float]:
             msgs = [{"role": "user", "content": PROMPT}]
             await stack.c.complete("smollm2", messages=msgs, max_tokens=4, temperature=0)
             t0 = time.perf_counter()
-            res = await stack.c.complete("smollm2", messages=msgs, max_tokens=tokens, temperature=0)
+            res = await stack.c.complete(
+                "smollm2", messages=msgs, max_tokens=tokens, temperature=0, ignore_eos=True
+            )
             end = time.perf_counter()
             c = res.completion
             n = c.completion_tokens
