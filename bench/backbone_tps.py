@@ -115,7 +115,13 @@ def main() -> None:
     if ns.json:
         with open(ns.json, "w") as fh:
             json.dump(
-                {"bench": "backbone_tps", "command": " ".join(sys.argv), "rows": rows}, fh, indent=2
+                {
+                    "bench": "backbone_tps",
+                    "command": " ".join(["python -m bench.backbone_tps", *sys.argv[1:]]),
+                    "rows": rows,
+                },
+                fh,
+                indent=2,
             )
 
 
