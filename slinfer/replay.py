@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from services.scheduler.policy import SloPolicy
+from sim.metrics import percentile  # the simulator's, so both report alike
 from sim.trace import TraceRequest, load_trace
 from slinfer.client import AsyncClient, Completion, SlinferError
 
@@ -93,21 +94,11 @@ class ReplaySummary:
             "failed": self.failed,
             "slo_met": self.slo_met,
             "slo_met_strict": self.slo_met_strict,
-            "ttft_p50_s": percentile(self.ttft_s, 50),
-            "ttft_p99_s": percentile(self.ttft_s, 99),
-            "tpot_p50_s": percentile(self.tpot_s, 50),
-            "tpot_p99_s": percentile(self.tpot_s, 99),
+            "ttft_p50_s": percentile(self.ttft_s, 0.50),
+            "ttft_p99_s": percentile(self.ttft_s, 0.99),
+            "tpot_p50_s": percentile(self.tpot_s, 0.50),
+            "tpot_p99_s": percentile(self.tpot_s, 0.99),
         }
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def _lengths(req: TraceRequest, scale: float, max_len: int) -> tuple[int, int]:
