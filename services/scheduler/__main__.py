@@ -39,6 +39,11 @@ def main() -> None:
         "--l-min", type=int, default=1024, help="KV demand floor L_min in tokens (DESIGN.md §3)"
     )
     parser.add_argument(
+        "--prefill-on-leftover",
+        action="store_true",
+        help="check prefill deadlines on the device share decoding leaves (docs/EVALUATION.md)",
+    )
+    parser.add_argument(
         "--kv-tokens", type=int, default=4096, help="default KV capacity (tokens) of a new instance"
     )
     ns = parser.parse_args()
@@ -52,6 +57,7 @@ def main() -> None:
             queue_grace_s=ns.queue_grace,
             default_kv_capacity_tokens=ns.kv_tokens,
             l_min_tokens=ns.l_min,
+            prefill_on_leftover=ns.prefill_on_leftover,
         ),
     )
     service = SchedulerService(config)

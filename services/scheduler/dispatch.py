@@ -56,6 +56,9 @@ class DispatchConfig:
     queue_grace_s: float = 0.0
     default_kv_capacity_tokens: int = 4096
     l_min_tokens: int = 1024
+    # The admission variant docs/EVALUATION.md recommends for CPUs (prefills checked on the
+    # device share decoding leaves); off: DESIGN.md §2 exactly.
+    prefill_on_leftover: bool = False
     prior_output_tokens: float = 128.0
     load_timeout_s: float = 300.0
     rpc_timeout_s: float = 10.0
@@ -68,7 +71,9 @@ class DispatchConfig:
 
     @property
     def policy(self) -> PolicyConfig:
-        return PolicyConfig(l_min_tokens=self.l_min_tokens)
+        return PolicyConfig(
+            l_min_tokens=self.l_min_tokens, prefill_on_leftover=self.prefill_on_leftover
+        )
 
 
 @dataclass(frozen=True, slots=True)
