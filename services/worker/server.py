@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,7 @@ class WorkerService:
         )
         self.device = Device(self.node_id, self.arbiter)
         self.profiles = ProfileCache(config.profile_dir)
+        self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"loader-{self.node_id}")
         self._lease_task: asyncio.Task[None] | None = None
         self.instances = self.device.instances
         self.registration: Registration | None = None
@@ -194,6 +196,7 @@ class WorkerService:
         if self.server:
             await self.server.stop(grace_s)
         await self.device.stop()
+        self.loader.shutdown(wait=True)
         await self.store.close()
 
     def node_record(self) -> dict[str, object]:
@@ -275,7 +278,16 @@ class WorkerService:
         )
         t0 = time.perf_counter()
         try:
-            engine = await self.device.call(create_engine, kind, spec)
+            # PyTorch weights load on the loader thread: the device keeps running its other
+            # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
+            # build touches process-wide state (RNG, thread settings, distributed groups), so
+            # it runs on the device thread, between iterations.
+            if kind is EngineKind.VLLM:
+                engine = await self.device.call(create_engine, kind, spec)
+            else:
+                engine = await asyncio.get_running_loop().run_in_executor(
+                    self.loader, create_engine, kind, spec
+                )
             inst.load_s = time.perf_counter() - t0
             cal = await self.device.call(
                 calibrate,
