@@ -65,8 +65,11 @@ async def run_mode(mode: str, args: argparse.Namespace, model: Path, n_ids: int)
         )
         try:
             ids = tuple(f"m{j}" for j in range(n_ids))
+            slo = {}
+            if args.slo_scale != 1.0:  # the paper's SLOs, scaled to this hardware's speed
+                slo = {"ttft_slo_s": 0.5 * args.slo_scale, "tpot_slo_s": 0.25 * args.slo_scale}
             for mid in ids:
-                await stack.c.deploy(mid, str(model), keep_alive_s=args.keep_alive)
+                await stack.c.deploy(mid, str(model), keep_alive_s=args.keep_alive, **slo)
             cfg = ReplayConfig(
                 trace=args.trace,
                 model_ids=ids,
@@ -114,6 +117,12 @@ def main() -> None:
     parser.add_argument("--memory-gib", type=float, default=6.0)
     parser.add_argument("--keep-alive", type=float, default=10.0)
     parser.add_argument("--modes", default="slinfer,exclusive")
+    parser.add_argument(
+        "--slo-scale",
+        type=float,
+        default=1.0,
+        help="multiply the SLOs (TTFT 0.5 s, TPOT 0.25 s) for slower hardware; 1 = paper's",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", default=None, help="write per-request JSON lines here")
     parser.add_argument("--json", default=None)
