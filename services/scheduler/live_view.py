@@ -118,6 +118,9 @@ class ViewBuilder:
         perf = self.perf(cluster, model_id, label)
         if model is None or perf is None:
             return None
+        scale = float(rec.get("perf_scale") or 1.0)
+        if scale > 1.0:  # the worker observed its iterations running slower than tabled
+            perf = perf.with_safety(perf.safety * scale)
         spec = specs.get(model_id)
         if spec is None:
             kv = int(model.get("kv_capacity_tokens") or kv_tokens_default)
@@ -201,8 +204,17 @@ class ViewBuilder:
         perf_by_label = {}
         for label in cluster.profiles.get(model_id, {}):
             perf = self.perf(cluster, model_id, label)
-            if perf is not None:
-                perf_by_label[(_kind(label), label)] = perf
+            if perf is None:
+                continue
+            # A new instance will run as slowly as the slowest of its kind observed now.
+            scales = [
+                float(r.get("perf_scale") or 1.0)
+                for r in cluster.instances_of(model_id)
+                if cluster.nodes.get(r.get("node_id", ""), {}).get("label") == label
+            ]
+            if scales and max(scales) > 1.0:
+                perf = perf.with_safety(perf.safety * max(scales))
+            perf_by_label[(_kind(label), label)] = perf
         return DispatchView(
             devices=DispatchView.freeze_devices(devices),
             candidates=tuple(sorted(candidates, key=lambda c: c.instance_id)),

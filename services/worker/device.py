@@ -101,6 +101,10 @@ class Device:
             metrics.BATCH_SIZE.labels(inst.model_id).observe(result.batch_size)
             if self.iteration_s_total > 0:
                 metrics.ARBITER_OVERHEAD.labels(self.name).set(self.overhead_ratio)
+        if result.phase is Phase.DECODE and result.batch_size:
+            inst.observe(
+                result.duration_s, result.context_tokens / result.batch_size, result.batch_size
+            )
         for out in result.outputs:
             tracked = inst.requests.get(out.request_id)
             if tracked is not None and out.new_token_ids:

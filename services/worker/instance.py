@@ -44,6 +44,10 @@ class Instance:
     spec: ModelSpec | None = None
     profile: dict[str, Any] | None = None
     profile_s: float = 0.0
+    # Observed / predicted decode iteration time (EMA): the measured tables were taken on an
+    # idle device; under live load iterations may run slower, and admission must know.
+    slowdown: float = 1.0
+    published_scale: float = 1.0
 
     @property
     def busy(self) -> bool:
@@ -51,6 +55,18 @@ class Instance:
 
     def idle_s(self, now: float) -> float:
         return 0.0 if self.busy else max(0.0, now - self.idle_since)
+
+    @property
+    def perf_scale(self) -> float:
+        """Factor the scheduler applies to this instance's tables (never below 1)."""
+        return max(1.0, self.slowdown)
+
+    def observe(self, duration_s: float, avg_context: float, batch: int) -> None:
+        if self.perf is None or batch <= 0:
+            return
+        predicted = self.perf.decode_s(avg_context, batch)
+        if predicted > 0:
+            self.slowdown = 0.8 * self.slowdown + 0.2 * (duration_s / predicted)
 
     def record(self, node_id: str) -> dict[str, Any]:
         """The etcd value describing this instance (under the node's lease)."""
@@ -69,5 +85,6 @@ class Instance:
             "max_model_len": s.max_model_len if s else 0,
             "load_s": round(self.load_s, 4),
             "profile_s": round(self.profile_s, 4),
+            "perf_scale": round(self.perf_scale, 3),
             "error": self.error,
         }

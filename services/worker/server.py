@@ -146,6 +146,7 @@ class WorkerService:
         self.profiles = ProfileCache(config.profile_dir)
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"loader-{self.node_id}")
         self._lease_task: asyncio.Task[None] | None = None
+        self._scale_task: asyncio.Task[None] | None = None
         self.instances = self.device.instances
         self.registration: Registration | None = None
         self.server: grpc.aio.Server | None = None
@@ -179,6 +180,7 @@ class WorkerService:
             watch_leases(self.store, self.node_id, self.arbiter.leases, self.device.wake),
             name="leases",
         )
+        self._scale_task = asyncio.create_task(self._publish_perf_scales(), name="perf-scale")
         await set_serving(health, [SERVICE_NAME], True)
         logger.info("worker {} ({}) serving on {}", self.node_id, self.config.kind, self.address)
         return self.address
@@ -187,6 +189,10 @@ class WorkerService:
         for inst in list(self.instances.values()):
             with contextlib.suppress(Exception):
                 await self.unload_instance(inst.instance_id)
+        if self._scale_task:
+            self._scale_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scale_task
         if self._lease_task:
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -215,6 +221,19 @@ class WorkerService:
             await self.store.put(
                 keys.instance(inst.instance_id), inst.record(self.node_id), lease=lease_id
             )
+
+    async def _publish_perf_scales(self, every_s: float = 2.0) -> None:
+        """Tell the scheduler when an instance runs >10 % off its tables (instance record)."""
+        while True:
+            await asyncio.sleep(every_s)
+            for inst in list(self.instances.values()):
+                scale = inst.perf_scale
+                if inst.state is InstanceState.READY and abs(scale - inst.published_scale) > (
+                    0.1 * inst.published_scale
+                ):
+                    inst.published_scale = scale
+                    with contextlib.suppress(Exception):
+                        await self._publish(inst)
 
     async def _publish(self, inst: Instance) -> None:
         assert self.registration is not None

@@ -97,11 +97,15 @@ def main() -> None:
             }
             for name, value in figures.items():
                 best[policy][name] = min(best[policy].get(name, value), value)
-    print(f"{'dtype':6} {'prefill128 ms':>14} {'decode b1 ms':>13} {'decode b8 ms':>13} "
-          f"{'greedy tok/s':>13}")
+    print(
+        f"{'dtype':6} {'prefill128 ms':>14} {'decode b1 ms':>13} {'decode b8 ms':>13} "
+        f"{'greedy tok/s':>13}"
+    )
     for policy, row in best.items():
-        print(f"{policy.value:6} {row['prefill128_ms']:14.1f} {row['decode_b1_ms']:13.1f} "
-              f"{row['decode_b8_ms']:13.1f} {-row['tok_s']:13.1f}")
+        print(
+            f"{policy.value:6} {row['prefill128_ms']:14.1f} {row['decode_b1_ms']:13.1f} "
+            f"{row['decode_b8_ms']:13.1f} {-row['tok_s']:13.1f}"
+        )
     for engine in engines.values():
         engine.close()
 
