@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.common.errors import FailedPrecondition, InvalidArgument
 
+FP32_BYTES = 4
 _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
 
 
@@ -29,6 +30,11 @@ class ModelDir:
 
     def weights_bytes(self, dtype_bytes: int) -> int:
         return self.parameters * dtype_bytes
+
+    def upper_bound_bytes(self, kv_tokens: int) -> int:
+        """Weights + KV before any engine has loaded it: fp32, the widest dtype engines pick
+        on CPUs; the real figures replace it once an instance reports them."""
+        return self.weights_bytes(FP32_BYTES) + kv_tokens * self.kv_bytes_per_token(FP32_BYTES)
 
 
 def _safetensors_parameters(path: Path) -> int:

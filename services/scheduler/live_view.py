@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.model_dir import inspect_model_dir
+from services.common.model_dir import FP32_BYTES, inspect_model_dir
 from services.scheduler.policy import (
     DeviceKind,
     DeviceView,
@@ -32,7 +32,6 @@ _PHASES = {
     "unloading": InstancePhase.RELEASING,
     "failed": InstancePhase.RELEASING,
 }
-FP32_BYTES = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ def candidate_nodes(
     view: ClusterView, model: dict[str, Any], kv_tokens: int
 ) -> list[dict[str, Any]]:
     info = inspect_model_dir(model["path"])
-    need = info.weights_bytes(4) + kv_tokens * info.kv_bytes_per_token(4)
+    need = info.upper_bound_bytes(kv_tokens)
     device = model.get("device") or None
     engine = model.get("engine") or None
     pools = [device] if device else ["cpu", "gpu"]

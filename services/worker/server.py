@@ -254,8 +254,7 @@ class WorkerService:
 
     def _check_fits(self, path: str, kv_capacity_tokens: int) -> None:
         info = inspect_model_dir(path)
-        # Upper bound before loading: fp32 weights and KV; the real figures replace it after.
-        need = info.weights_bytes(4) + kv_capacity_tokens * info.kv_bytes_per_token(4)
+        need = info.upper_bound_bytes(kv_capacity_tokens)
         free = self.config.memory_bytes - self.memory_used_bytes()
         if need > free:
             raise NoCapacity(
