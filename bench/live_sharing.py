@@ -1,18 +1,25 @@
-"""Live token-level sharing vs exclusive instances, SmolLM2 on this machine, one run.
+"""Live token-level sharing vs exclusive instances, SmolLM2 on this machine, repeated runs.
 
-    .venv/bin/python -m bench.live_sharing [--models 16] [--duration 120] [--time-scale 0.5]
-        [--length-scale 0.25] [--json docs/live_sharing.json]
+    .venv/bin/python -m bench.live_sharing [--models 16] [--duration 120] [--time-scale 1.0]
+        [--length-scale 0.1] [--slo-scale 4] [--nodes 1|2] [--repeats 3]
+        [--modes slinfer,exclusive] [--json docs/live_sharing.json]
 
-SmolLM2 is deployed under N model ids (one per selected trace function) on one CPU worker,
-and a time-scaled slice of ../shared/traces/azure_1_30_128_8_0.json is replayed through the
-live gateway in two modes, one after the other in the same run:
+SmolLM2 is deployed under N model ids (one per selected trace function) and a time-scaled
+slice of ../shared/traces/azure_1_30_128_8_0.json is replayed through the live gateway, once
+per mode and repeat, modes interleaved (A B A B ...) so drift on the machine hits all alike:
 
-- `slinfer`: token-level sharing (arbiter, shadow-validated admission, busiest routing);
-- `exclusive`: one resident instance per device (the `sllm+c` policy: ServerlessLLM-style);
-  other models cold start when the device frees up after the keep-alive, and wait.
+- `slinfer`: token-level sharing (arbiter, shadow-validated admission, busiest routing,
+  consolidation);
+- `slinfer-no-defrag`: the same without consolidation (no preemption, no packing);
+- `exclusive`: one resident instance per device (the `sllm+c` policy, ServerlessLLM-style,
+  with a concurrency cap derived from the model's measured tables); other models cold start
+  when the device frees up after the keep-alive, and wait.
 
-It prints SLO-met requests per mode (load time excused, as the paper, and strict), their
-ratio, latency percentiles and the arbiter's overhead as % of engine iteration time.
+The stack runs as separate processes (bench/live_procs.py), one CPU worker using both cores,
+or with `--nodes 2` two workers pinned to one core each. Printed per run and summarised per
+mode: SLO-met requests (load time excused, as the paper, and strict), latency percentiles,
+the arbiter's overhead as % of engine iteration time, and the time-average number of nodes
+hosting an instance (`avg_nodes`).
 """
 
 from __future__ import annotations
@@ -20,19 +27,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from services.common.etcd_process import start_etcd
-from services.inprocess import LiveStack
-from services.scheduler.dispatch import DispatchConfig
+from bench.live_procs import NodeSampler, arbiter_overhead_pct, proc_stack
 from services.scheduler.policy import SystemName
 from sim.paths import traces_dir
 from slinfer.models import build_smollm2
 from slinfer.replay import ReplayConfig, replay
 
-# The row fields the JSON promises (issue 5); everything else goes under "extra".
+# The row fields the JSON promises (issues 5 and 7); everything else goes under "extra".
 JSON_COLUMNS = [
     "mode",
     "models",
@@ -43,71 +50,101 @@ JSON_COLUMNS = [
     "ttft_p99_s",
     "tpot_p50_s",
     "arbiter_overhead_pct",
+    "avg_nodes",
 ]
-MODES = {"slinfer": SystemName.SLINFER, "exclusive": SystemName.SLLM_C}
+MODES = {
+    "slinfer": SystemName.SLINFER,
+    "slinfer-no-defrag": SystemName.SLINFER_NO_DEFRAG,
+    "exclusive": SystemName.SLLM_C,
+}
 
 
-async def warm_profile(model: Path, kv_tokens: int, memory: int) -> float:
-    """Load SmolLM2 once so its perf tables are measured and cached before either mode."""
-    etcd = start_etcd()
-    try:
-        stack = await LiveStack.start(
-            etcd.endpoint,
-            workers=[{"node_id": "cpu-0", "memory_bytes": memory}],
-            dispatch=DispatchConfig(default_kv_capacity_tokens=kv_tokens),
-        )
+def _stack_kwargs(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    return {
+        "cpu_nodes": args.nodes,
+        "worker_memory": args.worker_memory,
+        "keep_alive_s": args.keep_alive,
+        "scheduler_args": [
+            "--system",
+            MODES[mode].value,
+            "--kv-tokens",
+            str(args.kv_tokens),
+            *args.scheduler_arg,
+        ],
+    }
+
+
+async def warm_profile(args: argparse.Namespace, model: Path) -> float:
+    """Load SmolLM2 once on the same node shape, so its tables are measured and cached."""
+    async with proc_stack(**_stack_kwargs(args, "slinfer")) as ps:
         t0 = time.perf_counter()
-        await stack.c.deploy("warm", str(model))
-        await stack.c.complete("warm", prompt_token_ids=[100, 200, 300], max_tokens=2)
-        elapsed = time.perf_counter() - t0
-        await stack.stop()
-        return elapsed
-    finally:
-        etcd.stop()
+        for j in range(args.nodes):  # one instance per node: each node label gets its tables
+            await ps.client.deploy(f"warm{j}", str(model))
+            await ps.client.complete(f"warm{j}", prompt_token_ids=[100, 200, 300], max_tokens=2)
+        return time.perf_counter() - t0
 
 
-async def run_mode(mode: str, args: argparse.Namespace, model: Path, n_ids: int) -> dict:
-    etcd = start_etcd()
-    try:
-        stack = await LiveStack.start(
-            etcd.endpoint,
-            workers=[{"node_id": "cpu-0", "memory_bytes": int(args.memory_gib * 2**30)}],
-            dispatch=DispatchConfig(system=MODES[mode], default_kv_capacity_tokens=args.kv_tokens),
-            keep_alive_s=args.keep_alive,
+async def run_mode(mode: str, args: argparse.Namespace, model: Path, repeat: int) -> dict:
+    async with proc_stack(**_stack_kwargs(args, mode)) as ps:
+        ids = tuple(f"m{j}" for j in range(args.models))
+        slo = {}
+        if args.slo_scale != 1.0:  # the paper's SLOs, scaled to this hardware's speed
+            slo = {"ttft_slo_s": 0.5 * args.slo_scale, "tpot_slo_s": 0.25 * args.slo_scale}
+        for mid in ids:
+            await ps.client.deploy(mid, str(model), keep_alive_s=args.keep_alive, **slo)
+        cfg = ReplayConfig(
+            trace=args.trace,
+            model_ids=ids,
+            models=args.models,
+            time_scale=args.time_scale,
+            duration_s=args.duration,
+            length_scale=args.length_scale,
+            seed=args.seed,
         )
-        try:
-            ids = tuple(f"m{j}" for j in range(n_ids))
-            slo = {}
-            if args.slo_scale != 1.0:  # the paper's SLOs, scaled to this hardware's speed
-                slo = {"ttft_slo_s": 0.5 * args.slo_scale, "tpot_slo_s": 0.25 * args.slo_scale}
-            for mid in ids:
-                await stack.c.deploy(mid, str(model), keep_alive_s=args.keep_alive, **slo)
-            cfg = ReplayConfig(
-                trace=args.trace,
-                model_ids=ids,
-                models=args.models,
-                time_scale=args.time_scale,
-                duration_s=args.duration,
-                length_scale=args.length_scale,
-                seed=args.seed,
-            )
-            out = Path(args.out_dir) / f"live_sharing_{mode}.jsonl" if args.out_dir else None
-            t0 = time.perf_counter()
-            summary = (await replay(stack.c, cfg, out)).as_dict()
-            wall = time.perf_counter() - t0
-            device = stack.workers[0].device
-            return {
-                "mode": mode,
-                "models": n_ids,
-                "wall_s": round(wall, 1),
-                **summary,
-                "arbiter_overhead_pct": round(device.overhead_ratio * 100, 4),
-                "iterations": device.iterations,
+        out = None
+        if args.out_dir:
+            out = Path(args.out_dir) / f"live_sharing_{mode}_{repeat}.jsonl"
+        sampler = NodeSampler(ps.client)
+        sampler.start()
+        t0 = time.perf_counter()
+        summary = (await replay(ps.client, cfg, out)).as_dict()
+        wall = time.perf_counter() - t0
+        avg_nodes = await sampler.stop()
+        overhead, iterations = arbiter_overhead_pct(ps.worker_metrics_ports())
+        return {
+            "mode": mode,
+            "models": args.models,
+            **summary,
+            "arbiter_overhead_pct": round(overhead, 4),
+            "avg_nodes": round(avg_nodes, 3),
+            "repeat": repeat,
+            "nodes": args.nodes,
+            "wall_s": round(wall, 1),
+            "iterations": iterations,
+        }
+
+
+def summarise(rows: list[dict]) -> dict[str, Any]:
+    """Per mode: mean, min and max of SLO-met (both views) and avg_nodes over the repeats."""
+    out: dict[str, Any] = {}
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = [r for r in rows if r["mode"] == mode]
+        entry: dict[str, Any] = {"runs": len(mine)}
+        for key in ("slo_met", "slo_met_strict", "avg_nodes"):
+            vals = [float(r[key]) for r in mine]
+            entry[key] = {
+                "mean": round(statistics.fmean(vals), 3),
+                "min": min(vals),
+                "max": max(vals),
+                "values": vals,
             }
-        finally:
-            await stack.stop()
-    finally:
-        etcd.stop()
+        out[mode] = entry
+    if "slinfer" in out and "exclusive" in out:
+        base = out["exclusive"]["slo_met"]["mean"]
+        out["ratio_slinfer_over_exclusive"] = (
+            round(out["slinfer"]["slo_met"]["mean"] / base, 3) if base else None
+        )
+    return out
 
 
 def _fmt(v: object) -> str:
@@ -116,53 +153,72 @@ def _fmt(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--trace", type=Path, default=traces_dir() / "azure_1_30_128_8_0.json")
-    parser.add_argument("--models", type=int, default=16, help="trace functions (k per group)")
-    parser.add_argument("--duration", type=float, default=120.0, help="trace seconds")
-    parser.add_argument("--time-scale", type=float, default=0.5)
-    parser.add_argument("--length-scale", type=float, default=0.25)
-    parser.add_argument("--kv-tokens", type=int, default=1024)
-    parser.add_argument("--memory-gib", type=float, default=6.0)
-    parser.add_argument("--keep-alive", type=float, default=10.0)
-    parser.add_argument("--modes", default="slinfer,exclusive")
-    parser.add_argument(
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--trace", type=Path, default=traces_dir() / "azure_1_30_128_8_0.json")
+    p.add_argument("--models", type=int, default=16, help="trace functions (k per group)")
+    p.add_argument("--duration", type=float, default=120.0, help="trace seconds")
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--length-scale", type=float, default=0.1)
+    p.add_argument("--kv-tokens", type=int, default=1024)
+    p.add_argument("--worker-memory", default="6GiB", help="memory each worker offers")
+    p.add_argument("--keep-alive", type=float, default=5.0)
+    p.add_argument("--nodes", type=int, default=1, choices=(1, 2), help="CPU workers")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--modes", default="slinfer,exclusive", help=f"of {','.join(MODES)}")
+    p.add_argument(
         "--slo-scale",
         type=float,
-        default=1.0,
+        default=4.0,
         help="multiply the SLOs (TTFT 0.5 s, TPOT 0.25 s) for slower hardware; 1 = paper's",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", default=None, help="write per-request JSON lines here")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    p.add_argument(
+        "--scheduler-arg", action="append", default=[], help="extra scheduler flag (repeat)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default=None, help="write per-request JSON lines here")
+    p.add_argument("--json", default=None)
+    return p
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or args.repeats < 1:
+        sys.exit(f"unknown modes {unknown} (known: {', '.join(MODES)}) or --repeats < 1")
     model = build_smollm2()
-    warm_s = asyncio.run(warm_profile(model, args.kv_tokens, int(args.memory_gib * 2**30)))
-    print(f"SmolLM2 first load + profile: {warm_s:.1f} s (cached for the runs below)")
-    rows = [asyncio.run(run_mode(m, args, model, args.models)) for m in args.modes.split(",")]
-    cols = [*JSON_COLUMNS[:3], "completed", "dropped", *JSON_COLUMNS[3:]]
-    print("  ".join(f"{c:>14}" for c in cols))
-    for r in rows:
-        print("  ".join(f"{_fmt(r.get(c)):>14}" for c in cols))
-    by = {r["mode"]: r for r in rows}
-    if "slinfer" in by and "exclusive" in by and by["exclusive"]["slo_met"]:
+    warm_s = asyncio.run(warm_profile(args, model))
+    print(f"SmolLM2 first loads + profiles: {warm_s:.1f} s (cached for the runs below)")
+    cols = [*JSON_COLUMNS[:3], "completed", "dropped", *JSON_COLUMNS[3:], "repeat"]
+    print("  ".join(f"{c:>12.12}" for c in cols), flush=True)
+    rows = []
+    for repeat in range(args.repeats):
+        for mode in modes:
+            row = asyncio.run(run_mode(mode, args, model, repeat))
+            rows.append(row)
+            print("  ".join(f"{_fmt(row.get(c)):>12.12}" for c in cols), flush=True)
+    summary = summarise(rows)
+    for mode in modes:
+        s = summary[mode]
         print(
-            f"SLO-met ratio slinfer / exclusive: "
-            f"{by['slinfer']['slo_met'] / by['exclusive']['slo_met']:.2f}"
+            f"{mode:>18}: SLO-met mean {s['slo_met']['mean']:.1f} "
+            f"(min {s['slo_met']['min']:.0f}, max {s['slo_met']['max']:.0f}; strict mean "
+            f"{s['slo_met_strict']['mean']:.1f}), avg_nodes {s['avg_nodes']['mean']:.2f}"
         )
+    ratio = summary.get("ratio_slinfer_over_exclusive")
+    if ratio is not None:
+        print(f"SLO-met ratio slinfer / exclusive (means): {ratio}")
     if args.json:
-        keep = JSON_COLUMNS
         doc = {
             "bench": "live_sharing",
             "command": " ".join(["python -m bench.live_sharing", *sys.argv[1:]]),
             "rows": [
-                {k: r.get(k) for k in keep}
-                | {"extra": {k: v for k, v in r.items() if k not in keep}}
+                {k: r.get(k) for k in JSON_COLUMNS}
+                | {"extra": {k: v for k, v in r.items() if k not in JSON_COLUMNS}}
                 for r in rows
             ],
+            "summary": summary,
         }
         Path(args.json).write_text(json.dumps(doc, indent=2))
 

@@ -25,8 +25,8 @@ def home() -> Path:
     return Path(os.environ.get("SLINFER_HOME", Path.home() / ".cache" / "slinfer"))
 
 
-def state_file() -> Path:
-    return home() / "run" / "stack.json"
+def state_file(run_dir: Path | None = None) -> Path:
+    return (run_dir or home() / "run") / "stack.json"
 
 
 @dataclass
@@ -42,6 +42,11 @@ class StackConfig:
     cpu_nodes: int = 1  # >1: that many CPU workers, each pinned to one core
     keep_alive_s: float = 300.0
     log_dir: Path = field(default_factory=lambda: home() / "logs")
+    # Extra flags for the scheduler (e.g. ["--system", "sllm+c"]), and where the stack keeps
+    # its etcd data and state file: $SLINFER_HOME/run by default (what `slinfer down` reads);
+    # benchmarks pass a private directory so they never touch a user's stack.
+    scheduler_args: tuple[str, ...] = ()
+    run_dir: Path | None = None
 
 
 @dataclass
@@ -76,7 +81,8 @@ def _wait_healthy(
 
 def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = home() / "run" / "etcd-data"
+    run_dir = cfg.run_dir or home() / "run"
+    data_dir = run_dir / "etcd-data"
     etcd = start_etcd(
         client_port=cfg.etcd_port, data_dir=data_dir, log_path=cfg.log_dir / "etcd.log"
     )
@@ -92,6 +98,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
                 str(b + 1),
                 "--keep-alive",
                 str(cfg.keep_alive_s),
+                *cfg.scheduler_args,
             ],
             f"127.0.0.1:{cfg.gateway_port}",
         ),
@@ -159,8 +166,8 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         pids={n: p.pid for n, p in procs.items()},
         logs=logs,
     )
-    state_file().parent.mkdir(parents=True, exist_ok=True)
-    state_file().write_text(json.dumps(asdict(stack), indent=2))
+    state_file(run_dir).parent.mkdir(parents=True, exist_ok=True)
+    state_file(run_dir).write_text(json.dumps(asdict(stack), indent=2))
     return stack
 
 
@@ -191,12 +198,12 @@ def _terminate(pid: int, timeout_s: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop_stack(stack: Stack | None = None) -> bool:
+def stop_stack(stack: Stack | None = None, run_dir: Path | None = None) -> bool:
     """Stop the services (worker first), then etcd; remove its data. False if none ran."""
     if stack is None:
-        if not state_file().exists():
+        if not state_file(run_dir).exists():
             return False
-        stack = Stack(**json.loads(state_file().read_text()))
+        stack = Stack(**json.loads(state_file(run_dir).read_text()))
     workers = [n for n in stack.pids if n.startswith("worker")]
     for name in [*workers, "scheduler", "consolidator", "memory"]:
         if name in stack.pids:
@@ -205,7 +212,7 @@ def stop_stack(stack: Stack | None = None) -> bool:
     import shutil
 
     shutil.rmtree(stack.etcd_data_dir, ignore_errors=True)
-    state_file().unlink(missing_ok=True)
+    state_file(run_dir or Path(stack.etcd_data_dir).parent).unlink(missing_ok=True)
     return True
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from services.common.model_dir import FP32_BYTES, inspect_model_dir
@@ -21,7 +22,10 @@ from services.scheduler.policy import (
     PerfModel,
     RequestView,
 )
+from services.scheduler.policy.baselines import derived_caps
+from services.scheduler.policy.model_spec import ConcurrencyCaps
 from services.scheduler.policy.perf_model import DEFAULT_SAFETY
+from services.scheduler.policy.slo import SloPolicy
 from services.scheduler.state import ClusterView
 from services.scheduler.tracker import LiveRequest, Tracker
 
@@ -65,6 +69,7 @@ class ViewBuilder:
 
     def __init__(self) -> None:
         self._perf: dict[tuple[str, str, int], PerfModel] = {}
+        self._caps: dict[tuple[str, str, int, float], ConcurrencyCaps] = {}
         self._dirs: dict[str, Any] = {}
 
     def perf(self, cluster: ClusterView, model_id: str, label: str) -> PerfModel | None:
@@ -79,6 +84,24 @@ class ViewBuilder:
             )
             self._perf[key] = perf
         return perf
+
+    def caps(
+        self, cluster: ClusterView, model: Mapping[str, Any]
+    ) -> dict[tuple[DeviceKind, str], ConcurrencyCaps]:
+        """The baselines' concurrency caps per measured device label (`derived_caps`)."""
+        model_id = model["model_id"]
+        tpot = float(model.get("tpot_slo_s") or SloPolicy().tpot_s)
+        out: dict[tuple[DeviceKind, str], ConcurrencyCaps] = {}
+        for label, tables in cluster.profiles.get(model_id, {}).items():
+            key = (model_id, label, id(tables), tpot)
+            caps = self._caps.get(key)
+            if caps is None:
+                perf = self.perf(cluster, model_id, label)
+                if perf is None:
+                    continue
+                caps = self._caps[key] = derived_caps(perf, tpot)
+            out[(_kind(label), label)] = caps
+        return out
 
     def has_profile(self, cluster: ClusterView, model_id: str) -> bool:
         return bool(cluster.profiles.get(model_id))
@@ -101,6 +124,7 @@ class ViewBuilder:
             gpu_block_tokens=16,
             cpu_block_tokens=16,
             cpu_kv_pool_bytes=kv_tokens * max(bpt, 1),
+            caps=MappingProxyType(self.caps(cluster, model)),
         )
 
     def instance_view(

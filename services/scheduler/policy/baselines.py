@@ -1,7 +1,9 @@
 """ServerlessLLM baselines as policies (DESIGN.md §6; semantics of the SLINFER artifact).
 
 - admission: only a per-instance concurrency cap from the profiles (`exclusive_max_concurrency`,
-  or `shared2_max_concurrency` under static sharing); no SLO-aware validation;
+  or `shared2_max_concurrency` under static sharing); no SLO-aware validation. A model the
+  profiles do not list (a live model measured by its worker) gets caps derived from its own
+  tables by `derived_caps`;
 - routing: round-robin over the model's instances, starting after the last one used;
 - placement: a device with no instance (`sllm`, `sllm+c`), or with fewer than 2 (`sllm+c+s`);
   a CPU socket never shares a 13B model (it occupies the whole socket, artifact);
@@ -18,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.scheduler.policy.admission import AdmissionDecision, AdmissionReason
-from services.scheduler.policy.model_spec import ModelSpec
+from services.scheduler.policy.model_spec import ConcurrencyCaps, ModelSpec
+from services.scheduler.policy.perf_model import PerfModel
 from services.scheduler.policy.systems import Sharing, SystemSpec
 from services.scheduler.policy.types import DeviceKind, DeviceLike, InstanceLike, InstancePhase
 
@@ -34,6 +37,37 @@ def cap_admit(device: DeviceLike, instance: InstanceLike, system: SystemSpec) ->
     if cap is not None and instance.batch + 1 > cap:
         return AdmissionDecision(False, AdmissionReason.CONCURRENCY_CAP)
     return AdmissionDecision(True, AdmissionReason.ADMITTED)
+
+
+# The context at which live caps are derived: a typical chat turn (input + output) of the
+# replayed traces once scaled to this hardware; the artifact does not publish its rule.
+CAP_CONTEXT_TOKENS = 512
+
+
+def derived_caps(
+    perf: PerfModel,
+    tpot_slo_s: float,
+    context_tokens: float = CAP_CONTEXT_TOKENS,
+    max_batch: int = 256,
+) -> ConcurrencyCaps:
+    """Concurrency caps for a model without published ones, from its measured tables.
+
+    Exclusive: the largest batch whose decode iteration at `context_tokens` (safety factor
+    included) meets the TPOT SLO; 2-way shared: the same against half the SLO, since the
+    instance gets half the device. At least 1, so an instance always serves one request.
+    """
+    if tpot_slo_s <= 0:
+        raise ValueError(f"tpot_slo_s must be > 0, got {tpot_slo_s}")
+
+    def largest(budget_s: float) -> int:
+        best = 1
+        for batch in range(1, max_batch + 1):
+            if perf.decode_s(context_tokens, batch) > budget_s:
+                break
+            best = batch
+        return best
+
+    return ConcurrencyCaps(exclusive=largest(tpot_slo_s), shared2=largest(tpot_slo_s / 2))
 
 
 def round_robin(candidates: Sequence[InstanceLike], cursor: int) -> list[tuple[int, InstanceLike]]:

@@ -1,0 +1,145 @@
+"""A slinfer stack as separate processes for the live benchmarks, and what they read from it.
+
+The in-process stack (services/inprocess.py) shares one interpreter, so one GIL, between the
+replay client, the scheduler and the workers' event loops: under load the client's own work
+delays the services it measures. The benchmarks therefore start the stack the way `slinfer up`
+does (slinfer/stack.py), on private ports and a private run directory, and read the workers'
+figures from their Prometheus endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slinfer.client import AsyncClient
+from slinfer.stack import Stack, StackConfig, start_stack, stop_stack
+
+# Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack.
+BENCH_PORTS = {
+    "etcd_port": 24790,
+    "gateway_port": 51051,
+    "memory_port": 51052,
+    "consolidator_port": 51053,
+    "worker_port": 51061,
+    "metrics_base": 9600,
+}
+
+
+@dataclass
+class ProcStack:
+    stack: Stack
+    config: StackConfig
+    run_dir: Path
+    client: AsyncClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = AsyncClient(self.stack.gateway)
+
+    def worker_metrics_ports(self) -> list[int]:
+        return [self.config.metrics_base + 11 + i for i in range(self.config.cpu_nodes)]
+
+
+@contextlib.asynccontextmanager
+async def proc_stack(
+    *,
+    cpu_nodes: int = 1,
+    worker_memory: str = "6GiB",
+    keep_alive_s: float = 10.0,
+    scheduler_args: Sequence[str] = (),
+    worker_threads: int | None = None,
+) -> AsyncIterator[ProcStack]:
+    with tempfile.TemporaryDirectory(prefix="slinfer-bench-") as tmp:
+        run_dir = Path(tmp)
+        cfg = StackConfig(
+            **BENCH_PORTS,  # type: ignore[arg-type]
+            worker_memory=worker_memory,
+            worker_threads=worker_threads,
+            cpu_nodes=cpu_nodes,
+            keep_alive_s=keep_alive_s,
+            log_dir=run_dir / "logs",
+            scheduler_args=tuple(scheduler_args),
+            run_dir=run_dir,
+        )
+        stack = await asyncio.to_thread(start_stack, cfg, lambda _msg: None)
+        ps = ProcStack(stack, cfg, run_dir)
+        try:
+            yield ps
+        finally:
+            await ps.client.close()
+            await asyncio.to_thread(stop_stack, stack, run_dir)
+
+
+def scrape(port: int, timeout_s: float = 5.0) -> dict[str, float]:
+    """Prometheus text of one process, as {"name{labels}": value} (comments dropped)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)
+    return out
+
+
+def metric_sum(metrics: dict[str, float], prefix: str) -> float:
+    """Sum of every series whose name (before labels) is `prefix`."""
+    return sum(v for k, v in metrics.items() if k.split("{", 1)[0] == prefix)
+
+
+def arbiter_overhead_pct(ports: Sequence[int]) -> tuple[float, int]:
+    """Arbiter seconds over engine iteration seconds, all workers, and iterations run."""
+    arbiter = iteration = 0.0
+    iterations = 0
+    for port in ports:
+        m = scrape(port)
+        arbiter += metric_sum(m, "slinfer_worker_arbiter_seconds_sum")
+        iteration += metric_sum(m, "slinfer_worker_iteration_seconds_sum")
+        iterations += int(metric_sum(m, "slinfer_worker_iteration_seconds_count"))
+    return (100.0 * arbiter / iteration if iteration > 0 else 0.0), iterations
+
+
+class NodeSampler:
+    """Time-average number of nodes hosting at least one instance (`avg_nodes`)."""
+
+    def __init__(self, client: AsyncClient, every_s: float = 1.0):
+        self.client = client
+        self.every_s = every_s
+        self.samples: list[tuple[float, int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="node-sampler")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                status = await self.client.status()
+                used = {i.node_id for i in status.instances}
+                self.samples.append((time.monotonic(), len(used)))
+            await asyncio.sleep(self.every_s)
+
+    async def stop(self) -> float:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return self.average()
+
+    def average(self) -> float:
+        """Step-wise time average between samples (the last sample counts to its own time)."""
+        if len(self.samples) < 2:
+            return float(self.samples[0][1]) if self.samples else 0.0
+        total = weighted = 0.0
+        for (t0, n), (t1, _) in zip(self.samples, self.samples[1:], strict=False):
+            weighted += n * (t1 - t0)
+            total += t1 - t0
+        return weighted / total if total > 0 else 0.0
