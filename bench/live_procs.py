@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import tempfile
 import time
 import urllib.request
@@ -54,7 +55,9 @@ async def proc_stack(
     keep_alive_s: float = 10.0,
     scheduler_args: Sequence[str] = (),
     worker_threads: int | None = None,
+    keep_logs: Path | None = None,
 ) -> AsyncIterator[ProcStack]:
+    """Start the stack; on exit stop it and copy its logs to `keep_logs` when given."""
     with tempfile.TemporaryDirectory(prefix="slinfer-bench-") as tmp:
         run_dir = Path(tmp)
         cfg = StackConfig(
@@ -74,6 +77,8 @@ async def proc_stack(
         finally:
             await ps.client.close()
             await asyncio.to_thread(stop_stack, stack, run_dir)
+            if keep_logs is not None:
+                shutil.copytree(run_dir / "logs", keep_logs, dirs_exist_ok=True)
 
 
 def scrape(port: int, timeout_s: float = 5.0) -> dict[str, float]:

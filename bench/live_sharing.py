@@ -85,7 +85,8 @@ async def warm_profile(args: argparse.Namespace, model: Path) -> float:
 
 
 async def run_mode(mode: str, args: argparse.Namespace, model: Path, repeat: int) -> dict:
-    async with proc_stack(**_stack_kwargs(args, mode)) as ps:
+    logs = Path(args.logs) / f"{mode}_{repeat}" if args.logs else None
+    async with proc_stack(**_stack_kwargs(args, mode), keep_logs=logs) as ps:
         ids = tuple(f"m{j}" for j in range(args.models))
         slo = {}
         if args.slo_scale != 1.0:  # the paper's SLOs, scaled to this hardware's speed
@@ -177,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="write per-request JSON lines here")
+    p.add_argument("--logs", default=None, help="keep each run's service logs under this dir")
     p.add_argument("--json", default=None)
     return p
 
