@@ -3,7 +3,8 @@
 The tables have the ../shared/profiles format (`prefill_ms: [[input_tokens, ms], ...]`,
 `decode_ms: [[avg_context, [[batch, ms], ...]], ...]`) on grids cut to what is quick, so the
 policy core's `PerfModel.from_tables` reads them unchanged. Results are cached on disk keyed
-by model (config + weight files), engine, dtype and hardware, and published in etcd.
+by model (config + weight files), engine and its cost version, dtype and hardware, and
+published in etcd.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from services.worker.engine.base import Engine, EngineRequest, Phase, SamplingParams
+from services.worker.engine.perf_version import perf_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +52,13 @@ def cpu_name() -> str:
 
 
 def profile_key(model_dir: Path, engine: str, dtype: str, threads: int, device: str) -> str:
-    """Same model files, engine, dtype and hardware -> same key (and cached tables)."""
+    """Same model files, engine (and its cost version), dtype and hardware -> same key (and
+    cached tables)."""
     h = hashlib.sha256()
     h.update((model_dir / "config.json").read_bytes())
     for f in sorted(model_dir.glob("*.safetensors")):
         h.update(f"{f.name}:{f.stat().st_size}".encode())
-    h.update(f"{engine}|{dtype}|{threads}|{device}|{cpu_name()}".encode())
+    h.update(f"{engine}@{perf_version(engine)}|{dtype}|{threads}|{device}|{cpu_name()}".encode())
     return h.hexdigest()[:24]
 
 

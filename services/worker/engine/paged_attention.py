@@ -42,39 +42,46 @@ class SeqChunk:
     def num_new(self) -> int:
         return self.end - self.start
 
+    @property
+    def positions(self) -> range:
+        return range(self.start, self.end)
+
 
 @dataclass(frozen=True, slots=True)
 class PagedBatch:
     layers: Sequence[torch.Tensor]  # the pool's per-layer tensors
     slot_mapping: torch.Tensor  # [T] pool slot of each packed token
-    block_tables: torch.Tensor  # [B, max_blocks], padded with block 0 (masked)
+    block_ids: torch.Tensor  # [B * max_blocks] block tables, flattened, padded with block 0
+    num_seqs: int  # B
+    key_len: int  # L: keys attended per request (the longest context of the batch)
     # [B, Q] index of each padded query into the packed row (padding points at 0), and [T]
     # index of each packed token into the flattened [B * Q] output; both None when every
     # request feeds exactly one token (pure decode: B == T and Q == 1).
     query_index: torch.Tensor | None
     output_index: torch.Tensor | None
-    mask: torch.Tensor  # [B, 1, Q, L] bool, True where a query may attend a key
+    # [B, 1, Q, L] additive mask (0 where a query may attend a key, -inf elsewhere); None for
+    # a lone request, whose keys are exactly its context: a decode attends all of them, a
+    # prefill from position 0 is causal.
+    mask: torch.Tensor | None
+    is_causal: bool  # a lone request's prefill from position 0 (Q == L)
 
 
 def build_paged_batch(
     layers: Sequence[torch.Tensor], block_size: int, chunks: Sequence[SeqChunk]
 ) -> PagedBatch:
-    slots, tables, query_pos = [], [], []
+    """The iteration's attention metadata, built once and shared by every layer."""
+    key_len = max(chunk.end for chunk in chunks)
+    max_blocks = -(-key_len // block_size)
+    slots: list[int] = []
+    block_ids: list[int] = []
     for chunk in chunks:
-        table = torch.tensor(chunk.block_table, dtype=torch.long)
-        positions = torch.arange(chunk.start, chunk.end, dtype=torch.long)
-        slots.append(table[positions // block_size] * block_size + positions % block_size)
-        tables.append(table[: -(-chunk.end // block_size)])
-        query_pos.append(positions)
-    block_tables = pad_sequence(tables, batch_first=True, padding_value=0)
-    # Padded query rows get position 0 so that they attend key 0 and stay finite.
-    padded_pos = pad_sequence(query_pos, batch_first=True, padding_value=0)  # [B, Q]
-    key_pos = torch.arange(block_tables.shape[1] * block_size, dtype=torch.long)
-    # Key k of request b is visible to a query at position p iff k <= p; p < end_b, so this
-    # also hides the slots past the request's length, including the padding blocks.
-    mask = (key_pos[None, None, :] <= padded_pos[:, :, None]).unsqueeze(1)
+        table = chunk.block_table
+        slots += [table[p // block_size] * block_size + p % block_size for p in chunk.positions]
+        used = table[: -(-chunk.end // block_size)]
+        block_ids += used + [0] * (max_blocks - len(used))
 
-    query_index = output_index = None
+    query_index = output_index = mask = None
+    lone = len(chunks) == 1 and (chunks[0].num_new == 1 or chunks[0].start == 0)
     if any(chunk.num_new != 1 for chunk in chunks):
         lengths = torch.tensor([chunk.num_new for chunk in chunks], dtype=torch.long)
         max_q = int(lengths.max())
@@ -83,13 +90,32 @@ def build_paged_batch(
         valid = q_range[None, :] < lengths[:, None]
         query_index = torch.where(valid, offsets[:, None] + q_range[None, :], 0)
         output_index = (torch.arange(len(chunks))[:, None] * max_q + q_range[None, :])[valid]
+    if not lone:
+        # Padded query rows get position 0 so that they attend key 0 and stay finite.
+        padded_pos = pad_sequence(
+            [torch.arange(c.start, c.end, dtype=torch.long) for c in chunks],
+            batch_first=True,
+            padding_value=0,
+        )  # [B, Q]
+        key_pos = torch.arange(key_len, dtype=torch.long)
+        # Key k of request b is visible to a query at position p iff k <= p; p < end_b, so
+        # this also hides the slots past the request's length, including padding blocks.
+        visible = (key_pos[None, None, :] <= padded_pos[:, :, None]).unsqueeze(1)
+        # Additive, in the model's dtype: what SDPA would convert a boolean mask to, in every
+        # layer; converted once here instead.
+        mask = torch.zeros(visible.shape, dtype=layers[0].dtype).masked_fill_(
+            ~visible, float("-inf")
+        )
     return PagedBatch(
         layers=layers,
-        slot_mapping=torch.cat(slots),
-        block_tables=block_tables,
+        slot_mapping=torch.tensor(slots, dtype=torch.long),
+        block_ids=torch.tensor(block_ids, dtype=torch.long),
+        num_seqs=len(chunks),
+        key_len=key_len,
         query_index=query_index,
         output_index=output_index,
         mask=mask,
+        is_causal=lone and chunks[0].num_new > 1,
     )
 
 
@@ -113,10 +139,11 @@ def paged_attention_forward(
     flat[0].index_copy_(0, batch.slot_mapping, key[0].transpose(0, 1))
     flat[1].index_copy_(0, batch.slot_mapping, value[0].transpose(0, 1))
 
-    num_seqs, max_blocks = batch.block_tables.shape
-    # [B, max_blocks, block_size, kv_heads, dim] -> [B, kv_heads, L, dim]
-    keys = layer[0][batch.block_tables].view(num_seqs, -1, kv_heads, head_dim).transpose(1, 2)
-    values = layer[1][batch.block_tables].view(num_seqs, -1, kv_heads, head_dim).transpose(1, 2)
+    # One gather of whole blocks (K and V together): [2, B * max_blocks, block_size, ...]
+    # -> [2, B, kv_heads, L, dim], trimmed to the longest context.
+    num_seqs = batch.num_seqs
+    kv = layer.index_select(1, batch.block_ids).view(2, num_seqs, -1, kv_heads, head_dim)
+    kv = kv[:, :, : batch.key_len].transpose(2, 3)
 
     packed_q = query[0].transpose(0, 1)  # [T, heads, dim]
     if batch.query_index is None:
@@ -125,9 +152,10 @@ def paged_attention_forward(
         queries = packed_q[batch.query_index].transpose(1, 2)  # [B, heads, Q, dim]
     out = F.scaled_dot_product_attention(
         queries,
-        keys,
-        values,
+        kv[0],
+        kv[1],
         attn_mask=batch.mask,
+        is_causal=batch.is_causal,
         scale=scaling,
         enable_gqa=queries.shape[1] != kv_heads,
     )  # [B, heads, Q, dim]

@@ -150,8 +150,12 @@ class TorchEngine:
         assert self._model is not None
         chunks = [SeqChunk(pool.table(s.request_id), s.num_cached, s.num_tokens) for s in batch]
         input_ids = [t for s in batch for t in s.token_ids[s.num_cached :]]
-        positions = [p for c in chunks for p in range(c.start, c.end)]
-        last_index = torch.cumsum(torch.tensor([c.num_new for c in chunks]), 0) - 1
+        positions = [p for c in chunks for p in c.positions]
+        # The LM head runs on each request's last token only; in a pure decode that is every
+        # token of the row (0: keep all, no index op).
+        last_index: torch.Tensor | int = 0
+        if len(input_ids) != len(batch):
+            last_index = torch.cumsum(torch.tensor([c.num_new for c in chunks]), 0) - 1
         paged = build_paged_batch(pool.layers, pool.spec.block_size, chunks)
         with torch.inference_mode():
             logits = self._model(
