@@ -30,6 +30,7 @@ from .base import (
     Phase,
     RequestOutput,
 )
+from .decode_linear import DecodeLinears
 from .detokenizer import TextStream
 from .kv_pool import KVPool, KVSpec
 from .paged_attention import ATTN_IMPLEMENTATION, BATCH_KWARG, SeqChunk, build_paged_batch
@@ -61,6 +62,7 @@ class TorchEngine:
         self._kv_capacity_tokens = config.kv_capacity_tokens  # applied at load and resize
         self._scheduler = Scheduler(config.max_batched_tokens, config.max_batch_size)
         self._model: torch.nn.Module | None = None
+        self._linears = DecodeLinears()
         self._pool: KVPool | None = None
         self._weights_bytes = 0
         self._arrivals = itertools.count()
@@ -157,6 +159,7 @@ class TorchEngine:
         if len(input_ids) != len(batch):
             last_index = torch.cumsum(torch.tensor([c.num_new for c in chunks]), 0) - 1
         paged = build_paged_batch(pool.layers, pool.spec.block_size, chunks)
+        self._linears.active = len(input_ids) == len(batch)  # a pure decode
         with torch.inference_mode():
             logits = self._model(
                 input_ids=torch.tensor([input_ids], dtype=torch.long),
@@ -271,6 +274,7 @@ class TorchEngine:
             local_files_only=True,
         )
         model.eval()
+        self._linears = DecodeLinears().install(model)
         tensors = itertools.chain(model.parameters(), model.buffers())
         self._weights_bytes = sum(t.numel() * t.element_size() for t in tensors)
         self._pool = KVPool(self.kv_spec, self._kv_capacity_tokens // self.kv_spec.block_size)
