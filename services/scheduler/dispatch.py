@@ -39,7 +39,13 @@ from services.scheduler.policy import (
 from services.scheduler.policy.routing import busiest_first
 from services.scheduler.preemption import PreemptionClient
 from services.scheduler.reclaim import reclaim_idle
-from services.scheduler.redispatch import StreamProgress, TokenizerOf, flush_response
+from services.scheduler.redispatch import (
+    StreamProgress,
+    TokenizerOf,
+    flush_response,
+    tokenizer_for,
+    without_node,
+)
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.tracker import LiveRequest, Tracker
 from services.scheduler.workers import WorkerClients
@@ -213,21 +219,6 @@ class Dispatcher:
 
     # ---- admission -------------------------------------------------------------------------
 
-    async def _decide(self, model: dict[str, Any], req: LiveRequest) -> DispatchDecision:
-        """The policy's decision; a PREEMPT is handed to the consolidator, then re-decided."""
-        cfg, view = self.policy_config, self.dispatch_view(model)
-        preempt = self.preemption.available(self.watcher.view)
-        d = decide(view, req, time.time(), self.system if preempt else self.no_preempt, cfg)
-        if d.kind is not DispatchKind.PREEMPT:
-            return d
-        live = [c for c in view.candidates if c.phase is not InstancePhase.RELEASING]
-        order = [c.instance_id for c in busiest_first(live, self.system.defrag)]
-        order.sort(key=lambda i: i != d.instance_id)  # the policy's target first
-        victims = await self.preemption.ask(self.watcher.view, model["model_id"], order, req)
-        if victims:  # wait until the view shows them gone, so the freed room is seen
-            await self.watcher.wait_for(lambda v: not set(victims) & set(v.instances), 5.0)
-        return decide(self.dispatch_view(model), req, time.time(), self.no_preempt, cfg)
-
     async def _notify(self) -> None:
         async with self.watcher.changed:
             self.watcher.changed.notify_all()
@@ -239,6 +230,32 @@ class Dispatcher:
         if rec is None or node is None or rec.get("state") != "ready":
             return None
         return Placement(iid, node["node_id"], node["address"], load_s)
+
+    def _decide_now(
+        self, model: dict[str, Any], req: LiveRequest, system: Any
+    ) -> tuple[Any, DispatchDecision]:
+        view = self.dispatch_view(model)
+        if req.preempted_from is not None:
+            # Its old node's room went to another request: elsewhere first, if possible.
+            elsewhere = without_node(view, req.preempted_from)
+            d = decide(elsewhere, req, time.time(), system, self.policy_config)
+            if d.kind is not DispatchKind.NONE:
+                return elsewhere, d
+        return view, decide(view, req, time.time(), system, self.policy_config)
+
+    async def _decide(self, model: dict[str, Any], req: LiveRequest) -> DispatchDecision:
+        """The policy's decision; a PREEMPT is handed to the consolidator, then re-decided."""
+        preempt = self.preemption.available(self.watcher.view)
+        view, d = self._decide_now(model, req, self.system if preempt else self.no_preempt)
+        if d.kind is not DispatchKind.PREEMPT:
+            return d
+        live = [c for c in view.candidates if c.phase is not InstancePhase.RELEASING]
+        order = [c.instance_id for c in busiest_first(live, self.system.defrag)]
+        order.sort(key=lambda i: i != d.instance_id)  # the policy's target first
+        victims = await self.preemption.ask(self.watcher.view, model["model_id"], order, req)
+        if victims:  # wait until the view shows them gone, so the freed room is seen
+            await self.watcher.wait_for(lambda v: not set(victims) & set(v.instances), 5.0)
+        return self._decide_now(model, req, self.no_preempt)[1]
 
     async def admit(self, model: dict[str, Any], req: LiveRequest) -> Placement:
         """Attach the request to an instance that admits it, starting one if needed."""
@@ -365,12 +382,11 @@ class Dispatcher:
                             return
                     if not ended:
                         raise WorkerUnavailable(f"worker for {iid} closed the stream early")
-                    resume = progress.resume(
-                        self._tokenizer(model), prompt_ids, sampling.temperature == 0
-                    )
+                    tokenizer = tokenizer_for(self.tokenizer_of, model)
+                    resume = progress.resume(tokenizer, prompt_ids, sampling.temperature == 0)
                     del submit.resumed_token_ids[:]
                     submit.resumed_token_ids.extend(resume.resumed_token_ids)
-                    req.resumed_at_s = time.time()
+                    req.resumed_at_s, req.preempted_from = time.time(), placement.node_id
                     metrics.REDISPATCHES.labels(req.model_id).inc()
                     logger.info(
                         "re-dispatching request={} preempted on {} after {} tokens "
@@ -421,15 +437,6 @@ class Dispatcher:
             if iid_left is not None:
                 self.on_change(iid_left)
             await self._notify()
-
-    def _tokenizer(self, model: dict[str, Any]) -> Any:
-        if self.tokenizer_of is None:
-            return None
-        try:
-            return self.tokenizer_of(model["path"])
-        except Exception as exc:  # resume with all tokens; only held-back text is at risk
-            logger.warning("no tokenizer for model {}: {}", model["model_id"], exc)
-            return None
 
     # ---- keep-alive (scale to zero) --------------------------------------------------------
 

@@ -19,9 +19,12 @@ like an uninterrupted run. Two details make that true:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loguru import logger
+
+from services.scheduler.policy import DispatchView
 from slinfer.v1 import worker_pb2
 
 # What the worker's detokeniser decodes before the first generated token (detokenizer.py).
@@ -105,3 +108,25 @@ def flush_response(request_id: str, text: str) -> worker_pb2.SubmitResponse:
 
 
 TokenizerOf = Callable[[str], Any]
+
+
+def tokenizer_for(tokenizer_of: TokenizerOf | None, model: dict[str, Any]) -> Any:
+    """The model's tokenizer, or None (resume with all tokens; only held-back text at risk)."""
+    if tokenizer_of is None:
+        return None
+    try:
+        return tokenizer_of(model["path"])
+    except Exception as exc:
+        logger.warning("no tokenizer for model {}: {}", model.get("model_id"), exc)
+        return None
+
+
+def without_node(view: DispatchView, node_id: str) -> DispatchView:
+    """The view with one node left out: a preempted request's room there went to the
+    request that preempted it, so its re-dispatch looks elsewhere first."""
+    devices = [d for d in view.devices.values() if d.node_id != node_id]
+    return replace(
+        view,
+        devices=DispatchView.freeze_devices(devices),
+        candidates=tuple(c for c in view.candidates if c.node_id != node_id),
+    )

@@ -26,6 +26,7 @@ class LiveRequest:
     output_tokens: int = 0
     instance_id: str | None = None
     resumed_at_s: float = 0.0  # wall clock of the last re-dispatch after a preemption
+    preempted_from: str | None = None  # node it was last preempted on (re-dispatch avoids it)
 
     @property
     def prefilled(self) -> bool:
