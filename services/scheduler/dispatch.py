@@ -384,6 +384,7 @@ class Dispatcher:
                         raise WorkerUnavailable(f"worker for {iid} closed the stream early")
                     tokenizer = tokenizer_for(self.tokenizer_of, model)
                     resume = progress.resume(tokenizer, prompt_ids, sampling.temperature == 0)
+                    req.output_tokens = len(progress.token_ids)
                     del submit.resumed_token_ids[:]
                     submit.resumed_token_ids.extend(resume.resumed_token_ids)
                     req.resumed_at_s, req.preempted_from = time.time(), placement.node_id

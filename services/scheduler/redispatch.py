@@ -11,9 +11,10 @@ like an uninterrupted run. Two details make that true:
   largest response boundary k where the text sent for the first k tokens equals their full
   text. For a greedy request the tokens after k are regenerated identically; this module
   swallows them (and their already-sent text) from the new stream.
-- A sampled request would not regenerate the same tokens, so it resumes with all its tokens,
-  and the held-back text is sent at once (a stop string spanning the cut is then not
-  detected: the one documented difference, docs/CONSOLIDATION.md).
+- A sampled request would not regenerate the same tokens, so it resumes from the last clean
+  point after which no text was sent: the tokens it drops were never shown to the client.
+  Only if there is none (rare: held text at every such boundary) does it resume with all its
+  tokens and send the held-back text at once.
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ class StreamProgress:
         if tokenizer is None:
             return Resume(tuple(self.token_ids), 0, 0, "")
         if not greedy:
+            # Resampled tokens differ: resume where nothing the client saw is regenerated,
+            # dropping only tokens whose text was never sent.
+            for k, chars in reversed(self.marks):
+                if chars < sent:
+                    break
+                if text_after(tokenizer, prompt_ids, self.token_ids[:k]) == self.text:
+                    del self.token_ids[k:]
+                    self.marks = [m for m in self.marks if m[0] <= k]
+                    return Resume(tuple(self.token_ids), 0, 0, "")
             full = text_after(tokenizer, prompt_ids, self.token_ids)
             held = full[sent:] if full.startswith(self.text) else ""
             self.text += held
