@@ -16,8 +16,10 @@ import pytest
 import pytest_asyncio
 
 from services.common import keys
+from services.common.errors import FailedPrecondition
 from services.inprocess import LiveStack
 from services.scheduler.tracker import LiveRequest
+from services.worker import eviction
 from services.worker.engine.base import SamplingParams
 from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
 from services.worker.profiler import ProfileCache, profile_key
@@ -60,7 +62,10 @@ def _workers(seeded):
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def stack(etcd, model_dir, seeded):
-    s = await LiveStack.start(etcd.endpoint, workers=_workers(seeded))
+    # Packing on, but its loop would first run in an hour: the test calls one cycle itself.
+    s = await LiveStack.start(
+        etcd.endpoint, workers=_workers(seeded), consolidator={"pack_every_s": 3600.0}
+    )
     await s.c.deploy("q", str(model_dir), **LOOSE)
     await s.c.deploy("b", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=0.2)
     await s.c.deploy("c", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=0.2)
@@ -191,19 +196,23 @@ async def test_decode_budget_preemption_keeps_every_stream(stack: LiveStack) -> 
 
 async def test_loading_instance_is_never_evicted(stack: LiveStack, model_dir) -> None:
     worker = stack.workers[1]
+    worker.loader.submit(time.sleep, 3.0)  # the load waits behind this: it stays LOADING
     req = worker_pb2.LoadInstanceRequest(
         instance_id="q-loading", model_id="q", path=str(model_dir), kv_capacity_tokens=256
     )
     load = asyncio.create_task(worker.load_instance(req))
     view = stack.others[1].watcher.view
     await _until(lambda: "q-loading" in view.instances, what="the loading record")
+    assert view.instances["q-loading"]["state"] == "loading"
     _svc, stub = consolidator(stack)
-    if view.instances["q-loading"].get("state") == "loading":
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Preempt(consolidator_pb2.PreemptRequest(instance_id="q-loading"))
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "loading" in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Preempt(consolidator_pb2.PreemptRequest(instance_id="q-loading"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "loading" in err.value.details()
+    with pytest.raises(FailedPrecondition, match="still loading"):  # the worker refuses too
+        await eviction.evict_instance(worker, "q-loading")
     await load
+    assert worker.instances["q-loading"].state.value == "ready", "the load was not disturbed"
     await worker.unload_instance("q-loading")
 
 
@@ -249,12 +258,7 @@ async def test_pack_empties_the_least_loaded_node(stack: LiveStack) -> None:
     )
     await worker.load_instance(spare)
     await _until(lambda: len(view.nodes_in_use()) == 2, what="both nodes in use")
-    # Packing is on only with an interval; call one cycle directly.
-    object.__setattr__(svc.config, "pack_every_s", 3600.0)
-    try:
-        plan = await svc.consolidation.pack_once()
-    finally:
-        object.__setattr__(svc.config, "pack_every_s", 0.0)
+    plan = await svc.consolidation.pack_once()
     assert plan is not None and plan.kind == consolidator_pb2.PLAN_KIND_PACK
     assert plan.executed, plan.error
     await _until(lambda: len(view.nodes_in_use()) == 1, what="one node in use")
