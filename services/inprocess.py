@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
-from services.common.presence import PresenceService
 from services.consolidator.server import create as create_consolidator
 from services.memory.server import create as create_memory
 from services.scheduler.dispatch import DispatchConfig
@@ -19,7 +19,7 @@ class LiveStack:
     etcd: str
     scheduler: SchedulerService
     workers: list[WorkerService]
-    others: list[PresenceService] = field(default_factory=list)
+    others: list[Any] = field(default_factory=list)  # memory service, consolidator
     client: AsyncClient | None = None
 
     @classmethod
@@ -30,6 +30,7 @@ class LiveStack:
         workers: list[dict[str, object]] | None = None,
         dispatch: DispatchConfig | None = None,
         keep_alive_s: float = 300.0,
+        consolidator: dict[str, object] | None = None,
     ) -> LiveStack:
         worker_services = [
             WorkerService(WorkerConfig(etcd=etcd, **w))  # type: ignore[arg-type]
@@ -39,14 +40,28 @@ class LiveStack:
             await w.start()
         scheduler = SchedulerService(cls.scheduler_config(etcd, dispatch, keep_alive_s))
         await scheduler.start()
-        others = [create_memory(etcd), create_consolidator(etcd)]
+        d = scheduler.config.dispatch
+        others = [
+            create_memory(etcd),
+            # Same system and view settings as the scheduler (docs/CONSOLIDATION.md).
+            create_consolidator(
+                etcd,
+                **{
+                    "system": d.system,
+                    "default_kv_capacity_tokens": d.default_kv_capacity_tokens,
+                    "l_min_tokens": d.l_min_tokens,
+                    **(consolidator or {}),
+                },
+            ),
+        ]
         for o in others:
             await o.start()
         stack = cls(etcd, scheduler, worker_services, others)
         stack.client = AsyncClient(scheduler.address)
         # The scheduler sees the workers through its etcd watch.
         for _ in range(100):
-            if len(scheduler.watcher.view.nodes) >= len(worker_services):
+            view = scheduler.watcher.view
+            if len(view.nodes) >= len(worker_services) and "consolidator" in view.leaders:
                 break
             await asyncio.sleep(0.05)
         return stack

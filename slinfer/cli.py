@@ -394,9 +394,12 @@ def status(ctx: click.Context) -> None:
 
 
 def _register() -> None:
+    from slinfer.cli_consolidate import drain, plans, preempt
     from slinfer.cli_replay import replay
 
     main.add_command(replay)
+    for command in (drain, preempt, plans):
+        main.add_command(command)
 
 
 _register()

@@ -16,6 +16,7 @@ FINISH_TO_PB = {
     FinishReason.STOP: common_pb2.FINISH_REASON_STOP,
     FinishReason.LENGTH: common_pb2.FINISH_REASON_LENGTH,
     FinishReason.ABORT: common_pb2.FINISH_REASON_ABORT,
+    FinishReason.PREEMPTED: common_pb2.FINISH_REASON_PREEMPTED,
 }
 FINISH_FROM_PB = {v: k for k, v in FINISH_TO_PB.items()}
 

@@ -17,6 +17,7 @@ MEMORY = ROOT + "memory/"
 SERVICES = ROOT + "services/"
 ELECTION = ROOT + "election/"
 PROFILES = ROOT + "profiles/"
+DRAIN = ROOT + "drain/"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -63,6 +64,11 @@ def service(kind: str, service_id: str) -> str:
 
 def election(kind: str) -> str:
     return ELECTION + kind
+
+
+def drain(node_id: str) -> str:
+    """A node marked draining by the consolidator: placement and routing skip it."""
+    return DRAIN + node_id
 
 
 def tail(key: str, prefix: str) -> str:

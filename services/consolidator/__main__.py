@@ -1,4 +1,4 @@
-"""`python -m services.consolidator`: the consolidator service."""
+"""`python -m services.consolidator`: the consolidator service (docs/CONSOLIDATION.md)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,51 @@ import asyncio
 from services.common.cli_args import common_args, run_until_signal
 from services.common.serving import configure_logging, start_metrics
 from services.consolidator.server import create
+from services.scheduler.policy import SystemName
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.consolidator", description=__doc__)
     common_args(parser, 50053)
+    parser.add_argument(
+        "--system",
+        choices=[s.value for s in SystemName],
+        default=SystemName.SLINFER.value,
+        help="the schedulers' system; preemption and packing are on only where it preempts "
+        "(slinfer, slinfer-gpu), off for slinfer-no-defrag and the baselines",
+    )
+    parser.add_argument(
+        "--advisory",
+        action="store_true",
+        help="log and list plans (ListPlans, slinfer_consolidator_plans_total) without "
+        "carrying them out",
+    )
+    parser.add_argument(
+        "--pack-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="periodic bin-packing: every SECONDS, drain the least loaded node whose "
+        "instances fit elsewhere (0: off)",
+    )
+    parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
+    parser.add_argument("--l-min-tokens", type=int, default=1024, help="as the schedulers'")
     ns = parser.parse_args()
     configure_logging("consolidator")
-    service = create(ns.etcd, ns.listen)
+    try:
+        service = create(
+            ns.etcd,
+            ns.listen,
+            system=SystemName(ns.system),
+            advisory=ns.advisory,
+            pack_every_s=ns.pack_every,
+            drain_timeout_s=ns.drain_timeout,
+            default_kv_capacity_tokens=ns.kv_tokens,
+            l_min_tokens=ns.l_min_tokens,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     start_metrics(ns.metrics_port)
     asyncio.run(run_until_signal(service.start, service.stop))
 

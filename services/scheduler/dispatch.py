@@ -28,17 +28,29 @@ from services.scheduler import metrics
 from services.scheduler.live_view import PendingLoad, ViewBuilder
 from services.scheduler.placement_live import candidate_nodes
 from services.scheduler.policy import (
+    DispatchDecision,
     DispatchKind,
+    InstancePhase,
     PolicyConfig,
     SystemName,
     decide,
     system_spec,
 )
+from services.scheduler.policy.routing import busiest_first
+from services.scheduler.preemption import PreemptionClient
+from services.scheduler.reclaim import reclaim_idle
+from services.scheduler.redispatch import (
+    StreamProgress,
+    TokenizerOf,
+    flush_response,
+    tokenizer_for,
+    without_node,
+)
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.tracker import LiveRequest, Tracker
 from services.scheduler.workers import WorkerClients
 from services.worker.engine.base import SamplingParams
-from slinfer.v1 import worker_pb2
+from slinfer.v1 import common_pb2, worker_pb2
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
 _TRANSIENT = (
@@ -47,6 +59,13 @@ _TRANSIENT = (
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
 )
+# Submit refusals worth deciding again for: full, draining/unloading, or already gone.
+_REFUSED = (
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+)
+_MAX_REFUSALS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +114,12 @@ class Dispatcher:
         self.watcher = watcher
         self.workers = workers
         self.config = config
-        # Preemption is carried out by the consolidator (issue 7); until it is live the
-        # scheduler decides as SLINFER without the preemption step.
-        self.system = replace(system_spec(config.system), preempt=False)
+        # Preemption is carried out by the consolidator (preemption.py); without a reachable
+        # leader the scheduler decides without the preemption step.
+        self.system = system_spec(config.system)
+        self.no_preempt = replace(self.system, preempt=False)
+        self.preemption = PreemptionClient()
+        self.tokenizer_of: TokenizerOf | None = None  # for lossless re-dispatch (server.py)
         self.policy_config = config.policy
         self.tracker = Tracker(prior_output_tokens=config.prior_output_tokens)
         self.views = ViewBuilder()
@@ -209,6 +231,32 @@ class Dispatcher:
             return None
         return Placement(iid, node["node_id"], node["address"], load_s)
 
+    def _decide_now(
+        self, model: dict[str, Any], req: LiveRequest, system: Any
+    ) -> tuple[Any, DispatchDecision]:
+        view = self.dispatch_view(model)
+        if req.preempted_from is not None:
+            # Its old node's room went to another request: elsewhere first, if possible.
+            elsewhere = without_node(view, req.preempted_from)
+            d = decide(elsewhere, req, time.time(), system, self.policy_config)
+            if d.kind is not DispatchKind.NONE:
+                return elsewhere, d
+        return view, decide(view, req, time.time(), system, self.policy_config)
+
+    async def _decide(self, model: dict[str, Any], req: LiveRequest) -> DispatchDecision:
+        """The policy's decision; a PREEMPT is handed to the consolidator, then re-decided."""
+        preempt = self.preemption.available(self.watcher.view)
+        view, d = self._decide_now(model, req, self.system if preempt else self.no_preempt)
+        if d.kind is not DispatchKind.PREEMPT:
+            return d
+        live = [c for c in view.candidates if c.phase is not InstancePhase.RELEASING]
+        order = [c.instance_id for c in busiest_first(live, self.system.defrag)]
+        order.sort(key=lambda i: i != d.instance_id)  # the policy's target first
+        victims = await self.preemption.ask(self.watcher.view, model["model_id"], order, req)
+        if victims:  # wait until the view shows them gone, so the freed room is seen
+            await self.watcher.wait_for(lambda v: not set(victims) & set(v.instances), 5.0)
+        return self._decide_now(model, req, self.no_preempt)[1]
+
     async def admit(self, model: dict[str, Any], req: LiveRequest) -> Placement:
         """Attach the request to an instance that admits it, starting one if needed."""
         model_id = model["model_id"]
@@ -226,9 +274,7 @@ class Dispatcher:
                 if iid is not None:
                     self.tracker.attach(req, iid)
             else:
-                d = decide(
-                    self.dispatch_view(model), req, time.time(), self.system, self.policy_config
-                )
+                d = await self._decide(model, req)
                 if d.kind is DispatchKind.EXISTING and d.instance_id is not None:
                     iid = d.instance_id
                     self.tracker.attach(req, iid)
@@ -257,7 +303,14 @@ class Dispatcher:
                     return placement
                 self.tracker.detach(req)  # it failed or went away while we waited
                 self.on_change(iid)
-            deadline = req.arrival_s + req.excused_s + req.ttft_slo_s + self.config.queue_grace_s
+            # A re-dispatched request keeps its deadlines: its next token is due at
+            # S + TTFT + TPOT·O (excused load time added), but it gets at least one TTFT
+            # window from its preemption to find a new place.
+            deadline = max(
+                req.arrival_s + req.excused_s + req.ttft_slo_s + req.tpot_slo_s * req.output_tokens,
+                req.resumed_at_s + req.ttft_slo_s,
+            )
+            deadline += self.config.queue_grace_s
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise NoCapacity(
@@ -281,12 +334,16 @@ class Dispatcher:
         prompt_ids: list[int],
         sampling: SamplingParams,
     ) -> AsyncIterator[tuple[Placement, worker_pb2.SubmitResponse]]:
-        """Stream a request's worker responses; retries placement while nothing was sent."""
+        """Stream a request's worker responses. Placement is retried while the chosen
+        instance refuses before answering; a PREEMPTED stream is re-dispatched losslessly
+        (redispatch.py)."""
         submit = worker_pb2.SubmitRequest(
             request_id=req.request_id,
             prompt_token_ids=prompt_ids,
             sampling=sampling_to_pb(sampling),
         )
+        progress = StreamProgress()
+        refusals = 0
         try:
             while True:
                 placement = await self.admit(model, req)
@@ -303,41 +360,67 @@ class Dispatcher:
                 stub = self.workers.stub(placement.address)
                 call = stub.Submit(submit)
                 self.last_used[iid] = time.monotonic()
-                finished = False
+                ended = answered = False  # ended: the worker closed the request itself
                 try:
                     async for resp in call:
-                        if resp.token_ids:
+                        answered = True
+                        if resp.finish_reason == common_pb2.FINISH_REASON_PREEMPTED:
+                            ended = True
+                            break
+                        out = progress.accept(resp)
+                        if out is None:
+                            continue
+                        if out.token_ids:
                             first = req.output_tokens == 0
-                            req.output_tokens += len(resp.token_ids)
+                            req.output_tokens += len(out.token_ids)
                             if first:
                                 self.on_change(iid)  # its prefill is done: budgets change
-                        finished = resp.finished
-                        yield placement, resp
-                        if finished:
-                            self.tracker.completed(req.model_id, resp.completion_tokens)
+                        ended = out.finished
+                        yield placement, out
+                        if ended:
+                            self.tracker.completed(req.model_id, out.completion_tokens)
                             return
-                    raise WorkerUnavailable(f"worker for {iid} closed the stream early")
+                    if not ended:
+                        raise WorkerUnavailable(f"worker for {iid} closed the stream early")
+                    tokenizer = tokenizer_for(self.tokenizer_of, model)
+                    resume = progress.resume(tokenizer, prompt_ids, sampling.temperature == 0)
+                    req.output_tokens = len(progress.token_ids)
+                    del submit.resumed_token_ids[:]
+                    submit.resumed_token_ids.extend(resume.resumed_token_ids)
+                    req.resumed_at_s, req.preempted_from = time.time(), placement.node_id
+                    metrics.REDISPATCHES.labels(req.model_id).inc()
+                    logger.info(
+                        "re-dispatching request={} preempted on {} after {} tokens "
+                        "(resuming from {})",
+                        req.request_id,
+                        iid,
+                        req.output_tokens,
+                        len(resume.resumed_token_ids),
+                    )
+                    if resume.flush_text:
+                        yield placement, flush_response(req.request_id, resume.flush_text)
                 except grpc.aio.AioRpcError as exc:
                     code, details = exc.code(), exc.details() or ""
-                    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and req.output_tokens == 0:
+                    if code in _REFUSED and not answered and refusals < _MAX_REFUSALS:
+                        # The instance refused before answering (full, draining, gone):
+                        # decide again; the admission deadline bounds the retries.
+                        refusals += 1
                         logger.info(
                             "instance {} refused request={} ({}); re-deciding",
                             iid,
                             req.request_id,
                             details,
                         )
-                        self.tracker.detach(req)
-                        self.on_change(iid)
                         await asyncio.sleep(self.policy_config.retry_interval_s)
-                        continue
-                    if code == grpc.StatusCode.UNAVAILABLE:
+                    elif code == grpc.StatusCode.UNAVAILABLE:
                         raise WorkerUnavailable(
                             f"worker at {placement.address} is unreachable: {details}"
                         ) from exc
-                    raise
+                    else:
+                        raise
                 finally:
                     self.last_used[iid] = time.monotonic()
-                    if not finished:
+                    if not ended:
                         call.cancel()
                         with contextlib.suppress(Exception):
                             await asyncio.shield(
@@ -348,6 +431,8 @@ class Dispatcher:
                                     timeout=self.config.rpc_timeout_s,
                                 )
                             )
+                self.tracker.detach(req)
+                self.on_change(iid)
         finally:
             iid_left = self.tracker.detach(req)
             if iid_left is not None:
@@ -357,31 +442,5 @@ class Dispatcher:
     # ---- keep-alive (scale to zero) --------------------------------------------------------
 
     async def reclaim_idle(self, default_keep_alive_s: float, now: float) -> list[str]:
-        """Unload ready instances idle past their model's keep-alive."""
-        view = self.watcher.view
-        unloaded = []
-        for iid, inst in list(view.instances.items()):
-            if inst.get("state") != "ready" or self.tracker.busy(iid):
-                continue
-            model = view.models.get(inst.get("model_id", ""))
-            configured = model.get("keep_alive_s") if model else 0.0
-            keep_alive = default_keep_alive_s if configured is None else float(configured)
-            last = self.last_used.setdefault(iid, now)
-            if model is not None and now - last < keep_alive:
-                continue
-            node = view.nodes.get(inst.get("node_id", ""))
-            if node is None:
-                continue
-            try:
-                await self.workers.stub(node["address"]).UnloadInstance(
-                    worker_pb2.UnloadInstanceRequest(instance_id=iid),
-                    timeout=self.config.rpc_timeout_s,
-                )
-            except grpc.aio.AioRpcError as exc:
-                logger.warning("keep-alive unload of {} failed: {}", iid, exc.details())
-                continue
-            self.last_used.pop(iid, None)
-            metrics.UNLOADS.labels(inst.get("model_id", "")).inc()
-            unloaded.append(iid)
-            logger.info("scaled to zero: instance={} model={}", iid, inst.get("model_id"))
-        return unloaded
+        """Unload ready instances idle past their model's keep-alive (reclaim.py)."""
+        return await reclaim_idle(self, default_keep_alive_s, now)

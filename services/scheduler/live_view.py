@@ -200,6 +200,8 @@ class ViewBuilder:
             kind = node.get("kind", "cpu")
             if (want and kind != want) or (engine == "torch" and kind != "cpu"):
                 continue
+            if node_id in cluster.drains:  # consolidation empties it: nothing new goes there
+                continue
             label = node.get("label", kind)
             views, other = [], 0
             for rec in records:

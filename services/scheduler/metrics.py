@@ -19,3 +19,13 @@ COLD_STARTS = Counter(
     "slinfer_gateway_cold_starts_total", "Instances started for a request", ["model"]
 )
 UNLOADS = Counter("slinfer_gateway_keep_alive_unloads_total", "Idle instances unloaded", ["model"])
+REDISPATCHES = Counter(
+    "slinfer_gateway_redispatches_total",
+    "Requests re-dispatched mid-stream after their instance was preempted or drained",
+    ["model"],
+)
+PREEMPTION_PLANS = Counter(
+    "slinfer_gateway_preemption_plans_total",
+    "Preemption plans asked of the consolidator, by whether it carried one out",
+    ["model", "executed"],
+)

@@ -35,7 +35,7 @@ def candidate_nodes(
             continue  # the PyTorch engine runs on CPU nodes only
         fits = []
         for node in view.nodes.values():
-            if node.get("kind") != pool:
+            if node.get("kind") != pool or node["node_id"] in view.drains:
                 continue
             free = int(node.get("memory_bytes", 0)) - committed_bytes(view, node["node_id"])
             if free >= need:

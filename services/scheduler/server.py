@@ -130,6 +130,7 @@ class SchedulerService:
         self.workers = WorkerClients()
         self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch)
         self.prompts = Prompts()
+        self.dispatcher.tokenizer_of = self.prompts.tokenizer
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
         self.leases: LeaseWriter | None = None
@@ -187,6 +188,7 @@ class SchedulerService:
             await self.registration.stop()
         await self.watcher.stop()
         await self.workers.close()
+        await self.dispatcher.preemption.close()
         await self.store.close()
 
     async def _reclaim_loop(self) -> None:

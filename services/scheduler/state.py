@@ -26,6 +26,10 @@ class ClusterView:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     # model -> hardware label -> measured tables (profiles format)
     profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # instance -> token-budget lease; node -> drain mark; service kind -> elected leader
+    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    leaders: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 0
 
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
@@ -36,7 +40,16 @@ class ClusterView:
             else:
                 self.profiles.setdefault(model_id, {})[label] = value
             return
+        if key.startswith(keys.LEASES):
+            _, _, iid = keys.tail(key, keys.LEASES).partition("/")
+            if value is None:
+                self.leases.pop(iid, None)
+            else:
+                self.leases[iid] = value
+            return
         for prefix, table in (
+            (keys.DRAIN, self.drains),
+            (keys.ELECTION, self.leaders),
             (keys.NODES, self.nodes),
             (keys.MODELS, self.models),
             (keys.INSTANCES, self.instances),
@@ -55,6 +68,10 @@ class ClusterView:
 
     def instances_on(self, node_id: str) -> list[dict[str, Any]]:
         return [i for i in self.instances.values() if i.get("node_id") == node_id]
+
+    def nodes_in_use(self) -> set[str]:
+        """Nodes hosting at least one instance (what consolidation tries to keep small)."""
+        return {str(i.get("node_id")) for i in self.instances.values() if i.get("node_id")}
 
 
 class ClusterWatcher:

@@ -63,5 +63,7 @@ async def cluster_status(view: ClusterView, workers: WorkerClients) -> gateway_p
                 load_s=float(inst.get("load_s", 0.0)),
             )
         )
+    for n in out.nodes:
+        n.draining = n.node_id in view.drains
     out.services.extend(sorted(view.services))
     return out

@@ -25,6 +25,8 @@ class LiveRequest:
     excused_s: float = 0.0  # model-loading time this request waited (paper's SLO view)
     output_tokens: int = 0
     instance_id: str | None = None
+    resumed_at_s: float = 0.0  # wall clock of the last re-dispatch after a preemption
+    preempted_from: str | None = None  # node it was last preempted on (re-dispatch avoids it)
 
     @property
     def prefilled(self) -> bool:
@@ -36,6 +38,9 @@ class LiveRequest:
             "ttft_slo_s": self.ttft_slo_s,
             "tpot_slo_s": self.tpot_slo_s,
             "excused_s": self.excused_s,
+            # For the consolidator's view (it rebuilds the policy's requests from leases).
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
         }
 
 

@@ -35,7 +35,7 @@ from services.common.model_dir import inspect_model_dir
 from services.common.serving import make_server, set_serving
 from services.common.store import Registration, Store
 from services.scheduler.policy import DeviceKind
-from services.worker import metrics
+from services.worker import eviction, metrics
 from services.worker.arbiter import DeviceArbiter, TrackedRequest
 from services.worker.calibration import calibrate, hardware_label
 from services.worker.device import Device
@@ -88,7 +88,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def UnloadInstance(self, request, context):  # noqa: N802
         try:
-            n = await self.w.unload_instance(request.instance_id)
+            n = await eviction.unload(self.w, request)
             return worker_pb2.UnloadInstanceResponse(requests_aborted=n)
         except Exception as exc:
             await _abort(context, exc)

@@ -25,6 +25,7 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ABORT: _ClassVar[FinishReason]
+    FINISH_REASON_PREEMPTED: _ClassVar[FinishReason]
 
 class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
+FINISH_REASON_PREEMPTED: FinishReason
 INSTANCE_STATE_UNSPECIFIED: InstanceState
 INSTANCE_STATE_LOADING: InstanceState
 INSTANCE_STATE_READY: InstanceState
@@ -102,7 +104,7 @@ class InstanceStatus(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., engine: _Optional[_Union[EngineKind, str]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_capacity_tokens: _Optional[int] = ..., kv_used_tokens: _Optional[int] = ..., kv_bytes_allocated: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_resizable: _Optional[bool] = ..., load_s: _Optional[float] = ..., iterations: _Optional[int] = ..., idle_s: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable")
+    __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable", "draining")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +113,7 @@ class NodeStatus(_message.Message):
     MEMORY_USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     kind: DeviceKind
     address: str
@@ -119,4 +122,5 @@ class NodeStatus(_message.Message):
     memory_used_bytes: int
     instances: int
     reachable: bool
-    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., address: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., instances: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
+    draining: bool
+    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., address: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., instances: _Optional[int] = ..., reachable: _Optional[bool] = ..., draining: _Optional[bool] = ...) -> None: ...

@@ -30,10 +30,12 @@ class LoadInstanceResponse(_message.Message):
     def __init__(self, instance: _Optional[_Union[_common_pb2.InstanceStatus, _Mapping]] = ..., already_loaded: _Optional[bool] = ...) -> None: ...
 
 class UnloadInstanceRequest(_message.Message):
-    __slots__ = ("instance_id",)
+    __slots__ = ("instance_id", "preempt")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    PREEMPT_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
-    def __init__(self, instance_id: _Optional[str] = ...) -> None: ...
+    preempt: bool
+    def __init__(self, instance_id: _Optional[str] = ..., preempt: _Optional[bool] = ...) -> None: ...
 
 class UnloadInstanceResponse(_message.Message):
     __slots__ = ("requests_aborted",)

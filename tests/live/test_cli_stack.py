@@ -25,6 +25,10 @@ def cli_stack(tmp_path_factory, tiny_models):
         **os.environ,
         "SLINFER_HOME": str(home),
         "SLINFER_GATEWAY": f"127.0.0.1:{ports['gateway']}",
+        # The venv's `slinfer` script may come from another checkout: test this one.
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")) if p
+        ),
     }
     up = subprocess.run(
         [
@@ -124,3 +128,45 @@ def test_every_service_exposes_metrics(cli_stack) -> None:
     assert "slinfer_worker_batch_size_bucket" in pages["worker"]
     assert "process_resident_memory_bytes" in pages["memory"]
     assert "process_resident_memory_bytes" in pages["consolidator"]
+
+
+def test_cli_and_grpcurl_drive_the_consolidator(cli_stack, tiny_models) -> None:
+    env, ports, _ = cli_stack
+    env = {**env, "SLINFER_CONSOLIDATOR": f"127.0.0.1:{ports['consolidator']}"}
+    _run(env, "deploy", "tiny", str(tiny_models["llama"]))
+    res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "2")
+    assert res.returncode == 0, res.stderr
+    grpcurl = BIN / "grpcurl"
+    addr = f"127.0.0.1:{ports['consolidator']}"
+    listed = subprocess.run(
+        [grpcurl, "-plaintext", addr, "list"], capture_output=True, text=True, timeout=30
+    )
+    assert "slinfer.v1.Consolidator" in listed.stdout.split(), listed.stderr
+    status = _run(env, "status")
+    instance = next(w for w in status.stdout.split() if w.startswith("tiny-"))
+    res = _run(env, "preempt", instance)
+    assert res.returncode == 0 and "done" in res.stdout, res.stdout + res.stderr
+    missing = _run(env, "preempt", "no-such-instance")
+    assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+    res = _run(env, "drain", "cpu-0", "--timeout", "30")
+    assert res.returncode == 0 and "drain" in res.stdout, res.stdout + res.stderr
+    call = subprocess.run(
+        [
+            grpcurl,
+            "-plaintext",
+            "-d",
+            '{"node_id": "cpu-0", "undo": true}',
+            addr,
+            "slinfer.v1.Consolidator/Drain",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert call.returncode == 0, call.stderr
+    assert json.loads(call.stdout)["executed"] is True
+    res = _run(env, "plans")
+    assert res.returncode == 0, res.stderr
+    assert "preempt (operator)" in res.stdout and "undrain" in res.stdout
+    res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "2")
+    assert res.returncode == 0, "the node takes work again after undo"

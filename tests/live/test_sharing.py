@@ -59,6 +59,9 @@ async def stack(etcd, models, seeded_profiles):
                 "profile_dir": seeded_profiles,
             }
         ],
+        # These tests show admission holding work back; proactive preemption (which would
+        # evict b for c here) is tested in test_consolidation.py.
+        consolidator={"advisory": True},
     )
     loose = {"ttft_slo_s": 60.0, "tpot_slo_s": 5.0}
     await s.c.deploy("a", str(models["a"]), **loose)

@@ -16,7 +16,10 @@ from typing import Protocol, runtime_checkable
 class FinishReason(enum.Enum):
     STOP = "stop"  # EOS token or a stop string
     LENGTH = "length"  # max_tokens reached, or the model's context is full
-    ABORT = "abort"  # aborted by the client, the scheduler or a preemption
+    ABORT = "abort"  # aborted by the client or the scheduler
+    # The instance was preempted or drained (never from an engine: the worker's eviction
+    # sets it); the scheduler re-dispatches the request with its tokens so far.
+    PREEMPTED = "preempted"
 
 
 class Phase(enum.Enum):
