@@ -54,6 +54,7 @@ async def proc_stack(
     worker_memory: str = "6GiB",
     keep_alive_s: float = 10.0,
     scheduler_args: Sequence[str] = (),
+    consolidator_args: Sequence[str] = (),
     worker_threads: int | None = None,
     keep_logs: Path | None = None,
 ) -> AsyncIterator[ProcStack]:
@@ -68,6 +69,7 @@ async def proc_stack(
             keep_alive_s=keep_alive_s,
             log_dir=run_dir / "logs",
             scheduler_args=tuple(scheduler_args),
+            consolidator_args=tuple(consolidator_args),
             run_dir=run_dir,
         )
         stack = await asyncio.to_thread(start_stack, cfg, lambda _msg: None)

@@ -71,6 +71,16 @@ def _stack_kwargs(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             str(args.kv_tokens),
             *args.scheduler_arg,
         ],
+        # The consolidator follows the scheduler's system: preemption and packing in
+        # `slinfer`, neither in `slinfer-no-defrag` nor in the baseline.
+        "consolidator_args": [
+            "--system",
+            MODES[mode].value,
+            "--kv-tokens",
+            str(args.kv_tokens),
+            "--pack-every",
+            str(args.pack_every),
+        ],
     }
 
 
@@ -164,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-tokens", type=int, default=1024)
     p.add_argument("--worker-memory", default="6GiB", help="memory each worker offers")
     p.add_argument("--keep-alive", type=float, default=5.0)
+    p.add_argument(
+        "--pack-every", type=float, default=5.0, help="consolidator packing period (slinfer)"
+    )
     p.add_argument("--nodes", type=int, default=1, choices=(1, 2), help="CPU workers")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--modes", default="slinfer,exclusive", help=f"of {','.join(MODES)}")

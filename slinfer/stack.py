@@ -42,10 +42,11 @@ class StackConfig:
     cpu_nodes: int = 1  # >1: that many CPU workers, each pinned to one core
     keep_alive_s: float = 300.0
     log_dir: Path = field(default_factory=lambda: home() / "logs")
-    # Extra flags for the scheduler (e.g. ["--system", "sllm+c"]), and where the stack keeps
-    # its etcd data and state file: $SLINFER_HOME/run by default (what `slinfer down` reads);
-    # benchmarks pass a private directory so they never touch a user's stack.
+    # Extra flags for the scheduler (e.g. ["--system", "sllm+c"]) and the consolidator, and
+    # where the stack keeps its etcd data and state file: $SLINFER_HOME/run by default (what
+    # `slinfer down` reads); benchmarks pass a private directory so they never touch a user's.
     scheduler_args: tuple[str, ...] = ()
+    consolidator_args: tuple[str, ...] = ()
     run_dir: Path | None = None
 
 
@@ -119,6 +120,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
                 f"127.0.0.1:{cfg.consolidator_port}",
                 "--metrics-port",
                 str(b + 3),
+                *cfg.consolidator_args,
             ],
             f"127.0.0.1:{cfg.consolidator_port}",
         ),

@@ -30,10 +30,10 @@ def main() -> None:
     parser.add_argument(
         "--pack-every",
         type=float,
-        default=0.0,
+        default=30.0,
         metavar="SECONDS",
         help="periodic bin-packing: every SECONDS, drain the least loaded node whose "
-        "instances fit elsewhere (0: off)",
+        "instances fit elsewhere (0: off; default 30)",
     )
     parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
