@@ -47,9 +47,7 @@ def test_smollm2_greedy_matches_and_knows_paris(tmp_path_factory) -> None:
     from slinfer.models import build_smollm2
 
     model_dir = build_smollm2()
-    engine = TorchEngine(
-        TorchEngineConfig(model_dir, 1024, dtype=DTypePolicy.FP32, num_threads=1)
-    )
+    engine = TorchEngine(TorchEngineConfig(model_dir, 1024, dtype=DTypePolicy.FP32, num_threads=1))
     try:
         chat = [{"role": "user", "content": "What is the capital of France?"}]
         prompt = engine.encode_chat(chat)
@@ -67,3 +65,39 @@ def test_smollm2_greedy_matches_and_knows_paris(tmp_path_factory) -> None:
             ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=20
         )
     assert got.tokens == out[0, len(prompt) :].tolist()
+
+
+@pytest.mark.slow
+def test_smollm2_batched_greedy_matches_each_alone() -> None:
+    """Four chats decoded together (batched decodes take decode_linear's transposed route)
+    give transformers' greedy continuation of each chat alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.models import build_smollm2
+
+    model_dir = build_smollm2()
+    engine = TorchEngine(TorchEngineConfig(model_dir, 2048, dtype=DTypePolicy.FP32, num_threads=1))
+    questions = [
+        "What is the capital of France?",
+        "Name three colours.",
+        "Write a haiku about the sea.",
+        "What is 2+2?",
+    ]
+    try:
+        prompts = [engine.encode_chat([{"role": "user", "content": q}]) for q in questions]
+        got = run_to_end(engine, *[request(f"r{i}", p, greedy(24)) for i, p in enumerate(prompts)])
+    finally:
+        engine.close()
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, local_files_only=True
+    ).eval()
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=24
+            )
+        assert got[f"r{i}"].tokens == out[0, len(prompt) :].tolist(), questions[i]
