@@ -80,6 +80,8 @@ def test_paged_attention_equals_dense_attention(chunks, masked, causal) -> None:
     out, reference, batch = run(chunks)
     assert (batch.mask is not None) == masked and batch.is_causal == causal
     assert batch.key_len == max(end for _, end in chunks)
+    unpadded = len(chunks) == 1 or all(end - start == 1 for start, end in chunks)
+    assert (batch.query_index is None) == unpadded  # no query gather without padding
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
 
 

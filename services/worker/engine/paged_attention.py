@@ -55,8 +55,9 @@ class PagedBatch:
     num_seqs: int  # B
     key_len: int  # L: keys attended per request (the longest context of the batch)
     # [B, Q] index of each padded query into the packed row (padding points at 0), and [T]
-    # index of each packed token into the flattened [B * Q] output; both None when every
-    # request feeds exactly one token (pure decode: B == T and Q == 1).
+    # index of each packed token into the flattened [B * Q] output; both None when the row
+    # needs no padding: every request feeds one token (pure decode: B == T, Q == 1), or
+    # there is a single request (B == 1, Q == T).
     query_index: torch.Tensor | None
     output_index: torch.Tensor | None
     # [B, 1, Q, L] additive mask (0 where a query may attend a key, -inf elsewhere); None for
@@ -82,7 +83,7 @@ def build_paged_batch(
 
     query_index = output_index = mask = None
     lone = len(chunks) == 1 and (chunks[0].num_new == 1 or chunks[0].start == 0)
-    if any(chunk.num_new != 1 for chunk in chunks):
+    if len(chunks) > 1 and any(chunk.num_new != 1 for chunk in chunks):
         lengths = torch.tensor([chunk.num_new for chunk in chunks], dtype=torch.long)
         max_q = int(lengths.max())
         offsets = torch.cumsum(lengths, 0) - lengths  # start of each request in the row
@@ -146,8 +147,8 @@ def paged_attention_forward(
     kv = kv[:, :, : batch.key_len].transpose(2, 3)
 
     packed_q = query[0].transpose(0, 1)  # [T, heads, dim]
-    if batch.query_index is None:
-        queries = packed_q.unsqueeze(2)  # [B, heads, 1, dim]
+    if batch.query_index is None:  # no padding: [T] splits into [B, Q]
+        queries = packed_q.view(num_seqs, -1, *packed_q.shape[1:]).transpose(1, 2)
     else:
         queries = packed_q[batch.query_index].transpose(1, 2)  # [B, heads, Q, dim]
     out = F.scaled_dot_product_attention(
@@ -161,7 +162,7 @@ def paged_attention_forward(
     )  # [B, heads, Q, dim]
     out = out.transpose(1, 2)  # [B, Q, heads, dim]
     if batch.output_index is None:
-        packed_out = out.reshape(num_seqs, out.shape[2], head_dim)
+        packed_out = out.reshape(-1, out.shape[2], head_dim)  # [B * Q = T, heads, dim]
     else:
         packed_out = out.reshape(-1, out.shape[2], head_dim)[batch.output_index]
     return packed_out.unsqueeze(0), None  # [1, T, heads, dim]

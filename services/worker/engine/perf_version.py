@@ -10,7 +10,8 @@ its iteration times (docs/ENGINE.md, "Iteration cost").
 
 from __future__ import annotations
 
-# 2: one block gather per layer (index_select) and mask-free attention for a lone request.
+# torch 2: one block gather per layer, mask-free attention for a lone request, transposed
+# projections in batched decodes (docs/ENGINE.md, "Iteration cost").
 PERF_VERSIONS: dict[str, int] = {"torch": 2, "vllm": 1}
 
 
