@@ -24,7 +24,10 @@ from loguru import logger
 
 from services.common.convert import sampling_to_pb
 from services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from services.memory.client import MemoryClient
+from services.memory.policy import KvScaling, KvScalingConfig
 from services.scheduler import metrics
+from services.scheduler.kv_scaler import KvScaler
 from services.scheduler.live_view import PendingLoad, ViewBuilder
 from services.scheduler.placement_live import candidate_nodes
 from services.scheduler.policy import (
@@ -60,6 +63,10 @@ class DispatchConfig:
     # device share decoding leaves); off: DESIGN.md §2 exactly.
     prefill_on_leftover: bool = False
     prior_output_tokens: float = 128.0
+    # KV scaling through the memory service (DESIGN.md §3): forward-looking with watermark w,
+    # or the reactive baseline (grow only when full) for docs/EVALUATION.md's comparison.
+    kv_scaling: KvScaling = KvScaling.FORWARD
+    watermark: float = 0.25
     load_timeout_s: float = 300.0
     rpc_timeout_s: float = 10.0
 
@@ -68,6 +75,10 @@ class DispatchConfig:
             raise ValueError("queue_grace_s must be >= 0 and load_timeout_s > 0")
         if self.default_kv_capacity_tokens <= 0 or self.l_min_tokens < 0:
             raise ValueError("default_kv_capacity_tokens > 0 and l_min_tokens >= 0 required")
+
+    @property
+    def kv_config(self) -> KvScalingConfig:
+        return KvScalingConfig(self.kv_scaling, self.l_min_tokens, self.watermark)
 
     @property
     def policy(self) -> PolicyConfig:
@@ -100,6 +111,7 @@ class Dispatcher:
         self.system = replace(system_spec(config.system), preempt=False)
         self.policy_config = config.policy
         self.tracker = Tracker(prior_output_tokens=config.prior_output_tokens)
+        self.kv = KvScaler(watcher, self.tracker, MemoryClient(watcher.store), config.kv_config)
         self.views = ViewBuilder()
         self.on_change = on_change
         self.last_used: dict[str, float] = {}
@@ -254,6 +266,8 @@ class Dispatcher:
                             f"model {model_id} failed to load: {exc.details()}"
                         ) from exc
                 if placement is not None:
+                    with contextlib.suppress(Exception):  # scaling is best effort here
+                        await self.kv.scale(iid)  # forward-looking demand, before the submit
                     return placement
                 self.tracker.detach(req)  # it failed or went away while we waited
                 self.on_change(iid)
@@ -287,6 +301,13 @@ class Dispatcher:
             prompt_token_ids=prompt_ids,
             sampling=sampling_to_pb(sampling),
         )
+        spec = self.views.spec(self.watcher.view, model, self.config.default_kv_capacity_tokens)
+        self.kv.check_fits(
+            model,
+            spec.weights_bytes,
+            spec.kv_bytes_per_token,
+            len(prompt_ids) + sampling.max_tokens,
+        )
         try:
             while True:
                 placement = await self.admit(model, req)
@@ -311,6 +332,7 @@ class Dispatcher:
                             req.output_tokens += len(resp.token_ids)
                             if first:
                                 self.on_change(iid)  # its prefill is done: budgets change
+                            self.kv.touch(iid)
                         finished = resp.finished
                         yield placement, resp
                         if finished:
@@ -352,6 +374,7 @@ class Dispatcher:
             iid_left = self.tracker.detach(req)
             if iid_left is not None:
                 self.on_change(iid_left)
+                self.kv.touch(iid_left)  # a request left: the KV may shrink
             await self._notify()
 
     # ---- keep-alive (scale to zero) --------------------------------------------------------

@@ -26,6 +26,8 @@ class ClusterView:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     # model -> hardware label -> measured tables (profiles format)
     profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # node -> the memory service's ledger document (services/memory/state.py)
+    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 0
 
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
@@ -41,6 +43,7 @@ class ClusterView:
             (keys.MODELS, self.models),
             (keys.INSTANCES, self.instances),
             (keys.SERVICES, self.services),
+            (keys.MEMORY, self.ledgers),
         ):
             if key.startswith(prefix):
                 name = keys.tail(key, prefix)
