@@ -218,7 +218,7 @@ async def test_request_that_can_never_fit_is_refused(etcd, tiny_models, profile_
         result = await s.c.complete(
             "tiny-fit", prompt_token_ids=[5] * 24, max_tokens=8, ignore_eos=True
         )
-        assert result.final.completion_tokens == 8
+        assert result.completion.completion_tokens == 8
         assert s.workers[0].memory.counters.peak_measured_bytes <= tight
     finally:
         await s.stop()
@@ -241,16 +241,16 @@ async def test_watermark_keeps_resizes_few(etcd, tiny_models, profile_dir):
             dispatch=DispatchConfig(default_kv_capacity_tokens=256, l_min_tokens=32, watermark=w),
         )
         try:
-            await s.c.deploy("steady", str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
+            name = f"steady-{int(w * 100)}"
+            await s.c.deploy(name, str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
             rng = random.Random(7)
 
-            async def one(i: int, delay: float, s=s, rng=rng) -> Completion:  # noqa: ANN001
-                await asyncio.sleep(delay)
+            async def one(i: int, s=s, rng=rng, name=name) -> Completion:  # noqa: ANN001
                 final = None
                 async for ev in s.c.generate(
-                    "steady",
+                    name,
                     prompt_token_ids=[5 + (i + k) % 100 for k in range(24)],
-                    max_tokens=rng.randint(8, 40),
+                    max_tokens=rng.randint(16, 48),
                     ignore_eos=True,
                     temperature=0,
                 ):
@@ -259,14 +259,19 @@ async def test_watermark_keeps_resizes_few(etcd, tiny_models, profile_dir):
                 assert final is not None
                 return final
 
-            await one(0, 0.0)  # cold start and Ō's first sample
+            async def client(c: int, one=one) -> list[Completion]:  # noqa: ANN001
+                return [await one(c * 10 + k) for k in range(5)]
+
+            await one(0)  # cold start and Ō's first sample
             worker = s.workers[0]
             base = worker.memory.counters.resizes
-            finals = await asyncio.gather(*(one(i, 0.15 * i) for i in range(1, 25)))
-            assert all(f.completion_tokens > 0 for f in finals)
+            # A steady stream: six clients, each sending its next request when one finishes.
+            finals = [f for fs in await asyncio.gather(*(client(c) for c in range(6))) for f in fs]
+            assert len(finals) == 30 and all(f.completion_tokens >= 16 for f in finals)
             counts[w] = worker.memory.counters.resizes - base
             assert worker.memory.counters.peak_measured_bytes <= LIMIT
         finally:
             await s.stop()
     assert counts[0.0] > 0
+    print("resizes by watermark", counts)
     assert counts[0.25] < counts[0.0], counts
