@@ -100,6 +100,21 @@ class MemoryAgent:
                 f"{need >> 20} MiB (weights + {kv_capacity_tokens} KV tokens)"
             )
 
+    def totals(self) -> MemoryCounters:
+        """The counters with the still-loaded instances' lifetimes and KV pressure added."""
+        now, c = time.monotonic(), self.counters
+        live = [i for i in self.w.instances.values() if i.instance_id in self.born]
+        return MemoryCounters(
+            resizes=c.resizes,
+            resize_s=c.resize_s,
+            lifetime_s=c.lifetime_s + sum(now - self.born[i.instance_id] for i in live),
+            kv_refusals=c.kv_refusals,
+            kv_pressure_events=c.kv_pressure_events
+            + sum(i.stats.kv_pressure_events for i in live if i.stats is not None),
+            peak_measured_bytes=c.peak_measured_bytes,
+            deferred_loads=c.deferred_loads,
+        )
+
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
