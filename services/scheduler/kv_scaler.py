@@ -76,7 +76,9 @@ class KvScaler:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
-    def _allocation(self, rec: dict[str, Any]) -> tuple[KvAllocation, int] | None:
+    def _allocation(
+        self, rec: dict[str, Any], node_planned_now: int | None = None
+    ) -> tuple[KvAllocation, int] | None:
         book = self.watcher.view.ledgers.get(rec.get("node_id", ""))
         info = book.get("instances", {}).get(rec["instance_id"]) if book else None
         if book is None or info is None:
@@ -87,6 +89,8 @@ class KvScaler:
         if known is not None and known[0] > revision:  # our own answer is newer than the watch
             node_planned += known[1] - planned_kv
             revision, planned_kv = known
+        if node_planned_now is not None:  # the ledger's own figure, from a refusal just now
+            node_planned = node_planned_now
         alloc = KvAllocation(
             kv_bytes_per_token=max(int(rec.get("kv_bytes_per_token") or 1), 1),
             block_tokens=KV_BLOCK_TOKENS,
@@ -97,11 +101,12 @@ class KvScaler:
 
     async def scale(self, instance_id: str) -> str | None:
         """Ask the ledger for the instance's KV target; returns the ledger status, if asked."""
+        node_planned_now: int | None = None
         for _ in range(3):
             rec = self.watcher.view.instances.get(instance_id)
             if rec is None or rec.get("state") != "ready" or not rec.get("kv_resizable"):
                 return None
-            found = self._allocation(rec)
+            found = self._allocation(rec, node_planned_now)
             if found is None:
                 return None
             alloc, revision = found
@@ -129,8 +134,11 @@ class KvScaler:
                 continue
             status = memory_pb2.LedgerStatus.Name(resp.status).removeprefix("LEDGER_STATUS_")
             self.statuses[status.lower()] += 1
-            if resp.status != memory_pb2.LEDGER_STATUS_REJECTED:
-                self._known[instance_id] = (resp.revision, target)
+            if resp.status == memory_pb2.LEDGER_STATUS_REJECTED:
+                # The watch trailed the ledger: decide again on the node's planned bytes now.
+                node_planned_now = int(resp.node_planned_bytes)
+                continue
+            self._known[instance_id] = (resp.revision, target)
             logger.info(
                 "kv scale instance={} {} -> {} bytes ({} requests): {}",
                 instance_id,
