@@ -16,13 +16,14 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from services.common.etcd_process import start_etcd
 from services.inprocess import LiveStack
 from services.memory.client import MemoryClient
 from services.memory.ledger import LedgerOp
 from services.scheduler.dispatch import DispatchConfig
 from slinfer import Completion
 from slinfer.client import SlinferError
-from slinfer.v1 import common_pb2, memory_pb2, worker_pb2, worker_pb2_grpc
+from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -189,8 +190,9 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
     assert worker.memory.counters.resizes >= 2
 
 
-async def test_request_that_can_never_fit_is_refused(etcd, tiny_models, profile_dir):
+async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir):
     tight = 1_400_000  # weights (0.56 MB) + 1.6 k KV tokens at most
+    etcd = start_etcd()  # its own cluster: the module's 3 MB node must not be a candidate
     s = await LiveStack.start(
         etcd.endpoint,
         workers=[
@@ -222,12 +224,14 @@ async def test_request_that_can_never_fit_is_refused(etcd, tiny_models, profile_
         assert s.workers[0].memory.counters.peak_measured_bytes <= tight
     finally:
         await s.stop()
+        etcd.stop()
 
 
-async def test_watermark_keeps_resizes_few(etcd, tiny_models, profile_dir):
+async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
     """The same steady stream, watermark 0.25 against no watermark: fewer resizes."""
     counts = {}
     for w in (0.25, 0.0):
+        etcd = start_etcd()  # one cluster per run: nothing shared but the model files
         s = await LiveStack.start(
             etcd.endpoint,
             workers=[
@@ -272,6 +276,54 @@ async def test_watermark_keeps_resizes_few(etcd, tiny_models, profile_dir):
             assert worker.memory.counters.peak_measured_bytes <= LIMIT
         finally:
             await s.stop()
+            etcd.stop()
     assert counts[0.0] > 0
     print("resizes by watermark", counts)
     assert counts[0.25] < counts[0.0], counts
+
+
+async def test_two_replicas_racing_never_oversubscribe(stack):
+    """Forty loads of 300 kB race through two memory-service replicas onto a 3 MB node: the
+    etcd transactions let exactly as many through as fit."""
+    from services.memory.server import create as create_memory
+
+    second = create_memory(stack.etcd)
+    await second.start()
+    first_addr = next(o.address for o in stack.others if o.kind == "memory")
+    channels = [grpc.aio.insecure_channel(a) for a in (first_addr, second.address)]
+    stubs = [memory_pb2_grpc.MemoryStub(c) for c in channels]
+    try:
+
+        async def load(i: int) -> memory_pb2.LedgerResponse:
+            change = memory_pb2.InstanceChange(
+                node_id="mem-0", instance_id=f"race-{i}", request_id=f"race-{i}", revision=0
+            )
+            req = memory_pb2.LoadWeightsRequest(change=change, weights_bytes=300_000)
+            return await stubs[i % 2].LoadWeights(req, timeout=60)
+
+        answers = await asyncio.gather(*(load(i) for i in range(40)))
+        applied = [i for i, a in enumerate(answers) if a.status == memory_pb2.LEDGER_STATUS_APPLIED]
+        rejected = [a for a in answers if a.status == memory_pb2.LEDGER_STATUS_REJECTED]
+        book = await stubs[0].GetLedger(memory_pb2.GetLedgerRequest(node_id="mem-0"))
+        assert book.planned_bytes <= LIMIT and book.actual_bytes <= LIMIT
+        assert len(applied) == LIMIT // 300_000  # 10 fit, whatever the interleaving
+        assert len(rejected) == 40 - len(applied)
+        assert book.planned_bytes == 300_000 * len(applied)
+        assert "would plan more than node mem-0" in rejected[0].message
+        for i in applied:  # leave the node empty for the other tests
+            change = memory_pb2.InstanceChange(
+                node_id="mem-0", instance_id=f"race-{i}", request_id=f"evict-{i}", revision=1
+            )
+            ev = await stubs[1].Evict(change, timeout=60)
+            await stubs[0].ReportCompletion(
+                memory_pb2.CompletionReport(
+                    node_id="mem-0", instance_id=f"race-{i}", revision=ev.revision
+                ),
+                timeout=60,
+            )
+        book = await stubs[0].GetLedger(memory_pb2.GetLedgerRequest(node_id="mem-0"))
+        assert book.planned_bytes == 0 and not book.instances
+    finally:
+        for c in channels:
+            await c.close()
+        await second.stop()
