@@ -9,6 +9,8 @@ from etcd, so any number of replicas may serve at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from loguru import logger
 
@@ -27,8 +29,13 @@ _STATUS_TO_PB = {
 }
 
 
-def _approval_pb(a: dict[str, int | str]) -> memory_pb2.Approval:
-    return memory_pb2.Approval(**a)  # type: ignore[arg-type]
+def _approval_pb(a: dict[str, Any]) -> memory_pb2.Approval:
+    return memory_pb2.Approval(
+        instance_id=str(a["instance_id"]),
+        revision=int(a["revision"]),
+        weights_bytes=int(a["weights_bytes"]),
+        kv_bytes=int(a["kv_bytes"]),
+    )
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServicer):
@@ -105,7 +112,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
             if not request.node_id or not request.instance_id:
                 raise InvalidArgument("node_id and instance_id are required")
 
-            def complete(book: NodeBook) -> list[dict[str, int | str]]:
+            def complete(book: NodeBook) -> list[dict[str, Any]]:
                 iid = request.instance_id
                 approvals = book.ledger.complete(iid, request.revision)
                 book.completed(iid, request.revision)
@@ -136,7 +143,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
             await _abort(context, exc)
 
 
-def node_ledger_pb(value: dict) -> memory_pb2.NodeLedger:  # type: ignore[type-arg]
+def node_ledger_pb(value: dict[str, Any]) -> memory_pb2.NodeLedger:
     return memory_pb2.NodeLedger(
         node_id=value["node_id"],
         capacity_bytes=value["capacity_bytes"],

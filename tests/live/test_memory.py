@@ -162,6 +162,9 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
         assert list(book.deferred) == [] and list(book.actions) == []
         assert book.actual_bytes == book.planned_bytes
         assert book.reported_bytes == worker.memory.used_bytes()
+        # Stats: measured bytes beside the ledger's estimate.
+        assert await _wait_for(lambda: worker.stats().node.memory_ledger_bytes == book.actual_bytes)
+        assert worker.stats().node.memory_used_bytes == worker.memory.used_bytes() <= LIMIT
 
         # An idempotent retry: the same request id gets the same answer, no new revision.
         change = memory_pb2.InstanceChange(
