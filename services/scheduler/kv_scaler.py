@@ -104,7 +104,10 @@ class KvScaler:
         node_planned_now: int | None = None
         for _ in range(3):
             rec = self.watcher.view.instances.get(instance_id)
-            if rec is None or rec.get("state") != "ready" or not rec.get("kv_resizable"):
+            if rec is None:
+                self._known.pop(instance_id, None)  # gone: forget what we knew of it
+                return None
+            if rec.get("state") != "ready" or not rec.get("kv_resizable"):
                 return None
             found = self._allocation(rec, node_planned_now)
             if found is None:
