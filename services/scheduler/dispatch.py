@@ -301,13 +301,10 @@ class Dispatcher:
             prompt_token_ids=prompt_ids,
             sampling=sampling_to_pb(sampling),
         )
-        spec = self.views.spec(self.watcher.view, model, self.config.default_kv_capacity_tokens)
-        self.kv.check_fits(
-            model,
-            spec.weights_bytes,
-            spec.kv_bytes_per_token,
-            len(prompt_ids) + sampling.max_tokens,
-        )
+        if self.kv.enabled:  # refuse at once what can never fit (docs/MEMORY.md)
+            spec = self.views.spec(self.watcher.view, model, self.config.default_kv_capacity_tokens)
+            context = len(prompt_ids) + sampling.max_tokens
+            self.kv.check_fits(model, spec.weights_bytes, spec.kv_bytes_per_token, context)
         try:
             while True:
                 placement = await self.admit(model, req)

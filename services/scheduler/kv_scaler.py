@@ -51,9 +51,14 @@ class KvScaler:
         self._again: set[str] = set()
         self.statuses: Counter[str] = Counter()  # ScaleKV answers, for tests and the bench
 
+    @property
+    def enabled(self) -> bool:
+        """A memory service is registered (without one, nothing here acts)."""
+        return memory_service_present(self.watcher)
+
     def touch(self, instance_id: str) -> None:
         """Re-evaluate the instance soon; one evaluation in flight per instance."""
-        if not memory_service_present(self.watcher):
+        if not self.enabled:
             return
         if instance_id in self._tasks:
             self._again.add(instance_id)
@@ -158,7 +163,7 @@ class KvScaler:
     ) -> None:
         """Refuse at once a request whose context (prompt + max_tokens) cannot fit on any
         node even alone: waiting for capacity could never help."""
-        if not memory_service_present(self.watcher):
+        if not self.enabled:
             return
         want = model.get("device") or None
         nodes = [
