@@ -330,3 +330,35 @@ async def test_two_replicas_racing_never_oversubscribe(stack):
         for c in channels:
             await c.close()
         await second.stop()
+
+
+async def test_without_a_memory_service_the_worker_checks_measured_memory(tiny_models, profile_dir):
+    """No memory service registered: loads are checked against measured free memory, as
+    before the service existed, and nothing waits for a ledger."""
+    from services.common.errors import NoCapacity
+    from services.worker.server import WorkerConfig, WorkerService
+
+    etcd = start_etcd()
+    worker = WorkerService(
+        WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=LIMIT, num_threads=1,
+                     profile_dir=profile_dir)
+    )  # fmt: skip
+    await worker.start()
+    try:
+        path = str(tiny_models["llama"])
+        req = worker_pb2.LoadInstanceRequest(
+            instance_id="solo", model_id="tiny", path=path, kv_capacity_tokens=1024
+        )
+        inst, _ = await worker.load_instance(req)
+        assert inst.stats.kv_capacity_tokens == 1024
+        assert worker.stats().node.memory_ledger_bytes == 0  # no ledger: no estimate
+        too_big = worker_pb2.LoadInstanceRequest(
+            instance_id="big", model_id="tiny", path=path, kv_capacity_tokens=4096
+        )
+        with pytest.raises(NoCapacity, match="MiB free"):
+            await worker.load_instance(too_big)
+        assert "big" not in worker.instances
+        assert worker.memory_used_bytes() <= LIMIT
+    finally:
+        await worker.stop()
+        etcd.stop()
