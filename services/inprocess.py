@@ -95,10 +95,10 @@ class LiveStack:
         if self.client:
             await self.client.close()
         await self.scheduler.stop(grace_s=0)
+        for w in self.workers:  # before the memory service: unloads release through it
+            await w.stop(grace_s=0)
         for o in self.others:
             await o.stop(grace_s=0)
-        for w in self.workers:
-            await w.stop(grace_s=0)
 
     def engine_of(self, instance_id: str):  # noqa: ANN201
         for w in self.workers:

@@ -31,6 +31,28 @@ class FailedPrecondition(SlinferError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class NodeNotFound(SlinferError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class StaleRevision(SlinferError):
+    """A ledger change based on an older instance revision than the ledger's."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class RevisionConflict(SlinferError):
+    """A ledger change based on a revision the ledger never issued."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class NeverFits(SlinferError):
+    """A request whose memory demand exceeds every node, even alone: retrying cannot help."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class NoCapacity(SlinferError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class LedgerError(Exception):
@@ -214,6 +215,41 @@ class Ledger:
         if instance_id in self._queue:
             self._queue.remove(instance_id)
         del self._entries[instance_id]
+
+    # -- persistence (the live service keeps the ledger in etcd as JSON) -----------------------
+    def instance_ids(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def to_dict(self) -> dict[str, Any]:
+        entries = {
+            iid: {
+                "base": [e.base.weights_bytes, e.base.kv_bytes],
+                "steps": [
+                    [s.revision, s.footprint.weights_bytes, s.footprint.kv_bytes, s.committed]
+                    for s in e.steps
+                ],
+                "revision": e.revision,
+                "last_request_id": e.last_request_id,
+            }
+            for iid, e in self._entries.items()
+        }
+        return {"capacity_bytes": self.capacity_bytes, "entries": entries, "queue": self._queue}
+
+    @classmethod
+    def from_dict(cls, node_id: str, data: dict[str, Any], capacity_bytes: int) -> Ledger:
+        """Rebuild a ledger; `capacity_bytes` is the node's current capacity."""
+        ledger = cls(node_id, capacity_bytes)
+        for iid, raw in data.get("entries", {}).items():
+            entry = _Entry(
+                base=Footprint(*raw["base"]),
+                steps=[_Step(r, Footprint(w, k), bool(c)) for r, w, k, c in raw["steps"]],
+                revision=int(raw["revision"]),
+                last_request_id=raw.get("last_request_id"),
+            )
+            ledger._entries[iid] = entry
+            ledger._in(entry)
+        ledger._queue = [iid for iid in data.get("queue", []) if iid in ledger._entries]
+        return ledger
 
     # -- internals ---------------------------------------------------------------------------
     def _out(self, entry: _Entry) -> None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -121,6 +122,58 @@ def watermark_may_move(
     return may_grow or may_shrink
 
 
+class KvScaling(enum.Enum):
+    """How an instance's KV allocation follows its requests (the scheduler's flag)."""
+
+    FORWARD = "forward"  # DESIGN.md §3: forecast with Ō and L_min, watermark hysteresis
+    REACTIVE = "reactive"  # baseline: grow only when full, to exactly what is needed; no forecast
+
+
+@dataclass(frozen=True, slots=True)
+class KvScalingConfig:
+    mode: KvScaling = KvScaling.FORWARD
+    l_min_tokens: int = 1024
+    watermark: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.l_min_tokens < 0 or self.watermark < 0:
+            raise ValueError("l_min_tokens and watermark must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class KvAllocation:
+    """One instance's KV as the ledger has it, and the room left on its node."""
+
+    kv_bytes_per_token: int
+    block_tokens: int
+    allocated_bytes: int  # the ledger's planned KV of the instance
+    node_free_bytes: int  # node capacity minus the node's planned total
+
+
+def plan_kv(
+    requests: Iterable[RequestLike],
+    mean_output_tokens: float,
+    alloc: KvAllocation,
+    config: KvScalingConfig,
+) -> int | None:
+    """The KV allocation to ask the ledger for, or None to keep the current one.
+
+    FORWARD: demand = max(kv_demand (Ō, L_min), engine need), moved by `watermark_target`.
+    REACTIVE: demand = engine need only (current context + one token each), watermark 0: the
+    allocation grows when it is full and shrinks as soon as requests leave.
+    """
+    reqs = list(requests)
+    bpt, block = alloc.kv_bytes_per_token, alloc.block_tokens
+    context = sum(r.input_tokens + r.output_tokens for r in reqs)
+    need = engine_need_bytes(context, len(reqs), bpt, block) if reqs else 0
+    if config.mode is KvScaling.REACTIVE:
+        demand, w = need, 0.0
+    else:
+        forecast = kv_demand(reqs, mean_output_tokens, bpt, config.l_min_tokens, block)
+        demand, w = max(forecast, need), config.watermark
+    return watermark_target(demand, alloc.allocated_bytes, alloc.node_free_bytes, w, block * bpt)
+
+
 @dataclass(slots=True)
 class OutputHistory:
     """Ō per model: running mean of completed output lengths, with a prior of `prior_weight`
@@ -151,10 +204,14 @@ __all__ = [
     "LedgerOutcome",
     "LedgerRequest",
     "LedgerStatus",
+    "KvAllocation",
+    "KvScaling",
+    "KvScalingConfig",
     "OutputHistory",
     "engine_need_bytes",
     "kv_demand",
     "kv_demand_tokens",
+    "plan_kv",
     "watermark_may_move",
     "watermark_target",
 ]

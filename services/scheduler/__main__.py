@@ -7,6 +7,7 @@ import asyncio
 
 from services.common.cli_args import common_args, run_until_signal
 from services.common.serving import configure_logging, start_metrics
+from services.memory.policy import KvScaling
 from services.scheduler.dispatch import DispatchConfig
 from services.scheduler.policy import SystemName
 from services.scheduler.server import SchedulerConfig, SchedulerService
@@ -46,6 +47,19 @@ def main() -> None:
     parser.add_argument(
         "--kv-tokens", type=int, default=4096, help="default KV capacity (tokens) of a new instance"
     )
+    parser.add_argument(
+        "--kv-scaling",
+        default="forward",
+        choices=[m.value for m in KvScaling],
+        help="KV scaling through the memory service: forward (forecast with the mean output "
+        "length, L_min and watermark) or reactive (grow only when full; a baseline)",
+    )
+    parser.add_argument(
+        "--watermark",
+        type=float,
+        default=0.25,
+        help="watermark hysteresis w of forward-looking KV scaling (0: none; DESIGN.md §3)",
+    )
     ns = parser.parse_args()
     configure_logging("scheduler")
     config = SchedulerConfig(
@@ -58,6 +72,8 @@ def main() -> None:
             default_kv_capacity_tokens=ns.kv_tokens,
             l_min_tokens=ns.l_min,
             prefill_on_leftover=ns.prefill_on_leftover,
+            kv_scaling=KvScaling(ns.kv_scaling),
+            watermark=ns.watermark,
         ),
     )
     service = SchedulerService(config)

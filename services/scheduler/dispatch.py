@@ -24,15 +24,16 @@ from loguru import logger
 
 from services.common.convert import sampling_to_pb
 from services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from services.memory.client import MemoryClient
 from services.scheduler import metrics
+from services.scheduler.dispatch_config import DispatchConfig
+from services.scheduler.kv_scaler import KvScaler
 from services.scheduler.live_view import PendingLoad, ViewBuilder
 from services.scheduler.placement_live import candidate_nodes
 from services.scheduler.policy import (
     DispatchDecision,
     DispatchKind,
     InstancePhase,
-    PolicyConfig,
-    SystemName,
     decide,
     system_spec,
 )
@@ -67,32 +68,7 @@ _REFUSED = (
 )
 _MAX_REFUSALS = 20
 
-
-@dataclass(frozen=True, slots=True)
-class DispatchConfig:
-    system: SystemName = SystemName.SLINFER
-    # Extra wait beyond a request's TTFT deadline before it is refused (0: the SLO itself).
-    queue_grace_s: float = 0.0
-    default_kv_capacity_tokens: int = 4096
-    l_min_tokens: int = 1024
-    # The admission variant docs/EVALUATION.md recommends for CPUs (prefills checked on the
-    # device share decoding leaves); off: DESIGN.md §2 exactly.
-    prefill_on_leftover: bool = False
-    prior_output_tokens: float = 128.0
-    load_timeout_s: float = 300.0
-    rpc_timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.queue_grace_s < 0 or self.load_timeout_s <= 0:
-            raise ValueError("queue_grace_s must be >= 0 and load_timeout_s > 0")
-        if self.default_kv_capacity_tokens <= 0 or self.l_min_tokens < 0:
-            raise ValueError("default_kv_capacity_tokens > 0 and l_min_tokens >= 0 required")
-
-    @property
-    def policy(self) -> PolicyConfig:
-        return PolicyConfig(
-            l_min_tokens=self.l_min_tokens, prefill_on_leftover=self.prefill_on_leftover
-        )
+__all__ = ["DispatchConfig", "Dispatcher", "Placement"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +98,7 @@ class Dispatcher:
         self.tokenizer_of: TokenizerOf | None = None  # for lossless re-dispatch (server.py)
         self.policy_config = config.policy
         self.tracker = Tracker(prior_output_tokens=config.prior_output_tokens)
+        self.kv = KvScaler(watcher, self.tracker, MemoryClient(watcher.store), config.kv_config)
         self.views = ViewBuilder()
         self.on_change = on_change
         self.last_used: dict[str, float] = {}
@@ -300,6 +277,8 @@ class Dispatcher:
                             f"model {model_id} failed to load: {exc.details()}"
                         ) from exc
                 if placement is not None:
+                    with contextlib.suppress(Exception):  # scaling is best effort here
+                        await self.kv.scale(iid)  # forward-looking demand, before the submit
                     return placement
                 self.tracker.detach(req)  # it failed or went away while we waited
                 self.on_change(iid)
@@ -344,6 +323,10 @@ class Dispatcher:
         )
         progress = StreamProgress()
         refusals = 0
+        if self.kv.enabled:  # refuse at once what can never fit (docs/MEMORY.md)
+            spec = self.views.spec(self.watcher.view, model, self.config.default_kv_capacity_tokens)
+            context = len(prompt_ids) + sampling.max_tokens
+            self.kv.check_fits(model, spec.weights_bytes, spec.kv_bytes_per_token, context)
         try:
             while True:
                 placement = await self.admit(model, req)
@@ -375,6 +358,7 @@ class Dispatcher:
                             req.output_tokens += len(out.token_ids)
                             if first:
                                 self.on_change(iid)  # its prefill is done: budgets change
+                            self.kv.touch(iid)
                         ended = out.finished
                         yield placement, out
                         if ended:
@@ -437,6 +421,7 @@ class Dispatcher:
             iid_left = self.tracker.detach(req)
             if iid_left is not None:
                 self.on_change(iid_left)
+                self.kv.touch(iid_left)  # a request left: the KV may shrink
             await self._notify()
 
     # ---- keep-alive (scale to zero) --------------------------------------------------------

@@ -184,6 +184,7 @@ class SchedulerService:
             await self.server.stop(grace_s)
         if self.leases is not None:
             await self.leases.stop()
+        await self.dispatcher.kv.stop()
         if self.registration:
             await self.registration.stop()
         await self.watcher.stop()

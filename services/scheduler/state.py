@@ -30,6 +30,8 @@ class ClusterView:
     leases: dict[str, dict[str, Any]] = field(default_factory=dict)
     drains: dict[str, dict[str, Any]] = field(default_factory=dict)
     leaders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # node -> the memory service's ledger document (services/memory/state.py)
+    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 0
 
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
@@ -54,6 +56,7 @@ class ClusterView:
             (keys.MODELS, self.models),
             (keys.INSTANCES, self.instances),
             (keys.SERVICES, self.services),
+            (keys.MEMORY, self.ledgers),
         ):
             if key.startswith(prefix):
                 name = keys.tail(key, prefix)

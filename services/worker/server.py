@@ -28,7 +28,6 @@ from services.common.errors import (
     FailedPrecondition,
     InstanceNotFound,
     InvalidArgument,
-    NoCapacity,
     status_of,
 )
 from services.common.model_dir import inspect_model_dir
@@ -43,6 +42,7 @@ from services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
 from services.worker.engine.registry import EngineSpec, create_engine, default_engine
 from services.worker.instance import Instance, InstanceState
 from services.worker.leases import watch_leases
+from services.worker.memory_agent import MemoryAgent
 from services.worker.profiler import ProfileCache, ProfileGrid
 from services.worker.status import instance_status, worker_stats
 from slinfer.v1 import common_pb2, worker_pb2, worker_pb2_grpc
@@ -152,6 +152,7 @@ class WorkerService:
         self.server: grpc.aio.Server | None = None
         self.address = ""
         self._loading: dict[str, asyncio.Future[Instance]] = {}
+        self.memory = MemoryAgent(self)  # every allocation goes through the ledger
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -181,6 +182,7 @@ class WorkerService:
             name="leases",
         )
         self._scale_task = asyncio.create_task(self._publish_perf_scales(), name="perf-scale")
+        await self.memory.start()
         await set_serving(health, [SERVICE_NAME], True)
         logger.info("worker {} ({}) serving on {}", self.node_id, self.config.kind, self.address)
         return self.address
@@ -189,6 +191,7 @@ class WorkerService:
         for inst in list(self.instances.values()):
             with contextlib.suppress(Exception):
                 await self.unload_instance(inst.instance_id)
+        await self.memory.stop()
         if self._scale_task:
             self._scale_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -243,24 +246,8 @@ class WorkerService:
             lease=self.registration.lease_id,
         )
 
-    # ---- memory ----------------------------------------------------------------------------
-
     def memory_used_bytes(self) -> int:
-        used = 0
-        for inst in self.instances.values():
-            if inst.stats is not None:
-                used += inst.stats.weights_bytes + inst.stats.kv_bytes_allocated
-        return used
-
-    def _check_fits(self, path: str, kv_capacity_tokens: int) -> None:
-        info = inspect_model_dir(path)
-        need = info.upper_bound_bytes(kv_capacity_tokens)
-        free = self.config.memory_bytes - self.memory_used_bytes()
-        if need > free:
-            raise NoCapacity(
-                f"node {self.node_id} has {free >> 20} MiB free, instance needs about "
-                f"{need >> 20} MiB (weights + {kv_capacity_tokens} KV tokens)"
-            )
+        return self.memory.used_bytes()  # measured: weights + KV actually allocated
 
     # ---- instances -------------------------------------------------------------------------
 
@@ -282,20 +269,21 @@ class WorkerService:
         kind = {1: EngineKind.TORCH, 2: EngineKind.VLLM}.get(req.engine) or default_engine(
             self.config.kind
         )
-        self._check_fits(req.path, req.kv_capacity_tokens)
+        inspect_model_dir(req.path)  # a bad path is refused before anything is planned
         inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens)
         self.instances[iid] = inst
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._loading[iid] = fut
-        await self._publish(inst)
         spec = EngineSpec(
             path=inspect_model_dir(req.path).path,
             kv_capacity_tokens=req.kv_capacity_tokens,
             device="cuda" if self.config.kind == "gpu" else "cpu",
             num_threads=self.config.num_threads,
         )
-        t0 = time.perf_counter()
+        t0, engine = time.perf_counter(), None
         try:
+            await self.memory.plan_load(inst)  # weights + initial KV approved (or NoCapacity)
+            await self._publish(inst)
             # PyTorch weights load on the loader thread: the device keeps running its other
             # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
             # build touches process-wide state (RNG, thread settings, distributed groups), so
@@ -318,8 +306,13 @@ class WorkerService:
                 self.profiles,
             )
             inst.stats = await self.device.call(engine.stats)
+            await self.memory.settle_load(inst)
         except Exception as exc:
             self.instances.pop(iid, None)
+            if engine is not None:
+                with contextlib.suppress(Exception):
+                    await self.device.call(engine.close)
+            await self.memory.release(inst)
             with contextlib.suppress(Exception):
                 await self.store.delete(keys.instance(iid))
             fut.set_exception(exc)
@@ -369,6 +362,7 @@ class WorkerService:
                 aborted += 1
             await self.device.call(engine.close)
         self.instances.pop(instance_id, None)
+        await self.memory.release(inst)  # every unload (keep-alive, request, eviction) frees here
         with contextlib.suppress(Exception):
             await self.store.delete(keys.instance(instance_id))
         metrics.INSTANCES.labels(self.node_id).set(len(self.instances))
@@ -390,7 +384,6 @@ class WorkerService:
             raise AlreadyExists(f"request {rid} is already running on {req.instance_id}")
         if not req.prompt_token_ids:
             raise InvalidArgument("prompt_token_ids must not be empty")
-        engine = inst.engine
         ereq = EngineRequest(
             request_id=rid,
             prompt_token_ids=tuple(req.prompt_token_ids),
@@ -403,7 +396,7 @@ class WorkerService:
         finished = False
         status = "error"
         try:
-            await self.device.call(engine.add_request, ereq)
+            await self.memory.add_request(inst, ereq)
             self.device.wake()
             while True:
                 out = await queue.get()

@@ -56,6 +56,7 @@ def worker_stats(w: WorkerService) -> worker_pb2.WorkerStats:
         cores=int(rec["cores"]),  # type: ignore[call-overload]
         memory_bytes=w.config.memory_bytes,
         memory_used_bytes=used,
+        memory_ledger_bytes=w.memory.ledger_bytes(),
         instances=len(w.instances),
         reachable=True,
     )

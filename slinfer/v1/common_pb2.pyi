@@ -104,7 +104,7 @@ class InstanceStatus(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., engine: _Optional[_Union[EngineKind, str]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_capacity_tokens: _Optional[int] = ..., kv_used_tokens: _Optional[int] = ..., kv_bytes_allocated: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_resizable: _Optional[bool] = ..., load_s: _Optional[float] = ..., iterations: _Optional[int] = ..., idle_s: _Optional[float] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable", "draining")
+    __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable", "draining", "memory_ledger_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class NodeStatus(_message.Message):
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_LEDGER_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     kind: DeviceKind
     address: str
@@ -123,4 +124,5 @@ class NodeStatus(_message.Message):
     instances: int
     reachable: bool
     draining: bool
-    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., address: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., instances: _Optional[int] = ..., reachable: _Optional[bool] = ..., draining: _Optional[bool] = ...) -> None: ...
+    memory_ledger_bytes: int
+    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., address: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., instances: _Optional[int] = ..., reachable: _Optional[bool] = ..., draining: _Optional[bool] = ..., memory_ledger_bytes: _Optional[int] = ...) -> None: ...

@@ -119,6 +119,9 @@ class EngineStats:
     max_model_len: int
     iterations: int = 0
     batch_sizes: tuple[int, ...] = field(default=())  # recent per-iteration batch sizes
+    # Requests preempted (recompute) or cut short because the KV pool was full: each one is
+    # an out-of-memory hazard the forward-looking memory scaling exists to avoid.
+    kv_pressure_events: int = 0
 
 
 @runtime_checkable

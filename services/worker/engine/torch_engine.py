@@ -60,6 +60,7 @@ class TorchEngine:
         self.vocab_size: int = self.hf_config.vocab_size
         self.eos_token_ids = _eos_token_ids(self.model_dir, self.hf_config, self.tokenizer)
         self._kv_capacity_tokens = config.kv_capacity_tokens  # applied at load and resize
+        self._kv_pressure_events = 0
         self._scheduler = Scheduler(config.max_batched_tokens, config.max_batch_size)
         self._model: torch.nn.Module | None = None
         self._linears = DecodeLinears()
@@ -131,6 +132,7 @@ class TorchEngine:
         self._apply_threads()
         plan = self._scheduler.schedule(pool)
         outputs = [self._truncate(seq) for seq in plan.truncated]
+        self._kv_pressure_events += len(plan.preempted) + len(plan.truncated)
         if plan.is_empty:
             return IterationResult(Phase.IDLE, 0, 0, time.perf_counter() - started, tuple(outputs))
         batch = plan.scheduled
@@ -238,6 +240,7 @@ class TorchEngine:
             max_model_len=self.max_model_len,
             iterations=self._iterations,
             batch_sizes=tuple(self._batch_sizes),
+            kv_pressure_events=self._kv_pressure_events,
         )
 
     def resize_kv(self, capacity_tokens: int) -> int:
