@@ -47,3 +47,8 @@ def test_engine_uses_it_for_pure_decodes_only(make_engine, hf_greedy) -> None:
         collect(results, engine.step())
     for i, prompt in enumerate(prompts):
         assert results[f"r{i}"].tokens == hf_greedy("qwen2", prompt, 10)
+
+
+def test_bf16_linears_are_left_alone() -> None:
+    linears = DecodeLinears().install(model(bias=False).to(torch.bfloat16))
+    assert linears.count == 0

@@ -7,7 +7,7 @@ time, while the same product computed as `(W @ x^T)^T` stays close to it (~30 % 
 the 2-4 rows of a small batch). Both are the same dot products; rounding may differ in the last
 bit, as it already does between a request decoded alone and in a batch.
 
-`DecodeLinears.install(model)` wraps the forward of every `nn.Linear` of a model; the wrapped
+`DecodeLinears.install(model)` wraps the forward of every fp32 `nn.Linear` of a model; the wrapped
 forward takes the transposed route only while `active` is set (the engine sets it for pure
 decode iterations), for inputs of 2..MAX_ROWS rows. Prefills, and decodes of one request, run
 `F.linear` unchanged, exactly as transformers' own `generate` does.
@@ -30,7 +30,8 @@ class DecodeLinears:
 
     def install(self, model: torch.nn.Module) -> DecodeLinears:
         for module in model.modules():
-            if type(module) is torch.nn.Linear:
+            # fp32 only: measured there (MKL); bf16 GEMMs go to other kernels (oneDNN/AMX).
+            if type(module) is torch.nn.Linear and module.weight.dtype is torch.float32:
                 module.forward = types.MethodType(self._forward_fn(), module)
                 self.count += 1
         return self
