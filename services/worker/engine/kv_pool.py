@@ -4,17 +4,37 @@ Layout of one layer: `[2, num_blocks, block_size, num_kv_heads, head_dim]` (inde
 1 values). Token `p` of a request lives in slot `table[p // block_size] * block_size +
 p % block_size` of the layer viewed as `[2, num_blocks * block_size, heads, dim]`.
 
-Blocks are zero-initialised: the attention kernel reads whole blocks, including slots past a
-request's length (masked out), and masked garbage must be finite (0 * NaN is NaN).
+Elastic without copies (the CPU counterpart of kvcached's virtual-memory KV on GPUs): each
+layer is a view of an anonymous memory mapping that *reserves* address space for
+`reserve_blocks` blocks, while only the first `num_blocks` (the capacity) may be handed out.
+The OS commits a page when it is first written, so growing the capacity allocates nothing
+until the new blocks are used, and there is never an old and a new pool side by side. A
+shrink first moves live blocks from the tail into free blocks at the front (in place), then
+returns the tail's pages to the OS (`madvise(MADV_DONTNEED)`); they read back as zeros.
+`bytes_allocated` is `capacity × block bytes`: the resident memory is at most that, plus one
+partly used page per layer and K/V region when a block is not a whole number of pages (none
+for SmolLM2, whose 16-token block is 3 pages). Only a capacity beyond the reservation needs a
+new mapping and a copy (old + new briefly; the reservation makes it rare).
+
+Blocks read as zeros until written: the attention kernel reads whole blocks, including slots
+past a request's length (masked out), and masked garbage must be finite (0 * NaN is NaN).
 """
 
 from __future__ import annotations
 
+import math
+import mmap
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from .base import KVCapacityExceeded
+
+_MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0  # address space only
+# Default reservation, in tokens: far above any pool this project sizes, bounded by RAM below.
+DEFAULT_RESERVE_TOKENS = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +50,50 @@ class KVSpec:
         element_size = torch.empty((), dtype=self.dtype).element_size()
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element_size
 
+    @property
+    def block_bytes(self) -> int:
+        """One block of all layers, keys and values."""
+        return self.block_size * self.kv_bytes_per_token
+
+    @property
+    def region_block_bytes(self) -> int:
+        """One block of one layer's keys (or values): the unit laid out contiguously."""
+        return self.block_bytes // (2 * self.num_layers)
+
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
 
+def default_reserve_blocks(spec: KVSpec, num_blocks: int) -> int:
+    """Blocks of address space to reserve: the default tokens, at most the machine's RAM."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 1 << 34
+    blocks = min(spec.blocks_for(DEFAULT_RESERVE_TOKENS), max(1, ram // spec.block_bytes))
+    return max(num_blocks, blocks)
+
+
 class KVPool:
-    def __init__(self, spec: KVSpec, num_blocks: int) -> None:
+    def __init__(self, spec: KVSpec, num_blocks: int, reserve_blocks: int | None = None) -> None:
         if num_blocks < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
         self.spec = spec
-        self.layers: list[torch.Tensor] = self._allocate(num_blocks)
+        reserve = default_reserve_blocks(spec, num_blocks) if reserve_blocks is None else None
+        self._reserved = max(num_blocks, reserve_blocks or 0, reserve or 0, 1)
+        self._maps, self.layers = _map_layers(spec, self._reserved)
+        self._capacity = num_blocks
         self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives low ids first
         self._tables: dict[str, list[int]] = {}
+        self.remaps = 0  # resizes beyond the reservation (a new mapping and a copy)
 
     @property
     def num_blocks(self) -> int:
-        return self.layers[0].shape[1] if self.layers else 0
+        return self._capacity
+
+    @property
+    def reserved_blocks(self) -> int:
+        return self._reserved
 
     @property
     def capacity_tokens(self) -> int:
@@ -61,7 +109,7 @@ class KVPool:
 
     @property
     def bytes_allocated(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.layers)
+        return self._capacity * self.spec.block_bytes
 
     def holders(self) -> list[str]:
         return list(self._tables)
@@ -98,8 +146,11 @@ class KVPool:
         return table[positions // block_size] * block_size + positions % block_size
 
     def resize(self, num_blocks: int) -> int:
-        """Reallocate to `num_blocks`, moving live blocks (and remapping tables) into the new
-        tensors; returns the bytes now allocated. Peak memory is old + new during the copy."""
+        """Change the capacity to `num_blocks`; returns the bytes now allocated.
+
+        Growing within the reservation allocates nothing up front; shrinking moves live blocks
+        from the tail to free blocks in front (tables remapped), then releases the tail's pages.
+        """
         if num_blocks < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
         if self.used_blocks > num_blocks:
@@ -107,20 +158,79 @@ class KVPool:
                 f"cannot shrink the KV pool to {num_blocks * self.spec.block_size} tokens: "
                 f"{self.used_blocks * self.spec.block_size} token slots are in use"
             )
-        live = [block for table in self._tables.values() for block in table]
-        new_layers = self._allocate(num_blocks)
-        if live:
-            src = torch.tensor(live, dtype=torch.long)
-            dst = torch.arange(len(live), dtype=torch.long)
-            for old, new in zip(self.layers, new_layers, strict=True):
-                new[:, dst] = old[:, src]
-        remap = {old_id: new_id for new_id, old_id in enumerate(live)}
-        self._tables = {rid: [remap[b] for b in table] for rid, table in self._tables.items()}
-        self._free = list(range(num_blocks - 1, len(live) - 1, -1))
-        self.layers = new_layers
+        if num_blocks > self._reserved:
+            self._remap(num_blocks)
+        if num_blocks < self._capacity:
+            self._compact(num_blocks)
+            self._release_tail(num_blocks, self._capacity)
+            self._free = [b for b in self._free if b < num_blocks]
+        else:
+            self._free = list(range(num_blocks - 1, self._capacity - 1, -1)) + self._free
+        self._capacity = num_blocks
         return self.bytes_allocated
 
-    def _allocate(self, num_blocks: int) -> list[torch.Tensor]:
-        spec = self.spec
-        shape = (2, num_blocks, spec.block_size, spec.num_kv_heads, spec.head_dim)
-        return [torch.zeros(shape, dtype=spec.dtype) for _ in range(spec.num_layers)]
+    def _compact(self, num_blocks: int) -> None:
+        """Move every live block at or past `num_blocks` into a free block below it."""
+        moves: dict[int, int] = {}
+        holes = sorted(b for b in self._free if b < num_blocks)
+        for table in self._tables.values():
+            for block in table:
+                if block >= num_blocks:
+                    moves[block] = holes.pop(0)
+        if not moves:
+            return
+        src = torch.tensor(list(moves), dtype=torch.long)
+        dst = torch.tensor(list(moves.values()), dtype=torch.long)
+        for layer in self.layers:
+            layer[:, dst] = layer[:, src]
+        taken = set(moves.values())
+        self._free = [b for b in self._free if b not in taken] + list(moves)
+        self._tables = {
+            rid: [moves.get(b, b) for b in table] for rid, table in self._tables.items()
+        }
+
+    def _release_tail(self, start: int, end: int) -> None:
+        """Return the whole pages of blocks [start, end) of every layer to the OS."""
+        region = self.spec.region_block_bytes
+        for mapping in self._maps:
+            for half in (0, 1):  # keys, then values
+                base = half * self._reserved * region
+                lo = _page_up(base + start * region)
+                hi = _page_down(base + end * region)
+                if hi > lo:
+                    mapping.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def _remap(self, num_blocks: int) -> None:
+        """Past the reservation: a larger mapping, live blocks copied (old + new briefly)."""
+        reserved = max(num_blocks, 2 * self._reserved)
+        maps, layers = _map_layers(self.spec, reserved)
+        n = self._capacity
+        for old, new in zip(self.layers, layers, strict=True):
+            new[:, :n] = old[:, :n]
+        self._maps, self.layers, self._reserved = maps, layers, reserved
+        self.remaps += 1
+
+
+def _page_up(offset: int) -> int:
+    return -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
+def _page_down(offset: int) -> int:
+    return offset // mmap.PAGESIZE * mmap.PAGESIZE
+
+
+def _map_layers(spec: KVSpec, reserved: int) -> tuple[list[mmap.mmap], list[torch.Tensor]]:
+    """One anonymous mapping per layer, viewed as `[2, reserved, block, heads, dim]`."""
+    shape = (2, reserved, spec.block_size, spec.num_kv_heads, spec.head_dim)
+    size = math.prod(shape) * torch.empty((), dtype=spec.dtype).element_size()
+    maps: list[mmap.mmap] = []
+    layers: list[torch.Tensor] = []
+    for _ in range(spec.num_layers):
+        mapping = mmap.mmap(
+            -1, _page_up(size), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+        )
+        maps.append(mapping)
+        layers.append(
+            torch.frombuffer(mapping, dtype=spec.dtype, count=math.prod(shape)).view(shape)
+        )
+    return maps, layers
