@@ -114,6 +114,7 @@ async def run_mode(mode: str, args: argparse.Namespace, model: Path, repeat: int
         )
         out = None
         if args.out_dir:
+            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
             out = Path(args.out_dir) / f"live_sharing_{mode}_{repeat}.jsonl"
         sampler = NodeSampler(ps.client)
         sampler.start()

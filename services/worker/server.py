@@ -39,7 +39,12 @@ from services.worker.arbiter import DeviceArbiter, TrackedRequest
 from services.worker.calibration import calibrate, hardware_label
 from services.worker.device import Device
 from services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
-from services.worker.engine.registry import EngineSpec, create_engine, default_engine
+from services.worker.engine.registry import (
+    EngineSpec,
+    create_engine,
+    default_engine,
+    prepare_engine,
+)
 from services.worker.instance import Instance, InstanceState
 from services.worker.leases import watch_leases
 from services.worker.memory_agent import MemoryAgent
@@ -176,6 +181,10 @@ class WorkerService:
             ttl_s=self.config.lease_ttl_s,
             on_renewed=self._rewrite_instances,
         )
+        # Import the engine's libraries before the node is announced (fast first cold start).
+        kind = default_engine(self.config.kind)
+        prep_s = await asyncio.get_running_loop().run_in_executor(self.loader, prepare_engine, kind)
+        logger.info("engine libraries ready in {:.2f}s", prep_s)
         await self.registration.start()
         self._lease_task = asyncio.create_task(
             watch_leases(self.store, self.node_id, self.arbiter.leases, self.device.wake),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,22 @@ def default_engine(node_kind: str) -> EngineKind:
 
 def create_engine(kind: EngineKind, spec: EngineSpec) -> Engine:
     return ENGINES[kind](spec)
+
+
+def prepare_engine(kind: EngineKind) -> float:
+    """Import what the engine's first load needs; returns the seconds it took.
+
+    A worker calls this before it reports SERVING, so its first cold start does not pay
+    the libraries' import (transformers with a model class: about 5 s on this project's
+    2-core machine), only the model's own load.
+    """
+    t0 = time.perf_counter()
+    if kind is EngineKind.TORCH:
+        import transformers  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+        from transformers.models.llama import modeling_llama  # noqa: F401
+
+        from services.worker.engine import torch_engine  # noqa: F401
+    # vLLM is left alone: importing it sets process-wide state (docs/VLLM.md) that its
+    # engine's construction on the device thread takes care of.
+    return time.perf_counter() - t0
