@@ -163,6 +163,10 @@ class WorkerService:
 
     async def start(self) -> str:
         await self.store.connect()
+        # Import the engine's libraries before serving (a fast first cold start).
+        kind = default_engine(self.config.kind)
+        prep_s = await asyncio.get_running_loop().run_in_executor(self.loader, prepare_engine, kind)
+        logger.info("engine libraries ready in {:.2f}s", prep_s)
         self.server, health = make_server(
             [lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(self), s)],
             [SERVICE_NAME],
@@ -181,10 +185,6 @@ class WorkerService:
             ttl_s=self.config.lease_ttl_s,
             on_renewed=self._rewrite_instances,
         )
-        # Import the engine's libraries before the node is announced (fast first cold start).
-        kind = default_engine(self.config.kind)
-        prep_s = await asyncio.get_running_loop().run_in_executor(self.loader, prepare_engine, kind)
-        logger.info("engine libraries ready in {:.2f}s", prep_s)
         await self.registration.start()
         self._lease_task = asyncio.create_task(
             watch_leases(self.store, self.node_id, self.arbiter.leases, self.device.wake),
