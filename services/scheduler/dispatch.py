@@ -224,6 +224,7 @@ class Dispatcher:
         """The policy's decision; a PREEMPT is handed to the consolidator, then re-decided."""
         preempt = self.preemption.available(self.watcher.view)
         view, d = self._decide_now(model, req, self.system if preempt else self.no_preempt)
+        metrics.DECISIONS.labels(d.kind.value, d.reason.value if d.reason else "").inc()
         if d.kind is not DispatchKind.PREEMPT:
             return d
         live = [c for c in view.candidates if c.phase is not InstancePhase.RELEASING]

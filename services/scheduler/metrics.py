@@ -19,6 +19,11 @@ COLD_STARTS = Counter(
     "slinfer_gateway_cold_starts_total", "Instances started for a request", ["model"]
 )
 UNLOADS = Counter("slinfer_gateway_keep_alive_unloads_total", "Idle instances unloaded", ["model"])
+DECISIONS = Counter(
+    "slinfer_gateway_admission_decisions_total",
+    "Admission decisions (each retry of a waiting request counts), by kind and reason",
+    ["kind", "reason"],
+)
 REDISPATCHES = Counter(
     "slinfer_gateway_redispatches_total",
     "Requests re-dispatched mid-stream after their instance was preempted or drained",
