@@ -30,7 +30,7 @@ from services.common.errors import NoCapacity
 from services.common.model_dir import FP32_BYTES, inspect_model_dir
 from services.memory.client import MemoryClient
 from services.memory.ledger import LedgerOp
-from services.worker.engine.base import EngineRequest, KVCapacityExceeded
+from services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
 from services.worker.instance import Instance, InstanceState
 from slinfer.v1 import memory_pb2
 
@@ -296,9 +296,8 @@ class MemoryAgent:
         block = int(getattr(getattr(engine, "kv_spec", None), "block_size", 1))
         tokens = (kv_bytes // bpt) // block * block  # never beyond the approval
         if s.kv_resizable and tokens != s.kv_capacity_tokens:
-            t0 = time.perf_counter()
-            await self.w.device.call(engine.resize_kv, tokens)
-            self.counters.resize_s += time.perf_counter() - t0
+            # Timed on the device thread: the wait for the running iteration is not resize work.
+            self.counters.resize_s += await self.w.device.call(_timed_resize, engine, tokens)
             self.counters.resizes += 1
             inst.stats = await self.w.device.call(engine.stats)
             self._measure()
@@ -336,3 +335,9 @@ class MemoryAgent:
         return any(
             a["instance_id"] == iid and a["revision"] > done for a in self.book.get("actions", [])
         )
+
+
+def _timed_resize(engine: Engine, tokens: int) -> float:
+    t0 = time.perf_counter()
+    engine.resize_kv(tokens)
+    return time.perf_counter() - t0
