@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from services.memory.policy import LedgerOp
@@ -51,7 +52,10 @@ class Simulator(ExecutionOps):
             model_id=model_id,
         )
         started = time.perf_counter()
-        decision = decide(view, req, self.now, self.system, self.policy)
+        # A request already preempted is re-placed without preempting others: no cascades
+        # (the live scheduler does the same, services/scheduler/dispatch.py).
+        system = self.system if req.preemptions == 0 else replace(self.system, preempt=False)
+        decision = decide(view, req, self.now, system, self.policy)
         self.decision_s.append(time.perf_counter() - started)
         self.counters.dispatch_calls += 1
         if decision.kind is DispatchKind.NONE:
@@ -77,11 +81,14 @@ class Simulator(ExecutionOps):
         self.memory_tick(inst)
         self.kick(inst.node)
 
-    def requeue(self, req: SimRequest) -> None:
-        """A preempted request goes back to the gateway at once, keeping its tokens; like a new
-        arrival it is tried once before its deadline is looked at (artifact gateway loop)."""
+    def requeue(self, req: SimRequest, delay_s: float = 0.0) -> None:
+        """A preempted request goes back to the gateway, keeping its tokens; like a new
+        arrival it is tried once before its deadline is looked at (artifact gateway loop).
+        `delay_s`: after an engine-level KV eviction it waits a retry interval, as the live
+        scheduler does after a worker's refusal (an immediate retry could be admitted and
+        evicted again at the same instant, for ever)."""
         req.wait_version += 1
-        self.push(self.now, Phase.RETRY, (req, req.wait_version, False))
+        self.push(self.now + delay_s, Phase.RETRY, (req, req.wait_version, False))
 
     def retry(self, req: SimRequest, version: int, check_deadline: bool = True) -> None:
         if req.state is not RequestState.WAITING or version != req.wait_version:

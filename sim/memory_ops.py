@@ -150,7 +150,7 @@ class MemoryOps(World):
         req.state = RequestState.WAITING
         req.preemptions += 1
         self.counters.kv_evictions += 1
-        self.requeue(req)
+        self.requeue(req, self.policy.retry_interval_s)
 
     def detach(self, inst: SimInstance, req: SimRequest) -> None:
         inst.requests.remove(req)

@@ -139,7 +139,7 @@ class World:
     def release(self, inst: SimInstance, preempted: bool) -> None:
         raise NotImplementedError
 
-    def requeue(self, req: SimRequest) -> None:
+    def requeue(self, req: SimRequest, delay_s: float = 0.0) -> None:
         raise NotImplementedError
 
     def became_idle(self, inst: SimInstance) -> None:

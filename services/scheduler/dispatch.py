@@ -222,7 +222,8 @@ class Dispatcher:
 
     async def _decide(self, model: dict[str, Any], req: LiveRequest) -> DispatchDecision:
         """The policy's decision; a PREEMPT is handed to the consolidator, then re-decided."""
-        preempt = self.preemption.available(self.watcher.view)
+        # A request already preempted is re-placed without preempting others (no cascades).
+        preempt = req.preempted_from is None and self.preemption.available(self.watcher.view)
         view, d = self._decide_now(model, req, self.system if preempt else self.no_preempt)
         metrics.DECISIONS.labels(d.kind.value, d.reason.value if d.reason else "").inc()
         if d.kind is not DispatchKind.PREEMPT:
