@@ -13,12 +13,12 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.consolidator.occupancy import UsageIntegral
 from slinfer.client import AsyncClient
 from slinfer.stack import Stack, StackConfig, start_stack, stop_stack
 
@@ -115,12 +115,13 @@ def arbiter_overhead_pct(ports: Sequence[int]) -> tuple[float, int]:
 
 
 class NodeSampler:
-    """Time-average number of nodes hosting at least one instance (`avg_nodes`)."""
+    """`avg_nodes` from outside the stack: GetClusterStatus polled through the gateway, the
+    time-average kept by the consolidator's `UsageIntegral` (as `NodeUsage` does in-process)."""
 
     def __init__(self, client: AsyncClient, every_s: float = 1.0):
         self.client = client
         self.every_s = every_s
-        self.samples: list[tuple[float, int]] = []
+        self.usage = UsageIntegral()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -130,8 +131,7 @@ class NodeSampler:
         while True:
             with contextlib.suppress(Exception):
                 status = await self.client.status()
-                used = {i.node_id for i in status.instances}
-                self.samples.append((time.monotonic(), len(used)))
+                self.usage.record(len({i.node_id for i in status.instances}))
             await asyncio.sleep(self.every_s)
 
     async def stop(self) -> float:
@@ -139,14 +139,4 @@ class NodeSampler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        return self.average()
-
-    def average(self) -> float:
-        """Step-wise time average between samples (the last sample counts to its own time)."""
-        if len(self.samples) < 2:
-            return float(self.samples[0][1]) if self.samples else 0.0
-        total = weighted = 0.0
-        for (t0, n), (t1, _) in zip(self.samples, self.samples[1:], strict=False):
-            weighted += n * (t1 - t0)
-            total += t1 - t0
-        return weighted / total if total > 0 else 0.0
+        return self.usage.average

@@ -16,21 +16,17 @@ from collections.abc import Callable
 from services.scheduler.state import ClusterView
 
 
-class NodeUsage:
-    def __init__(self, view_of: Callable[[], ClusterView], every_s: float = 0.1):
-        if every_s <= 0:
-            raise ValueError("every_s must be > 0")
-        self.view_of, self.every_s = view_of, every_s
+class UsageIntegral:
+    """Time-weighted average of a count sampled now and then (each value holds until the next)."""
+
+    def __init__(self) -> None:
         self.node_seconds = 0.0
         self.seconds = 0.0
         self.peak = 0
         self._last: tuple[float, int] | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    def sample(self, now: float | None = None) -> int:
-        """Record the nodes in use now; the previous count held since the previous sample."""
+    def record(self, in_use: int, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
-        in_use = len(self.view_of().nodes_in_use())
         if self._last is not None:
             then, count = self._last
             self.node_seconds += count * (now - then)
@@ -40,8 +36,29 @@ class NodeUsage:
         return in_use
 
     @property
-    def avg_nodes(self) -> float:
+    def average(self) -> float:
         return self.node_seconds / self.seconds if self.seconds > 0 else float(self.peak)
+
+
+class NodeUsage:
+    def __init__(self, view_of: Callable[[], ClusterView], every_s: float = 0.1):
+        if every_s <= 0:
+            raise ValueError("every_s must be > 0")
+        self.view_of, self.every_s = view_of, every_s
+        self.usage = UsageIntegral()
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self, now: float | None = None) -> int:
+        """Record the nodes in use now; the previous count held since the previous sample."""
+        return self.usage.record(len(self.view_of().nodes_in_use()), now)
+
+    @property
+    def peak(self) -> int:
+        return self.usage.peak
+
+    @property
+    def avg_nodes(self) -> float:
+        return self.usage.average
 
     def start(self) -> None:
         self.sample()
