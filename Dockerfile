@@ -5,13 +5,12 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 # The CPU build of torch (the default index would bring a multi-GB CUDA build).
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY protos ./protos
 COPY slinfer ./slinfer
 COPY services ./services
 COPY sim ./sim
-COPY bench ./bench
 RUN pip install .
 ENV SLINFER_HOME=/data
 EXPOSE 50051 50052 50053 50061
-CMD ["python", "-m", "services.scheduler", "--listen", "0.0.0.0:50051"]
+CMD ["python", "-m", "slinfer.services.scheduler", "--listen", "0.0.0.0:50051"]

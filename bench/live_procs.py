@@ -3,7 +3,7 @@
 The in-process stack (services/inprocess.py) shares one interpreter, so one GIL, between the
 replay client, the scheduler and the workers' event loops: under load the client's own work
 delays the services it measures. The benchmarks therefore start the stack the way `slinfer up`
-does (slinfer/stack.py), on private ports and a private run directory, and read the workers'
+does (slinfer/cli/stack.py), on private ports and a private run directory, and read the workers'
 figures from their Prometheus endpoints.
 """
 
@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.consolidator.occupancy import UsageIntegral
+from slinfer.services.consolidator.occupancy import UsageIntegral
+
+from slinfer.cli.stack import Stack, StackConfig, start_stack, stop_stack
 from slinfer.client import AsyncClient
-from slinfer.stack import Stack, StackConfig, start_stack, stop_stack
 
 # Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack.
 BENCH_PORTS = {

@@ -1,5 +1,10 @@
-"""Where the shared, read-only material lives: `../shared` next to the repository, or
-`$SLINFER_SHARED`. Nothing from it is ever copied into the repository."""
+"""Where the shared, read-only material (traces/, profiles/) lives.
+
+A setting, not a path relative to this file (an installed package has no `../shared`):
+`$SLINFER_SHARED` when set (the Makefile sets it); otherwise `shared/` beside the current
+directory, as when commands run from the repository's root with `../shared` next to it.
+Nothing from it is ever copied into the repository.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_ENV = "SLINFER_SHARED"
+
+
+class SharedNotFound(FileNotFoundError):
+    """The shared material is not where the setting says."""
 
 
 def shared_dir() -> Path:
-    override = os.environ.get("SLINFER_SHARED")
-    return Path(override) if override else (REPO_ROOT / ".." / "shared").resolve()
+    override = os.environ.get(SHARED_ENV)
+    path = Path(override) if override else (Path.cwd() / ".." / "shared").resolve()
+    if not path.is_dir():
+        how = f"${SHARED_ENV}={override}" if override else f"no ${SHARED_ENV}, and {path}"
+        raise SharedNotFound(
+            f"shared traces/profiles not found ({how} is not a directory): set {SHARED_ENV} "
+            "to the folder that holds traces/ and profiles/"
+        )
+    return path
 
 
 def profiles_path() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,22 @@ def test_docker_compose_config_is_valid() -> None:
         assert f"  {service}:" in res.stdout
     assert "quay.io/coreos/etcd:v3.5.17" in res.stdout, "etcd image must be pinned"
     assert res.stdout.count("healthcheck:") >= 5
+
+
+def test_wheel_installs_one_import_root(tmp_path: Path) -> None:
+    """Everything the wheel installs lives under `slinfer` (services/ and sim/ mapped in by
+    setup.py's package_dir); bench/, tests/ and scripts/ are not installed."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         str(REPO), "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("slinfer-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    roots = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert roots == {"slinfer"}
+    for module in ("slinfer/services/scheduler/server.py", "slinfer/sim/driver.py",
+                   "slinfer/policy/admission.py", "slinfer/v1/gateway_pb2.py"):  # fmt: skip
+        assert module in names, f"{module} missing from the wheel"

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import grpc
+from slinfer.services.common.engine_types import (
+    InvalidRequest,
+    KVCapacityExceeded,
+    KVNotResizable,
+    NotLoaded,
+)
 
 
 class SlinferError(Exception):
@@ -71,13 +77,6 @@ class WorkerUnavailable(SlinferError):
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message for any exception a handler lets escape."""
-    from services.worker.engine.base import (
-        InvalidRequest,
-        KVCapacityExceeded,
-        KVNotResizable,
-        NotLoaded,
-    )
-
     if isinstance(exc, SlinferError):
         return exc.code, str(exc)
     if isinstance(exc, InvalidRequest):

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.scheduler.live_view import ViewBuilder
-from services.scheduler.policy import DeviceKind, DeviceView, DispatchView, InstanceView
-from services.scheduler.state import ClusterView
-from services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.services.scheduler.live_view import ViewBuilder
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
+
+from slinfer.policy import DeviceKind, DeviceView, DispatchView, InstanceView
 
 
 def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:

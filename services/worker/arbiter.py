@@ -17,7 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.scheduler.policy import (
+from slinfer.services.worker import metrics
+from slinfer.services.worker.instance import Instance, InstanceState
+
+from slinfer.policy import (
     Arbiter,
     DeviceKind,
     DeviceView,
@@ -26,8 +29,6 @@ from services.scheduler.policy import (
     RequestView,
     SloPolicy,
 )
-from services.worker import metrics
-from services.worker.instance import Instance, InstanceState
 
 GRANT_LOG_SIZE = 4096
 
@@ -165,6 +166,6 @@ class DeviceArbiter:
 
     @property
     def policy_margin(self) -> float:
-        from services.scheduler.policy import DEFAULT_CONFIG
+        from slinfer.policy import DEFAULT_CONFIG
 
         return DEFAULT_CONFIG.slo_margin

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 import pytest_asyncio
+from slinfer.services.inprocess import LiveStack
 
-from services.inprocess import LiveStack
 from slinfer import Chunk, Completion
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

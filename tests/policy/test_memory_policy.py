@@ -6,19 +6,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.memory.policy import (
-    Footprint,
-    Ledger,
-    LedgerError,
-    LedgerOp,
-    LedgerRequest,
-    LedgerStatus,
+from slinfer.policy.kv_scaling import (
     OutputHistory,
     engine_need_bytes,
     kv_demand,
     kv_demand_tokens,
     watermark_may_move,
     watermark_target,
+)
+from slinfer.policy.ledger import (
+    Footprint,
+    Ledger,
+    LedgerError,
+    LedgerOp,
+    LedgerRequest,
+    LedgerStatus,
 )
 from tests.policy.factories import req
 

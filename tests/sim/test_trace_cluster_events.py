@@ -6,19 +6,28 @@ import json
 from pathlib import Path
 
 import pytest
+from slinfer.sim.cluster import cluster_from_dict, default_cluster
+from slinfer.sim.events import EventQueue, Phase
+from slinfer.sim.paths import SharedNotFound, default_trace, load_profiles, shared_dir
+from slinfer.sim.trace import TraceError, group_size_of, load_trace, select_functions
 
-from services.scheduler.policy.model_spec import GIB
-from services.scheduler.policy.types import DeviceKind
-from sim.cluster import cluster_from_dict, default_cluster
-from sim.events import EventQueue, Phase
-from sim.paths import default_trace, load_profiles, shared_dir
-from sim.trace import TraceError, group_size_of, load_trace, select_functions
+from slinfer.policy.model_spec import GIB
+from slinfer.policy.types import DeviceKind
 
 
-def test_shared_dir_is_next_to_the_repo_or_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shared_dir_is_a_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (shared_dir() / "DESIGN.md").exists()
-    monkeypatch.setenv("SLINFER_SHARED", "/elsewhere")
-    assert shared_dir() == Path("/elsewhere")
+    monkeypatch.setenv("SLINFER_SHARED", str(tmp_path))
+    assert shared_dir() == tmp_path
+    monkeypatch.setenv("SLINFER_SHARED", str(tmp_path / "missing"))
+    with pytest.raises(SharedNotFound, match="set SLINFER_SHARED"):
+        shared_dir()
+    # Without the setting: `shared/` beside the current directory, not beside the code.
+    monkeypatch.delenv("SLINFER_SHARED")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert shared_dir() == (tmp_path / "shared").resolve()
 
 
 def test_first_k_of_each_group_of_eight() -> None:

@@ -8,8 +8,8 @@ import asyncio
 import grpc
 import pytest
 import pytest_asyncio
+from slinfer.services.inprocess import LiveStack
 
-from services.inprocess import LiveStack
 from slinfer import Chunk, Completion, SlinferError
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="session")]

@@ -12,65 +12,39 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from slinfer.services.common.engine_types import (
+    EngineError,
+    EngineKind,
+    FinishReason,
+    InvalidRequest,
+    KVCapacityExceeded,
+    KVNotResizable,
+    NotLoaded,
+    SamplingParams,
+)
 
-class FinishReason(enum.Enum):
-    STOP = "stop"  # EOS token or a stop string
-    LENGTH = "length"  # max_tokens reached, or the model's context is full
-    ABORT = "abort"  # aborted by the client or the scheduler
-    # The instance was preempted or drained (never from an engine: the worker's eviction
-    # sets it); the scheduler re-dispatches the request with its tokens so far.
-    PREEMPTED = "preempted"
+__all__ = [
+    "Engine",
+    "EngineError",
+    "EngineKind",
+    "EngineRequest",
+    "EngineStats",
+    "FinishReason",
+    "InvalidRequest",
+    "IterationResult",
+    "KVCapacityExceeded",
+    "KVNotResizable",
+    "NotLoaded",
+    "Phase",
+    "RequestOutput",
+    "SamplingParams",
+]
 
 
 class Phase(enum.Enum):
     IDLE = "idle"
     PREFILL = "prefill"
     DECODE = "decode"
-
-
-class EngineKind(enum.Enum):
-    TORCH = "torch"
-    VLLM = "vllm"
-
-
-class EngineError(Exception):
-    """Base class of errors an engine raises; the worker maps them to gRPC statuses."""
-
-
-class InvalidRequest(EngineError):
-    """The request can never be served by this instance (bad parameters, too long)."""
-
-
-class KVCapacityExceeded(EngineError):
-    """Admitting the request now would exceed the instance's KV capacity."""
-
-
-class KVNotResizable(EngineError):
-    """The engine's KV pool is fixed at start (the memory service treats it as a fixed pool)."""
-
-
-class NotLoaded(EngineError):
-    """The instance's weights are offloaded; load() first."""
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    temperature: float = 1.0  # 0 means greedy
-    top_p: float = 1.0
-    max_tokens: int = 16
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    # Keep generating past end-of-sequence tokens until max_tokens (trace replay and
-    # benchmarks, where output lengths come from the trace).
-    ignore_eos: bool = False
-
-    def validate(self) -> None:
-        if self.temperature < 0:
-            raise InvalidRequest(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens <= 0:
-            raise InvalidRequest(f"max_tokens must be > 0, got {self.max_tokens}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,7 @@
 - `kv_demand`: `C · max(Σ_r (I_r + max(O_r, Ō)), L_min)`, rounded up to whole KV blocks.
 - `watermark_target`: hysteresis w; scale up when demand exceeds the allocation, scale down
   when `demand·(1+w) < allocation/(1+w)`.
-- `Ledger` (ledger.py, re-exported here): the per-node state machine of *planned* and
-  *actual* footprints, with per-instance revisions and a FIFO of deferred increases.
+The per-node ledger of *planned* and *actual* footprints is `slinfer.policy.ledger`.
 """
 
 from __future__ import annotations
@@ -15,19 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from services.memory.ledger import (
-    Approval,
-    Footprint,
-    Ledger,
-    LedgerError,
-    LedgerOp,
-    LedgerOutcome,
-    LedgerRequest,
-    LedgerStatus,
-)
-
 if TYPE_CHECKING:  # the memory service must not import the scheduler at run time
-    from services.scheduler.policy.types import RequestLike
+    from slinfer.policy.types import RequestLike
 
 
 def kv_demand_tokens(
@@ -196,14 +184,6 @@ class OutputHistory:
 
 
 __all__ = [
-    "Approval",
-    "Footprint",
-    "Ledger",
-    "LedgerError",
-    "LedgerOp",
-    "LedgerOutcome",
-    "LedgerRequest",
-    "LedgerStatus",
     "KvAllocation",
     "KvScaling",
     "KvScalingConfig",

@@ -1,0 +1,3 @@
+from slinfer.cli.main import main
+
+main()

@@ -1,0 +1,27 @@
+"""What every `slinfer` command shares: consoles, the gateway client, enum names, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from slinfer.client import Client, SlinferError
+
+console = Console(stderr=True)
+# Piped output keeps whole table rows (rich would fold them to 80 columns).
+out = Console() if sys.stdout.isatty() else Console(width=200)
+
+ENGINE_NAMES = {0: "auto", 1: "torch", 2: "vllm"}
+DEVICE_NAMES = {0: "auto", 1: "cpu", 2: "gpu"}
+STATE_NAMES = {0: "?", 1: "loading", 2: "ready", 3: "draining", 4: "unloading", 5: "failed"}
+
+
+def client(ctx: click.Context) -> Client:
+    return Client(ctx.obj["gateway"])
+
+
+def fail(exc: SlinferError) -> None:
+    console.print(f"[red]error[/red] {exc.code.name}: {exc.message}")
+    sys.exit(2)

@@ -1,0 +1,122 @@
+"""`slinfer up` / `slinfer down`: a local stack of etcd and every service."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from slinfer.cli.output import (
+    console,
+)
+
+
+@click.command()
+@click.option(
+    "--detach", "-d", is_flag=True, help="Start in the background; stop with `slinfer down`."
+)
+@click.option("--gateway-port", default=50051, show_default=True)
+@click.option("--etcd-port", default=23790, show_default=True)
+@click.option("--memory-port", default=50052, show_default=True)
+@click.option("--consolidator-port", default=50053, show_default=True)
+@click.option("--worker-port", default=50061, show_default=True)
+@click.option(
+    "--metrics-base",
+    default=9500,
+    show_default=True,
+    help="Metrics ports: scheduler +1, memory +2, consolidator +3, worker +11.",
+)
+@click.option(
+    "--worker-memory",
+    default="8GiB",
+    show_default=True,
+    help="Memory the CPU worker offers to weights + KV.",
+)
+@click.option("--worker-threads", type=int, default=None, help="Torch threads of the CPU worker.")
+@click.option(
+    "--cpu-nodes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="CPU workers to start; with more than one, each is pinned to one core.",
+)
+@click.option(
+    "--keep-alive",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Default seconds an idle instance stays loaded.",
+)
+def up(
+    detach: bool,
+    gateway_port: int,
+    etcd_port: int,
+    memory_port: int,
+    consolidator_port: int,
+    worker_port: int,
+    metrics_base: int,
+    worker_memory: str,
+    worker_threads: int | None,
+    cpu_nodes: int,
+    keep_alive: float,
+) -> None:
+    """Start etcd, the scheduler, memory service, consolidator and one CPU worker."""
+    from slinfer.cli.stack import StackConfig, running_stack, start_stack, stop_stack
+    from slinfer.services.common.etcd_process import EtcdNotInstalled
+
+    if running_stack() is not None:
+        console.print("[yellow]a stack is already running[/yellow]; `slinfer down` stops it")
+        sys.exit(1)
+    cfg = StackConfig(
+        etcd_port=etcd_port,
+        gateway_port=gateway_port,
+        memory_port=memory_port,
+        consolidator_port=consolidator_port,
+        worker_port=worker_port,
+        metrics_base=metrics_base,
+        worker_memory=worker_memory,
+        worker_threads=worker_threads,
+        cpu_nodes=cpu_nodes,
+        keep_alive_s=keep_alive,
+    )
+    try:
+        stack = start_stack(cfg, echo=lambda s: console.print(f"  started {s}"))
+    except EtcdNotInstalled as exc:
+        console.print(f"[red]error[/red] {exc}")
+        sys.exit(2)
+    except RuntimeError as exc:
+        console.print(f"[red]error[/red] {exc}")
+        sys.exit(2)
+    console.print(f"[green]slinfer is up[/green]: gateway {stack.gateway}")
+    if detach:
+        console.print("stop it with `slinfer down`")
+        return
+    console.print("Ctrl-C stops everything")
+    stopping = False
+
+    def _stop(*_a: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stop_stack(stack)
+    console.print("stopped")
+
+
+@click.command()
+def down() -> None:
+    """Stop a stack started with `slinfer up --detach`."""
+    from slinfer.cli.stack import stop_stack
+
+    if stop_stack():
+        console.print("stopped")
+    else:
+        console.print("no stack is running")
