@@ -12,7 +12,6 @@ their SLO (load time excused, as the paper). Writes `--json` and a Fig. 22-like 
 from __future__ import annotations
 
 import argparse
-import enum
 import json
 import shlex
 import sys
@@ -25,8 +24,9 @@ from typing import Any
 from slinfer.sim.metrics import RunResult
 from slinfer.sim.paths import default_trace
 from slinfer.sim.run import RunSpec, run
+from slinfer.sim.trace import model_counts, trace_shape
 
-from slinfer.policy.config import PolicyConfig
+from slinfer.policy.config import Admission, PolicyConfig
 from slinfer.policy.systems import SystemName, system_spec
 
 DEFAULT_SYSTEMS = (
@@ -40,24 +40,17 @@ DEFAULT_SCALES = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 TARGET = 0.90
 
 
-class Variant(enum.Enum):
-    """Admission variant of the SLINFER systems (baselines do not shadow-validate)."""
-
-    DESIGN = "design"  # DESIGN.md §2 exactly
-    LEFTOVER = "leftover"  # PolicyConfig(prefill_on_leftover=True), see docs/EVALUATION.md
-
-
 @dataclass(frozen=True, slots=True)
 class Point:
     system: SystemName
     model: str
     models: int
     scale: float = 1.0
-    variant: Variant = Variant.DESIGN
+    variant: Admission = Admission.SHADOW  # admission of the slinfer systems
 
     @property
     def label(self) -> str:
-        suffix = "" if self.variant is Variant.DESIGN else f"[{self.variant.value}]"
+        suffix = "" if self.variant is Admission.SHADOW else f"[{self.variant.value}]"
         return self.system.value + suffix
 
 
@@ -70,7 +63,7 @@ def _run_point(args: tuple[Point, str | None, float | None]) -> tuple[Point, Run
         trace=Path(trace) if trace else None,
         duration_s=duration,
         rate_scale=point.scale,
-        policy=PolicyConfig(prefill_on_leftover=point.variant is Variant.LEFTOVER),
+        policy=PolicyConfig(admission=point.variant),
     )
     return point, run(spec)
 
@@ -126,7 +119,7 @@ def row_of(point: Point, r: RunResult) -> dict[str, Any]:
 
 
 def capacity_search(
-    configs: Sequence[tuple[SystemName, Variant]],
+    configs: Sequence[tuple[SystemName, Admission]],
     sizes: Sequence[str],
     ladder_counts: Sequence[int],
     scales: Sequence[float],
@@ -151,7 +144,7 @@ def capacity_search(
     # Walk each ladder while it passes; a rung not yet simulated is run (in parallel with the
     # other ladders' next rungs), so scale runs happen only where every model count passed.
     position = {key: _start(ladder_of[key], grid) for key in ladder_of}
-    best: dict[tuple[SystemName, Variant, str], Point | None] = {key: None for key in ladder_of}
+    best: dict[tuple[SystemName, Admission, str], Point | None] = {key: None for key in ladder_of}
     while position:
         todo = []
         for key in list(position):
@@ -229,8 +222,8 @@ def table(rows: Iterable[dict[str, Any]], labels: Sequence[str]) -> str:
 
 
 def _label(row: dict[str, Any]) -> str:
-    variant = row.get("variant", Variant.DESIGN.value)
-    return row["system"] + ("" if variant == Variant.DESIGN.value else f"[{variant}]")
+    variant = row.get("variant", Admission.SHADOW.value)
+    return row["system"] + ("" if variant == Admission.SHADOW.value else f"[{variant}]")
 
 
 def _size(model: str) -> float:
@@ -246,7 +239,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--trace", default=None, help=f"trace JSON (default {default_trace().name})")
     p.add_argument("--model", default="3b,7b,13b", help="model size(s), comma list")
-    p.add_argument("--models", default="32,64,128", help="model counts, comma list")
+    p.add_argument(
+        "--models",
+        default=None,
+        help="model counts, comma list (default: a quarter, half and all of each group's "
+        "functions: 32,64,128 on the default trace)",
+    )
     p.add_argument(
         "--systems",
         default=",".join(s.value for s in DEFAULT_SYSTEMS),
@@ -258,14 +256,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="arrival-rate scales tried on the largest model count (capacity search)",
     )
     p.add_argument(
-        "--variants",
-        default="design",
-        help="admission variants of the slinfer systems, comma list: design, leftover",
+        "--admission",
+        default="shadow",
+        help="admission of the slinfer systems, comma list: shadow (DESIGN.md §2), paper "
+        "(the first design, Fig. 22 of the artifact)",
     )
     p.add_argument(
         "--ladder",
-        default="16,32,48,64,80,96,112,128",
-        help="model counts the capacity search may try (multiples of 16 on the default trace)",
+        default=None,
+        help="model counts the capacity search may try (default: every whole number of "
+        "functions per group: 16,32,…,128 on the default trace)",
     )
     p.add_argument("--no-search", action="store_true", help="skip the rate-scale search")
     p.add_argument("--duration", type=float, default=None, help="keep arrivals ≤ this (s)")
@@ -278,17 +278,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = [m.strip() for m in args.model.split(",") if m.strip()]
-    counts = [int(x) for x in args.models.split(",") if x.strip()]
+    n_functions, group = trace_shape(Path(args.trace) if args.trace else default_trace())
+    valid = model_counts(n_functions, group)
+    if args.models:
+        counts = [int(x) for x in args.models.split(",") if x.strip()]
+    else:
+        counts = sorted({valid[max(len(valid) // 4 - 1, 0)], valid[len(valid) // 2 - 1], valid[-1]})
+    ladder_counts = (
+        [int(x) for x in args.ladder.split(",") if x.strip()] if args.ladder else list(valid)
+    )
+    bad = sorted(set(counts + ladder_counts) - set(valid))
+    if bad:
+        raise SystemExit(
+            f"model counts {bad} do not take a whole number of functions from each group of "
+            f"this trace ({n_functions} functions, groups of {group}); valid: "
+            + ",".join(map(str, valid))
+        )
     systems = [SystemName(s.strip()) for s in args.systems.split(",") if s.strip()]
     scales = [] if args.no_search else [float(x) for x in args.scales.split(",") if x.strip()]
-    variants = [Variant(v.strip()) for v in args.variants.split(",") if v.strip()]
-    configs = [
-        (s, v)
-        for v in variants
-        for s in systems
-        if v is Variant.DESIGN or not system_spec(s).is_baseline
-    ]
-    ladder = sorted(set(counts) | {int(x) for x in args.ladder.split(",") if x.strip()})
+    variants = [Admission(v.strip()) for v in args.admission.split(",") if v.strip()]
+    # Baselines do not shadow-validate: they run once, whatever the admission.
+    configs = [(s, Admission.SHADOW) for s in systems if system_spec(s).is_baseline]
+    configs += [(s, v) for v in variants for s in systems if not system_spec(s).is_baseline]
+    ladder = sorted(set(counts) | set(ladder_counts))
     points = [Point(s, m, n, 1.0, v) for m in sizes for n in counts for s, v in configs]
     grid = run_points(points, args.trace, args.duration, args.jobs)
     capacity, extra = capacity_search(

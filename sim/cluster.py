@@ -83,9 +83,14 @@ class ClusterSpec:
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate node ids: {ids}")
 
-    def load_s(self, kind: DeviceKind, weights_bytes: int) -> float:
+    def load_bytes_per_s(self, kind: DeviceKind) -> float:
+        """Load throughput of a node of `kind` (0: loading is instant)."""
         gbps = self.gpu_load_gbps if kind is DeviceKind.GPU else self.cpu_load_gbps
-        return 0.0 if gbps == 0 else weights_bytes / (gbps * GIB)
+        return gbps * GIB
+
+    def load_s(self, kind: DeviceKind, weights_bytes: int) -> float:
+        rate = self.load_bytes_per_s(kind)
+        return 0.0 if rate == 0 else weights_bytes / rate
 
     def load_free_kinds(self) -> frozenset[DeviceKind]:
         free = set()

@@ -24,9 +24,10 @@ from slinfer.sim.trace import Trace
 from slinfer.sim.world import SimConfig
 
 from slinfer.policy.dispatch import DispatchKind, decide
-from slinfer.policy.headroom import deadline_s
+from slinfer.policy.headroom import give_up_at_s
 from slinfer.policy.ledger import LedgerOp
-from slinfer.policy.types import DeviceKind
+from slinfer.policy.packing import pack_plan
+from slinfer.policy.types import DeviceKind, InstancePhase
 from slinfer.policy.view import DispatchView
 
 
@@ -60,10 +61,12 @@ class Simulator(ExecutionOps):
         self.decision_s.append(time.perf_counter() - started)
         self.counters.dispatch_calls += 1
         if decision.kind is DispatchKind.NONE:
+            self.waiting.add(req.index)
             req.wait_version += 1
             retry_at = self.now + self.policy.retry_interval_s
-            self.push(retry_at, Phase.RETRY, (req, req.wait_version, True))
+            self.push(retry_at, Phase.RETRY, (req, req.wait_version))
             return
+        self.waiting.discard(req.index)
         if decision.rr_cursor is not None:
             self.rr_cursor[model_id] = decision.rr_cursor
         if decision.kind is DispatchKind.PREEMPT:
@@ -83,21 +86,41 @@ class Simulator(ExecutionOps):
         self.kick(inst.node)
 
     def requeue(self, req: SimRequest, delay_s: float = 0.0) -> None:
-        """A preempted request goes back to the gateway, keeping its tokens; like a new
-        arrival it is tried once before its deadline is looked at (artifact gateway loop).
-        `delay_s`: after an engine-level KV eviction it waits a retry interval, as the live
-        scheduler does after a worker's refusal (an immediate retry could be admitted and
-        evicted again at the same instant, for ever)."""
+        """A preempted request goes back to the gateway, keeping its tokens; it has at least
+        one TTFT window from now to find a place (`give_up_at_s`, as live). `delay_s`: after
+        an engine-level KV eviction it waits a retry interval, as the live scheduler does
+        after a worker's refusal (an immediate retry could be admitted and evicted again at
+        the same instant, for ever)."""
         req.wait_version += 1
-        self.push(self.now + delay_s, Phase.RETRY, (req, req.wait_version, False))
+        self.waiting.add(req.index)
+        self.push(self.now + delay_s, Phase.RETRY, (req, req.wait_version))
 
-    def retry(self, req: SimRequest, version: int, check_deadline: bool = True) -> None:
+    def retry(self, req: SimRequest, version: int) -> None:
         if req.state is not RequestState.WAITING or version != req.wait_version:
             return
-        if check_deadline and deadline_s(req, self.policy.slo_margin) < self.now:
+        if give_up_at_s(req, req.resumed_at_s, self.policy) < self.now:
+            self.waiting.discard(req.index)
             self.finalize_request(req, RequestState.DROPPED)
             return
         self.dispatch(req)
+
+    # -- packing (the consolidator's loop) ---------------------------------------------------
+    def pack(self) -> None:
+        """One packing cycle, every `pack_every_s`, as the live consolidator runs it."""
+        self.pack_watch.observe(self.nodes, self.now, self.policy)
+        for kind in (DeviceKind.CPU, DeviceKind.GPU):
+            pool = [n for n in self.nodes if n.kind is kind]
+            plan = pack_plan(pool, self.now, self.pack_watch, len(self.waiting), self.policy)
+            if plan is None:
+                continue
+            self.counters.packs += 1
+            for move in plan.moves:
+                inst = self.instances.get(move.instance_id)
+                if inst is not None and inst.phase is InstancePhase.READY:
+                    self.release(inst, preempted=bool(inst.requests))
+        nxt = self.now + self.config.pack_every_s
+        if nxt <= self.trace.duration_s:
+            self.push(nxt, Phase.PACK, None)
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(self) -> None:
@@ -130,10 +153,12 @@ class Simulator(ExecutionOps):
         for req in self.requests:
             self.push(req.arrival_s, Phase.ARRIVAL, req)
         self.push(0.0, Phase.SAMPLE, None)
+        if self.system.preempt and self.config.pack_every_s > 0:
+            self.push(self.config.pack_every_s, Phase.PACK, None)
         queue = self.queue
         while len(queue):
             t, phase, _, payload = queue.pop()
-            self.now = t
+            self.now = self.clock.now = t
             if phase == Phase.GRANT_DONE:
                 self.grant_done(payload)
             elif phase == Phase.ARRIVAL:
@@ -148,6 +173,8 @@ class Simulator(ExecutionOps):
                 self.keep_alive(*payload)
             elif phase == Phase.SAMPLE:
                 self.sample()
+            elif phase == Phase.PACK:
+                self.pack()
         self.usage.advance(self.now)
         self._check_drained()
         return self._result(time.perf_counter() - started)

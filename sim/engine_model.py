@@ -1,12 +1,15 @@
 """Engines replaced by the performance model (DESIGN.md §6).
 
-A grant of n iterations runs back to back on the device. An iteration is a *prefill* of every
-request awaiting one (vLLM without chunked prefill runs prefills alone; the time is the sum of
-each prompt's prefill, plus the tokens so far after a preemption, as the artifact estimates
-it) or else a *decode* of the whole batch, `decode(avg_ctx, batch)`. Each iteration yields one
-token per participating request. The engine uses the raw profile tables (safety factor 1),
-optionally with multiplicative log-normal noise from a seeded RNG, while the scheduler predicts
-with the safety factor: the margin between the two is what the safety factor buys.
+A grant of n iterations runs back to back on the device. Iterations are timed as the policy
+core predicts them (slinfer/policy/iteration.py): a *prefill* of every request awaiting one
+(vLLM without chunked prefill runs prefills alone; the time is the sum of each prompt's
+prefill, plus the tokens so far after a preemption, as the artifact estimates it) or else a
+*decode* of the whole batch, `decode(avg_ctx, batch)`. Each iteration yields one token per
+participating request. The engine uses the raw profile tables (safety factor 1), optionally
+with multiplicative log-normal noise from a seeded RNG and a fixed per-iteration overhead (a
+live worker's own, when the simulator replays a live run), while the scheduler predicts with
+the safety factor: the margin between the two is what the safety factor buys. Like a worker,
+the engine model feeds its node's prefill share ρ and its observed/predicted ratio.
 
 Requests that join during a grant wait for the next one; the grant's effects are computed when it
 starts and applied when it ends (the scheduler's view lags by one grant, as a streamed one does).
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from slinfer.sim.state import SimInstance, SimRequest
+
+from slinfer.policy.iteration import decode_iteration_s, prefill_iteration_s
 
 
 class Effect(NamedTuple):
@@ -46,11 +51,14 @@ def _deadline(r: SimRequest, out_before: int) -> float:
 
 
 class EngineModel:
-    __slots__ = ("_rng", "_sigma", "_mu")
+    __slots__ = ("_rng", "_sigma", "_mu", "_overhead")
 
-    def __init__(self, seed: int = 0, noise_cv: float = 0.0) -> None:
+    def __init__(self, seed: int = 0, noise_cv: float = 0.0, overhead_s: float = 0.0) -> None:
         if noise_cv < 0:
             raise ValueError(f"noise_cv must be >= 0, got {noise_cv}")
+        if overhead_s < 0:
+            raise ValueError(f"overhead_s must be >= 0, got {overhead_s}")
+        self._overhead = overhead_s
         self._rng = random.Random(seed)
         self._sigma = math.sqrt(math.log1p(noise_cv * noise_cv))
         self._mu = -0.5 * self._sigma * self._sigma  # mean-one multiplier
@@ -69,9 +77,9 @@ class EngineModel:
         pending = set(map(id, inst.prefill))
         out = [r.output_tokens for r in members]
         todo = [i for i, r in enumerate(members) if id(r) in pending]
-        engine = inst.engine
-        cost = sum(engine.prefill_s(members[i].input_tokens + out[i]) for i in todo)
-        t = now + cost * self._noise()
+        cost = prefill_iteration_s(inst.engine, [members[i] for i in todo])
+        t = now + cost * self._noise() + self._overhead
+        inst.node.prefill.record(now, t)
         prefill_effects: dict[int, Effect] = {}
         for i in todo:
             r = members[i]
@@ -121,16 +129,21 @@ class EngineModel:
             if left <= iterations:
                 fin_count[left - 1] += 1
                 fin_context[left - 1] += base + left
-        decode_s = inst.engine.decode_s
+        engine = inst.engine
+        ratio = inst.node.ratio
+        overhead = self._overhead
         times: list[float] = []
         t = now
         tokens = 0
-        noisy = self._sigma != 0.0
+        calibrate = self._sigma != 0.0 or overhead > 0.0
         for j in range(iterations):
             if batch == 0:
                 break
-            step = decode_s(context / batch, batch)
-            t += step * self._noise() if noisy else step
+            step = decode_iteration_s(engine, context, batch)
+            ran = step * self._noise() + overhead if calibrate else step
+            if calibrate:
+                ratio.observe(ran, step)
+            t += ran
             times.append(t)
             tokens += batch
             context += batch - fin_context[j]

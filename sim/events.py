@@ -1,8 +1,8 @@
 """Event queue of the simulator: one total order by key `(time, phase, seq)` (STYLE.md).
 
 `phase` orders simultaneous events: releases and completions first (so freed resources are
-visible), then arrivals, retries, wake-ups, keep-alive checks and samples. `seq` is the insertion
-counter, so ties never depend on anything but the order of pushes.
+visible), then arrivals, retries, wake-ups, keep-alive checks, samples and packing cycles.
+`seq` is the insertion counter, so ties never depend on anything but the order of pushes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class Phase(enum.IntEnum):
     WAKE = 4
     KEEP_ALIVE = 5
     SAMPLE = 6
+    PACK = 7
 
 
 Event = tuple[float, int, int, Any]

@@ -23,7 +23,6 @@ class ExecutionOps(MemoryOps):
         """Start the next grant on `node` if it is free and some instance can run."""
         if node.running is not None:
             return
-        node.now = self.now
         grant = self.arbiter.decide(node, self.now)
         if grant is None:
             return

@@ -94,7 +94,7 @@ class MemoryOps(World):
 
     def start_load(self, inst: SimInstance) -> None:
         inst.load_start_s = self.now
-        load_s = self.cluster.load_s(inst.node.kind, self.spec.weights_bytes)
+        load_s = inst.node.load_s(self.spec.weights_bytes)
         if load_s == 0.0:
             self.load_done(inst)
         else:
@@ -128,6 +128,7 @@ class MemoryOps(World):
             req.state = RequestState.WAITING
             if preempted:
                 req.preemptions += 1
+                req.resumed_at_s = self.now
             self.requeue(req)
         self.submit(inst, LedgerOp.EVICT)
 
@@ -147,6 +148,7 @@ class MemoryOps(World):
         self.detach(inst, req)
         req.state = RequestState.WAITING
         req.preemptions += 1
+        req.resumed_at_s = self.now
         self.counters.kv_evictions += 1
         self.requeue(req, self.policy.retry_interval_s)
 

@@ -104,6 +104,7 @@ class Counters:
     decode_tokens_cpu: int = 0
     decode_tokens_gpu: int = 0
     dispatch_calls: int = 0
+    packs: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from slinfer.policy.calibration import IterationRatio, PrefillShare
 from slinfer.policy.headroom import deadline_s
 from slinfer.policy.kv_scaling import OutputHistory
 from slinfer.policy.ledger import Ledger
@@ -44,6 +45,7 @@ class SimRequest:
         "wait_version",
         "lateness_s",
         "served_on",
+        "resumed_at_s",
     )
 
     def __init__(
@@ -76,6 +78,7 @@ class SimRequest:
         # max over produced tokens k of t_k − (S + TTFT_SLO + TPOT_SLO·(k−1)): > 0 is a miss
         self.lateness_s = float("-inf")
         self.served_on: DeviceKind | None = None
+        self.resumed_at_s: float | None = None  # last re-dispatch after a preemption
 
 
 @dataclass(slots=True)
@@ -93,7 +96,8 @@ class SimInstance:
         "model_id",
         "node",
         "spec",
-        "perf",
+        "_perf",
+        "_perf_scaled",
         "engine",
         "phase",
         "requests",
@@ -131,7 +135,8 @@ class SimInstance:
         self.model_id = model_id
         self.node = node
         self.spec = spec
-        self.perf = perf
+        self._perf = perf
+        self._perf_scaled: tuple[float, PerfModel] = (1.0, perf)
         self.engine = engine
         self.phase = InstancePhase.LOADING
         self.requests: list[SimRequest] = []
@@ -205,6 +210,30 @@ class SimInstance:
     def mean_output_tokens(self) -> float:
         return self.history.mean_tokens
 
+    @property
+    def perf(self) -> PerfModel:
+        """The predicted latency, calibrated by the node's observed/predicted ratio."""
+        ratio = self.node.ratio.value
+        cached_ratio, scaled = self._perf_scaled
+        if ratio != cached_ratio:
+            scaled = self._perf.with_safety(self._perf.safety * ratio)
+            self._perf_scaled = (ratio, scaled)
+        return scaled
+
+    @property
+    def ready_at_s(self) -> float | None:
+        if self.phase is not InstancePhase.LOADING:
+            return None
+        load_s = self.node.load_s(self.spec.weights_bytes)
+        start = self.load_start_s if self.load_start_s is not None else self.node.now
+        return start + load_s
+
+    @property
+    def moved_at_s(self) -> float | None:
+        return max(
+            (r.resumed_at_s for r in self.requests if r.resumed_at_s is not None), default=None
+        )
+
     # -- helpers -----------------------------------------------------------------------------
     def kv_capacity_bytes(self) -> int:
         return self.kv_pool_bytes if self.kv_pool_bytes is not None else self.kv_granted_bytes
@@ -215,8 +244,21 @@ class SimInstance:
         return self.context + len(self.requests) - capacity
 
 
+class Clock:
+    """The simulator's clock, shared by the entities whose properties depend on time."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+
 class SimNode:
     __slots__ = (
+        "clock",
+        "load_rate",
+        "prefill",
+        "ratio",
         "node_id",
         "kind",
         "label",
@@ -226,12 +268,23 @@ class SimNode:
         "ledger",
         "busy_until_s",
         "running",
-        "now",
     )
 
     def __init__(
-        self, node_id: str, kind: DeviceKind, label: str, memory_bytes: int, max_instances: int
+        self,
+        node_id: str,
+        kind: DeviceKind,
+        label: str,
+        memory_bytes: int,
+        max_instances: int,
+        clock: Clock,
+        load_bytes_per_s: float = 0.0,
+        prefill_window_s: float = 30.0,
     ) -> None:
+        self.clock = clock
+        self.load_rate = load_bytes_per_s  # 0: loads take no time
+        self.prefill = PrefillShare(prefill_window_s)
+        self.ratio = IterationRatio()
         self.node_id = node_id
         self.kind = kind
         self.label = label
@@ -241,7 +294,21 @@ class SimNode:
         self.ledger = Ledger(node_id, memory_bytes)
         self.busy_until_s: float | None = None
         self.running: SimInstance | None = None
-        self.now = 0.0  # the simulator's clock, mirrored for `runnable`
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    @property
+    def prefill_share(self) -> float:
+        return self.prefill.share(self.clock.now)
+
+    @property
+    def perf_ratio(self) -> float:
+        return self.ratio.value
+
+    def load_s(self, weights_bytes: int) -> float:
+        return weights_bytes / self.load_rate if self.load_rate > 0 else 0.0
 
     @property
     def planned_bytes(self) -> int:

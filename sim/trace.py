@@ -51,6 +51,26 @@ def group_size_of(path: Path, n_functions: int) -> int:
     return 8 if n_functions % 8 == 0 else 1
 
 
+def trace_shape(path: Path) -> tuple[int, int]:
+    """(functions, group size) of a trace file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise TraceError(f"cannot read trace {path}: {err}") from err
+    if not isinstance(raw, list) or not raw:
+        raise TraceError(f"{path}: expected a non-empty JSON list of functions")
+    return len(raw), group_size_of(path, len(raw))
+
+
+def model_counts(n_functions: int, group_size: int) -> list[int]:
+    """The model counts `select_functions` accepts: k functions of every group, k = 1…size."""
+    if group_size <= 1:
+        return list(range(1, n_functions + 1))
+    groups = n_functions // group_size
+    return [k * groups for k in range(1, group_size + 1)]
+
+
 def select_functions(n_functions: int, models: int | None, group_size: int) -> tuple[int, ...]:
     """Indices of the first k functions of each group (or the first `models` if ungrouped)."""
     if models is None or models == n_functions:

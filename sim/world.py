@@ -16,7 +16,7 @@ from slinfer.sim.cluster import ClusterSpec
 from slinfer.sim.engine_model import EngineModel, GrantPlan
 from slinfer.sim.events import EventQueue, Phase
 from slinfer.sim.metrics import Counters, RequestRecord, UsageIntegrator, record_of
-from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
+from slinfer.sim.state import Clock, RequestState, SimInstance, SimNode, SimRequest
 from slinfer.sim.trace import Trace
 
 from slinfer.policy.arbiter import Arbiter
@@ -24,6 +24,7 @@ from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
 from slinfer.policy.kv_scaling import OutputHistory
 from slinfer.policy.ledger import Approval
 from slinfer.policy.model_spec import MODEL_ALIASES, ModelSpec
+from slinfer.policy.packing import PackWatch
 from slinfer.policy.perf_model import PerfModel
 from slinfer.policy.slo import DEFAULT_SLO, SloPolicy
 from slinfer.policy.systems import SystemSpec
@@ -40,6 +41,8 @@ class SimConfig:
     slo: SloPolicy = DEFAULT_SLO
     seed: int = 0
     engine_noise_cv: float = 0.0
+    iteration_overhead_s: float = 0.0  # a live worker's per-iteration cost beyond its tables
+    pack_every_s: float = 0.0  # the consolidator's packing cycle (systems with preemption); 0: off
     sample_interval_s: float = 1.0
     prior_output_tokens: float = 512.0
 
@@ -66,11 +69,23 @@ class World:
         self.spec = ModelSpec.from_profile(profile, config.model_name)
         self.now = 0.0
         self.queue = EventQueue()
-        self.engine_model = EngineModel(config.seed, config.engine_noise_cv)
+        self.engine_model = EngineModel(
+            config.seed, config.engine_noise_cv, config.iteration_overhead_s
+        )
         self.arbiter = Arbiter(config.policy)
         kinds = {DeviceKind.CPU, DeviceKind.GPU} if self.system.use_cpu else {DeviceKind.GPU}
+        self.clock = Clock()
         self.nodes = [
-            SimNode(n.node_id, n.kind, n.label, n.memory_bytes, n.slots)
+            SimNode(
+                n.node_id,
+                n.kind,
+                n.label,
+                n.memory_bytes,
+                n.slots,
+                self.clock,
+                cluster.load_bytes_per_s(n.kind),
+                config.policy.prefill_window_s,
+            )
             for n in cluster.nodes
             if n.kind in kinds
         ]
@@ -95,6 +110,8 @@ class World:
         self.records: list[RequestRecord] = []
         self.outcomes: dict[int, RequestState] = {}
         self.decision_s: list[float] = []
+        self.waiting: set[int] = set()  # requests waiting for capacity (indexes)
+        self.pack_watch = PackWatch()
         self.usage = UsageIntegrator(trace.duration_s)
         self._next_instance = 0
         self.requests = [self._request(r.index, r.function, r) for r in trace.requests]

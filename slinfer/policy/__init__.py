@@ -9,7 +9,10 @@ functions. Public API (import from the submodules, or from here):
 - `deadline_s`, `headroom_s` — headroom (§2)
 - `time_slice`, `device_slices`, `lease` — decode budget (§2)
 - `Arbiter.decide(device, now) -> Grant | None` — EDF iteration arbiter (§2)
-- `shadow_validate(device, instance, request, now) -> AdmissionDecision` — admission (§2)
+- `shadow_validate(device, instance, request, now) -> AdmissionDecision` — admission (§2):
+  memory, steady state (Σ slices + ρ), the shadow run (`shadow_run`); `Admission.PAPER`
+- `PrefillShare`, `IterationRatio` — what a device measures of itself (§2, calibration)
+- `preemption_plan`, `pack_plan` — preemption that pays and packing (§4)
 - `route`, `place`, `decide` (dispatch) — bin-packing (§4); `reclaim_due` — keep-alive (§4)
 - `system_spec(SystemName)` — the evaluated systems and baselines (§6)
 """
@@ -17,11 +20,11 @@ functions. Public API (import from the submodules, or from here):
 from slinfer.policy.admission import (
     AdmissionDecision,
     AdmissionReason,
-    Check,
     shadow_validate,
+    validate_group,
 )
 from slinfer.policy.arbiter import Arbiter, Grant, grant_iterations
-from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.config import DEFAULT_CONFIG, Admission, PolicyConfig
 from slinfer.policy.dispatch import DispatchDecision, DispatchKind, decide
 from slinfer.policy.headroom import deadline_s, headroom_s
 from slinfer.policy.keep_alive import KeepAlive, reclaim_due
@@ -46,10 +49,10 @@ from slinfer.policy.view import DispatchView
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "Admission",
     "AdmissionDecision",
     "AdmissionReason",
     "Arbiter",
-    "Check",
     "DeviceKind",
     "DeviceLike",
     "DeviceView",
@@ -87,4 +90,5 @@ __all__ = [
     "shadow_validate",
     "system_spec",
     "time_slice",
+    "validate_group",
 ]

@@ -1,50 +1,47 @@
-"""Admission by shadow validation (DESIGN.md §2, "Admission").
+"""Admission (DESIGN.md §2, "Admission"): may these requests join this instance now?
 
-A request may join an instance only if, with the request added, all hold:
+The default (`Admission.SHADOW`) passes only if, with the requests added, all hold:
 (1) memory: the forward-looking KV demand fits (§3): within the fixed pool of a CPU engine,
     or within the node's memory next to the other instances' planned footprints (GPU);
-(2) decode budget: Σ time slices on the device ≤ 1;
-(3) prefill deadlines: an earliest-deadline-first simulation of the device's pending prefills,
-    from the moment the device is next free (now, or the end of the running iteration),
-    misses no deadline at or after the new request's position. Instances still loading are
-    left out, the target included (artifact): their wait is excused, as the paper counts it,
-    and they cannot run yet. A device whose new instances start resident (the artifact's
-    pre-started CPU workers) is therefore always checked.
-`ignore` drops one check; proactive preemption (§4) uses it to ask "would it fit if…".
+(2) steady state: Σ time slices + ρ ≤ 1, ρ being the share of the device's time prefills
+    took over the last 30 s (calibration.py): decode alone is not the device's whole load;
+(3) shadow run: the device run forward by the workers' own arbiter with predicted iteration
+    times misses no token deadline (shadow_run.py).
+
+`Admission.PAPER` is the first design, kept so the artifact's Fig. 22 can be reproduced:
+(1), then (2') the decode budget Σ slices ≤ 1 and (3') an earliest-deadline-first simulation
+of the device's pending prefills from the moment it is next free, which misses no deadline at
+or after the new request's position. Each instance is keyed on the earliest deadline of *all*
+its requests (the artifact's rule: a prefill also delays the decoders beside it). Instances
+still loading are left out, the target included (their wait is excused, as the paper counts
+it); the artifact's pre-started CPU workers start resident, so they are always checked.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
-from slinfer.policy.headroom import deadline_s
+from slinfer.policy.config import DEFAULT_CONFIG, Admission, PolicyConfig
+from slinfer.policy.iteration import prefill_iteration_s
 from slinfer.policy.kv_scaling import kv_demand
 from slinfer.policy.shadow import ShadowInstance
+from slinfer.policy.shadow_run import shadow_run
 from slinfer.policy.time_slice import device_slices
-from slinfer.policy.types import (
-    DeviceLike,
-    InstanceLike,
-    InstancePhase,
-    RequestLike,
-)
+from slinfer.policy.types import DeviceLike, InstanceLike, InstancePhase, RequestLike
 
 _EPS = 1e-9  # Σ slices is a float sum; a budget filled exactly still fits
-
-
-class Check(enum.Enum):
-    MEMORY = "memory"
-    DECODE_BUDGET = "decode_budget"
-    PREFILL_DEADLINE = "prefill_deadline"
 
 
 class AdmissionReason(enum.Enum):
     ADMITTED = "admitted"
     NOT_ACCEPTING = "not_accepting"  # the instance is being released
     MEMORY = "memory"
-    DECODE_BUDGET = "decode_budget"
-    PREFILL_DEADLINE = "prefill_deadline"
+    STEADY_STATE = "steady_state"  # Σ slices + ρ > 1
+    SHADOW_RUN = "shadow_run"  # a token would miss its deadline
+    DECODE_BUDGET = "decode_budget"  # paper: Σ slices > 1
+    PREFILL_DEADLINE = "prefill_deadline"  # paper: a prefill would miss its deadline
     CONCURRENCY_CAP = "concurrency_cap"  # baselines only
 
 
@@ -77,6 +74,13 @@ def memory_check(
     return need <= device.memory_bytes, demand
 
 
+def steady_state_check(
+    device: DeviceLike, shadow: InstanceLike, config: PolicyConfig = DEFAULT_CONFIG
+) -> bool:
+    slices = device_slices(device, config.slo_margin, replace=shadow)
+    return slices + device.prefill_share <= 1.0 + _EPS
+
+
 def decode_budget_check(
     device: DeviceLike, shadow: InstanceLike, config: PolicyConfig = DEFAULT_CONFIG
 ) -> bool:
@@ -97,17 +101,11 @@ def prefill_deadline_check(
     if not seen_target:
         _add_prefill_entry(entries, shadow, margin, True)
     entries.sort()
-    stretch = 1.0
-    if config.prefill_on_leftover:
-        leftover = 1.0 - device_slices(device, margin, replace=shadow)
-        if leftover <= _EPS:
-            return not any(is_target for _, _, is_target in entries)
-        stretch = 1.0 / leftover
     t = now if device.busy_until_s is None else max(now, device.busy_until_s)
     entered = False
     for ddl, duration, is_target in entries:
         entered = entered or is_target
-        t += duration * stretch
+        t += duration
         if entered and t > ddl:
             return False
     return True
@@ -116,15 +114,40 @@ def prefill_deadline_check(
 def _add_prefill_entry(
     entries: list[tuple[float, float, bool]], inst: InstanceLike, margin: float, is_target: bool
 ) -> None:
-    if inst.phase is InstancePhase.LOADING:
+    if inst.phase is InstancePhase.LOADING or not inst.prefill_queue:
         return
-    queue = inst.prefill_queue
-    if not queue:
-        return
-    perf = inst.perf
-    duration = sum(perf.prefill_s(r.input_tokens + r.output_tokens) for r in queue)
-    ddl = min(deadline_s(r, margin) for r in queue)
-    entries.append((ddl, duration, is_target))
+    ddl = inst.earliest_deadline_s(margin)
+    if ddl is not None:
+        entries.append((ddl, prefill_iteration_s(inst.perf, inst.prefill_queue), is_target))
+
+
+def validate_group(
+    device: DeviceLike,
+    instance: InstanceLike,
+    added: Sequence[RequestLike],
+    now: float,
+    config: PolicyConfig = DEFAULT_CONFIG,
+    excuse_load: bool = True,
+) -> AdmissionDecision:
+    """May `added` join `instance` on `device` at `now`? `excuse_load=False` for requests a
+    preemption moves: the destination's load time counts against their deadlines (§4)."""
+    if instance.phase is InstancePhase.RELEASING:
+        return AdmissionDecision(False, AdmissionReason.NOT_ACCEPTING)
+    shadow = ShadowInstance(instance, tuple(added))
+    fits, demand = memory_check(device, shadow, config)
+    if not fits:
+        return AdmissionDecision(False, AdmissionReason.MEMORY, demand)
+    if config.admission is Admission.PAPER:
+        if not decode_budget_check(device, shadow, config):
+            return AdmissionDecision(False, AdmissionReason.DECODE_BUDGET, demand)
+        if not prefill_deadline_check(device, shadow, now, config):
+            return AdmissionDecision(False, AdmissionReason.PREFILL_DEADLINE, demand)
+        return AdmissionDecision(True, AdmissionReason.ADMITTED, demand)
+    if not steady_state_check(device, shadow, config):
+        return AdmissionDecision(False, AdmissionReason.STEADY_STATE, demand)
+    if not shadow_run(device, instance, added, now, config, excuse_load).ok:
+        return AdmissionDecision(False, AdmissionReason.SHADOW_RUN, demand)
+    return AdmissionDecision(True, AdmissionReason.ADMITTED, demand)
 
 
 def shadow_validate(
@@ -133,21 +156,6 @@ def shadow_validate(
     request: RequestLike,
     now: float,
     config: PolicyConfig = DEFAULT_CONFIG,
-    ignore: frozenset[Check] = frozenset(),
 ) -> AdmissionDecision:
-    """May `request` join `instance` on `device` at `now`? (DESIGN.md §2, checks 1–3)."""
-    if instance.phase is InstancePhase.RELEASING:
-        return AdmissionDecision(False, AdmissionReason.NOT_ACCEPTING)
-    shadow = ShadowInstance(instance, request)
-    demand: int | None = None
-    if Check.MEMORY not in ignore:
-        fits, demand = memory_check(device, shadow, config)
-        if not fits:
-            return AdmissionDecision(False, AdmissionReason.MEMORY, demand)
-    if Check.DECODE_BUDGET not in ignore and not decode_budget_check(device, shadow, config):
-        return AdmissionDecision(False, AdmissionReason.DECODE_BUDGET, demand)
-    if Check.PREFILL_DEADLINE not in ignore and not prefill_deadline_check(
-        device, shadow, now, config
-    ):
-        return AdmissionDecision(False, AdmissionReason.PREFILL_DEADLINE, demand)
-    return AdmissionDecision(True, AdmissionReason.ADMITTED, demand)
+    """May `request` join `instance` on `device` at `now`? (DESIGN.md §2)."""
+    return validate_group(device, instance, (request,), now, config)

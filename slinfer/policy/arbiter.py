@@ -26,29 +26,34 @@ def grant_iterations(instance: InstanceLike, kind: DeviceKind) -> int:
 
 
 class Arbiter:
-    """`decide(device, now) -> Grant | None`; stateless apart from its configuration."""
+    """`decide(device, now) -> Grant | None`; stateless apart from its configuration.
 
-    __slots__ = ("_margin",)
+    The grant goes to the runnable instance with work whose `order_key` is smallest: its
+    earliest deadline (least headroom is the same order, `now` being common to all), ties
+    kept in the device's instance order. The shadow run of admission orders its copies of
+    the instances by the same key (shadow_run.py), so it grants exactly what this would.
+    """
+
+    __slots__ = ("margin",)
 
     def __init__(self, config: PolicyConfig = DEFAULT_CONFIG) -> None:
-        self._margin = config.slo_margin
+        self.margin = config.slo_margin
+
+    def order_key(self, instance: InstanceLike, position: int) -> tuple[float, int] | None:
+        """EDF key of an instance at `position` in its device's order; None: cannot run."""
+        if not instance.runnable or instance.batch == 0:
+            return None
+        deadline = instance.earliest_deadline_s(self.margin)
+        return None if deadline is None else (deadline, position)
 
     def decide(self, device: DeviceLike, now: float) -> Grant | None:
-        """Grant the next iteration(s) on `device`; None when no instance can run.
-
-        Least headroom is the same order as earliest deadline (`now` is common to all), so the
-        comparison is on deadlines; ties keep the device's instance order.
-        """
+        """Grant the next iteration(s) on `device`; None when no instance can run."""
         best: InstanceLike | None = None
-        best_deadline = 0.0
-        for inst in device.instances:
-            if not inst.runnable or inst.batch == 0:
-                continue
-            deadline = inst.earliest_deadline_s(self._margin)
-            if deadline is None:
-                continue
-            if best is None or deadline < best_deadline:
-                best, best_deadline = inst, deadline
+        best_key: tuple[float, int] | None = None
+        for position, inst in enumerate(device.instances):
+            key = self.order_key(inst, position)
+            if key is not None and (best_key is None or key < best_key):
+                best, best_key = inst, key
         if best is None:
             return None
         return Grant(best.instance_id, grant_iterations(best, device.kind))

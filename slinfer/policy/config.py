@@ -6,7 +6,15 @@ simulator decide with the same numbers.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class Admission(enum.Enum):
+    """Which admission rule decides (DESIGN.md §2; admission.py)."""
+
+    SHADOW = "shadow"  # memory, steady state Σ slices + ρ ≤ 1, shadow run of the device
+    PAPER = "paper"  # the first design: memory, decode budget, prefill-deadline EDF (Fig. 22)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,19 +27,27 @@ class PolicyConfig:
     - `l_min_tokens`: KV demand floor L_min per instance (§3; artifact 4096).
     - `watermark`: hysteresis w of KV scaling (§3; artifact 0.25).
     - `retry_interval_s`: how often a request that found no capacity is tried again until its
-      deadline passes (artifact gateway: 0.25 s).
-    - `prefill_on_leftover`: an extension, off by default (DESIGN.md §2 checks prefills as if
-      they had the device to themselves). When on, the prefill EDF simulation of check (3)
-      runs on the share of the device that decoding leaves, `1 − Σ slices`: prefill time is
-      stretched by `1 / (1 − Σ slices)`, so that decode budget and prefills together never
-      overbook a device (see docs/EVALUATION.md for why it matters on CPUs).
+      deadline passes (artifact gateway: 0.25 s); `queue_grace_s`: extra wait past that
+      deadline before it is refused (`headroom.give_up_at_s`; 0: the SLO itself).
+    - `admission`: the admission rule (§2); `shadow_tokens`: K, the tokens every request on
+      the device must produce in the shadow run; `prefill_window_s`: the window of ρ.
+    - `move_cooldown_s`: T_move, no instance is moved twice within it (§4).
+    - `pack_after_s`, `pack_below`: T_pack and the packing threshold: a node is emptied only
+      after its load stayed below `pack_below` (CPU: Σ slices + ρ; GPU: planned memory share)
+      for `pack_after_s` (§4).
     """
 
     slo_margin: float = 0.95
     l_min_tokens: int = 4096
     watermark: float = 0.25
     retry_interval_s: float = 0.25
-    prefill_on_leftover: bool = False
+    queue_grace_s: float = 0.0
+    admission: Admission = Admission.SHADOW
+    shadow_tokens: int = 4
+    prefill_window_s: float = 30.0
+    move_cooldown_s: float = 30.0
+    pack_after_s: float = 60.0
+    pack_below: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.slo_margin <= 1.0:
@@ -40,8 +56,18 @@ class PolicyConfig:
             raise ValueError(f"l_min_tokens must be >= 0, got {self.l_min_tokens}")
         if not 0.0 <= self.watermark <= 1.0:
             raise ValueError(f"watermark must be in [0, 1], got {self.watermark}")
+        if self.queue_grace_s < 0.0:
+            raise ValueError(f"queue_grace_s must be >= 0, got {self.queue_grace_s}")
         if self.retry_interval_s <= 0.0:
             raise ValueError(f"retry_interval_s must be > 0, got {self.retry_interval_s}")
+        if self.shadow_tokens < 1:
+            raise ValueError(f"shadow_tokens must be >= 1, got {self.shadow_tokens}")
+        if self.prefill_window_s <= 0.0:
+            raise ValueError(f"prefill_window_s must be > 0, got {self.prefill_window_s}")
+        if self.move_cooldown_s < 0.0 or self.pack_after_s < 0.0:
+            raise ValueError("move_cooldown_s and pack_after_s must be >= 0")
+        if not 0.0 <= self.pack_below <= 1.0:
+            raise ValueError(f"pack_below must be in [0, 1], got {self.pack_below}")
 
 
 DEFAULT_CONFIG = PolicyConfig()

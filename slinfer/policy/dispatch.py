@@ -14,11 +14,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import slinfer.policy.preemption as consolidator
 from slinfer.policy.admission import AdmissionReason, memory_check
 from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
 from slinfer.policy.kv_scaling import watermark_target
 from slinfer.policy.placement import place
+from slinfer.policy.preemption import PreemptionDecision, preemption_plan
 from slinfer.policy.routing import busiest_first, route
 from slinfer.policy.shadow import ShadowInstance
 from slinfer.policy.systems import SystemSpec
@@ -47,6 +47,9 @@ class DispatchDecision:
     kv_bytes: int | None = None  # KV allocation to request from the ledger; None: keep
     rr_cursor: int | None = None  # new round-robin position (baselines)
     reason: AdmissionReason | None = None
+    # PREEMPT: the plan the caller carries out (evict `victim_id`; its requests go to the
+    # plan's destination when they are re-dispatched).
+    preemption: PreemptionDecision | None = None
 
 
 def kv_scale_up(
@@ -90,7 +93,7 @@ def decide(
         )
     if system.preempt:
         live = [c for c in view.candidates if c.phase is not InstancePhase.RELEASING]
-        plan = consolidator.preemption_plan(
+        plan = preemption_plan(
             view.devices, busiest_first(live, system.defrag), request, now, config
         )
         if plan is not None:
@@ -106,6 +109,7 @@ def decide(
                 victim_id=victim.instance_id,
                 kv_bytes=kv,
                 reason=AdmissionReason.ADMITTED,
+                preemption=plan,
             )
     placed = place(view, request, now, system, config)
     if placed.node_id is not None:

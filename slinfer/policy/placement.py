@@ -55,11 +55,17 @@ def placement_order(devices: list[DeviceLike], defrag: bool, margin: float) -> l
     return used + empty
 
 
-def new_instance(view: DispatchView, device: DeviceLike) -> InstanceView | None:
-    """The empty instance a placement would create on `device`; None if it cannot host it."""
+def new_instance(view: DispatchView, device: DeviceLike, now: float) -> InstanceView | None:
+    """The empty instance a placement would create on `device`; None if it cannot host it.
+
+    It runs at the device's calibrated speed and, unless the device's kind starts instances
+    resident, joins the device at its predicted load time.
+    """
     perf = view.perf_by_label.get((device.kind, device.label))
     if perf is None:
         return None
+    if device.perf_ratio != 1.0:
+        perf = perf.with_safety(perf.safety * device.perf_ratio)
     if device.max_instances is not None and len(device.instances) >= device.max_instances:
         return None
     resident = device.kind in view.load_free_kinds
@@ -74,6 +80,7 @@ def new_instance(view: DispatchView, device: DeviceLike) -> InstanceView | None:
         kv_pool_bytes=view.model.cpu_kv_pool_bytes if cpu else None,
         tpot_slo_s=view.tpot_slo_s,
         mean_output_tokens=view.mean_output_tokens,
+        ready_at_s=None if resident else now + device.load_s(view.model.weights_bytes),
     )
 
 
@@ -102,7 +109,7 @@ def place(
     for kind in kinds:
         pool = [d for d in view.devices.values() if d.kind is kind]
         for device in placement_order(pool, system.defrag, config.slo_margin):
-            template = new_instance(view, device)
+            template = new_instance(view, device, now)
             if template is None:
                 continue
             if system.is_baseline:

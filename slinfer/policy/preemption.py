@@ -1,15 +1,17 @@
-"""Consolidation (DESIGN.md §4): proactive preemption and a bin-packing drain plan.
+"""Proactive preemption that pays (DESIGN.md §4).
 
-Proactive preemption: when no instance admits a request but one would if a single constraint
-were ignored (GPU: memory; CPU: decode budget), preempt the smallest co-located instance
-(batch ≤ the target's, with the request) whose footprint or slice covers the gap. Loading or
-releasing instances are never chosen, and a victim never holds more work than the target, so
-work is never evicted for less urgent work. The victim's requests are re-dispatched with their
-tokens so far (recompute); the caller does that.
+When no instance admits a request, but one would if a co-located instance were gone, the
+policy may preempt that instance — only if the move pays: every request of the victim must
+pass admission at a destination with its recompute prefill (prompt plus tokens so far) and,
+where the destination must first load, the load time counted against its deadline (not
+excused). Resident destinations come first.
 
-Drain plan: the least loaded used node whose every instance fits, first-fit on the most loaded
-other nodes, so that the node can be emptied and handed back (not enabled in the paper's
-reactive scheme; offered to an operator's consolidation loop).
+Victims: ready instances (never loading or leaving ones), none moved within T_move
+(`move_cooldown_s`), none holding a request more urgent than the new one (smaller headroom):
+work is never evicted for less urgent work. Among those whose absence admits the request,
+the smallest goes (CPU: time slice; GPU: footprint), the one with most headroom first on ties.
+The caller carries the plan out: it evicts the victim, whose requests are re-dispatched with
+their tokens so far (nothing lost, nothing sent twice).
 """
 
 from __future__ import annotations
@@ -18,24 +20,32 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from slinfer.policy.admission import Check, memory_check, shadow_validate
+from slinfer.policy.admission import shadow_validate, validate_group
 from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
-from slinfer.policy.shadow import ShadowInstance
-from slinfer.policy.time_slice import device_slices, time_slice
+from slinfer.policy.device_edit import Without
+from slinfer.policy.headroom import headroom_s
+from slinfer.policy.time_slice import time_slice
 from slinfer.policy.types import (
     DeviceKind,
     DeviceLike,
     InstanceLike,
     InstancePhase,
+    InstanceView,
     RequestLike,
 )
 
-_EPS = 1e-9  # slices are float sums; "covers the gap" must not hinge on the last bit
-
 
 class PreemptKind(enum.Enum):
-    MEMORY = "memory"  # GPU: free memory for the target's KV
-    DECODE = "decode"  # CPU: free decode budget (time slice)
+    MEMORY = "memory"  # GPU: the victim's memory opens the target
+    DECODE = "decode"  # CPU: the victim's share of the device's time opens the target
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a victim's requests go: a resident instance, or a new one on `node_id`."""
+
+    node_id: str
+    instance_id: str | None  # None: a new instance (it loads first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,72 +53,99 @@ class PreemptionDecision:
     target_instance_id: str
     victim_instance_id: str
     kind: PreemptKind
-    gap: float  # bytes (MEMORY) or slice fraction (DECODE) the victim must cover
+    destination: Destination | None  # None: the victim holds no request
 
 
-def memory_gap_bytes(
-    device: DeviceLike, target: InstanceLike, config: PolicyConfig = DEFAULT_CONFIG
-) -> int:
-    """How far the node's plan would exceed its memory with `target` at its KV demand."""
-    _, demand = memory_check(device, target, config)
-    own = target.planned_weights_bytes + target.planned_kv_bytes
-    need = (
-        device.planned_bytes
-        - own
-        + target.spec.weights_bytes
-        + max(target.planned_kv_bytes, demand)
-    )
-    return need - device.memory_bytes
+def recently_moved(inst: InstanceLike, now: float, config: PolicyConfig) -> bool:
+    moved = inst.moved_at_s
+    return moved is not None and now - moved < config.move_cooldown_s
 
 
-def _eligible(inst: InstanceLike, target: InstanceLike) -> bool:
-    return (
-        inst.instance_id != target.instance_id
-        and inst.phase is InstancePhase.READY
-        and inst.batch <= target.batch
-    )
+def min_headroom_s(inst: InstanceLike, now: float, margin: float) -> float:
+    return min((headroom_s(r, now, margin) for r in inst.requests), default=float("inf"))
 
 
-def memory_victim(
-    device: DeviceLike, target: InstanceLike, config: PolicyConfig = DEFAULT_CONFIG
-) -> tuple[InstanceLike | None, int]:
-    """(victim, gap): smallest-batch resident instance whose footprint covers the gap."""
-    gap = memory_gap_bytes(device, target, config)
-    candidates = [
-        i for i in device.instances if _eligible(i, target) and i.planned_weights_bytes > 0
-    ]
-    candidates.sort(key=lambda i: i.batch)
-    for inst in candidates:
-        if inst.planned_weights_bytes + inst.planned_kv_bytes >= gap:
-            return inst, gap
-    return None, gap
+def _size(inst: InstanceLike, kind: DeviceKind, margin: float) -> float:
+    if kind is DeviceKind.GPU:
+        return float(inst.planned_weights_bytes + inst.planned_kv_bytes)
+    return time_slice(inst, margin)
 
 
-def decode_victim(
-    device: DeviceLike, target: InstanceLike, config: PolicyConfig = DEFAULT_CONFIG
-) -> tuple[InstanceLike | None, float]:
-    """(victim, gap): smallest-batch busy instance whose time slice covers the overload."""
+def eligible_victims(
+    device: DeviceLike,
+    target: InstanceLike,
+    request: RequestLike,
+    now: float,
+    config: PolicyConfig = DEFAULT_CONFIG,
+) -> list[InstanceLike]:
+    """Co-located instances that may be preempted for `request`, smallest first."""
     margin = config.slo_margin
-    gap = device_slices(device, margin, replace=target) - 1.0
-    if time_slice(target, margin) > 1.0 + _EPS:
-        return None, gap
-    candidates = [i for i in device.instances if _eligible(i, target) and i.batch > 0]
-    candidates.sort(key=lambda i: i.batch)
-    for inst in candidates:
-        if time_slice(inst, margin) >= gap - _EPS:
-            return inst, gap
-    return None, gap
+    urgency = headroom_s(request, now, margin)
+    out = []
+    for inst in device.instances:
+        if inst.instance_id == target.instance_id or inst.phase is not InstancePhase.READY:
+            continue
+        if recently_moved(inst, now, config) or min_headroom_s(inst, now, margin) < urgency:
+            continue
+        out.append(inst)
+    out.sort(key=lambda i: (_size(i, device.kind, margin), -min_headroom_s(i, now, margin)))
+    return out
 
 
-def choose_victim(
-    device: DeviceLike, target: InstanceLike, config: PolicyConfig = DEFAULT_CONFIG
-) -> str | None:
-    """Victim id for `target` (an instance with the new request already added) on `device`."""
-    if device.kind is DeviceKind.GPU:
-        victim, _ = memory_victim(device, target, config)
-    else:
-        victim, _ = decode_victim(device, target, config)
-    return None if victim is None else victim.instance_id
+def resident_destination(
+    devices: Mapping[str, DeviceLike],
+    model_name: str,
+    moved: Sequence[RequestLike],
+    away_from: str,
+    now: float,
+    config: PolicyConfig = DEFAULT_CONFIG,
+) -> Destination | None:
+    """A ready instance of `model_name` off node `away_from` that admits all of `moved`
+    together (recompute prefills, no load)."""
+    for device in devices.values():
+        if device.node_id == away_from:
+            continue
+        for inst in device.instances:
+            if inst.model_name != model_name or inst.phase is not InstancePhase.READY:
+                continue
+            if validate_group(device, inst, moved, now, config, excuse_load=False).admitted:
+                return Destination(device.node_id, inst.instance_id)
+    return None
+
+
+def move_destination(
+    devices: Mapping[str, DeviceLike],
+    victim: InstanceLike,
+    now: float,
+    config: PolicyConfig = DEFAULT_CONFIG,
+) -> Destination | None:
+    """Where all of `victim`'s requests pass admission together (recompute, load counted)."""
+    moved = tuple(victim.requests)
+    found = resident_destination(devices, victim.model_name, moved, victim.node_id, now, config)
+    if found is not None:
+        return found
+    others = [d for d in devices.values() if d.node_id != victim.node_id]
+    home = devices[victim.node_id]
+    for device in others:  # then a new instance, whose load counts against the deadlines
+        if device.kind is not home.kind or device.label != home.label:
+            continue  # the victim's tables hold for devices of its own label only
+        if device.max_instances is not None and len(device.instances) >= device.max_instances:
+            continue
+        fresh = InstanceView(
+            instance_id=f"<move:{victim.instance_id}@{device.node_id}>",
+            model_name=victim.model_name,
+            node_id=device.node_id,
+            phase=InstancePhase.LOADING,
+            perf=victim.perf,
+            spec=victim.spec,
+            kv_pool_bytes=victim.kv_pool_bytes,
+            tpot_slo_s=victim.tpot_slo_s,
+            mean_output_tokens=victim.mean_output_tokens,
+            ready_at_s=now + device.load_s(victim.spec.weights_bytes),
+        )
+        if validate_group(device, fresh, moved, now, config, excuse_load=False).admitted:
+            return Destination(device.node_id, None)
+    return None
 
 
 def preemption_plan(
@@ -118,78 +155,19 @@ def preemption_plan(
     now: float,
     config: PolicyConfig = DEFAULT_CONFIG,
 ) -> PreemptionDecision | None:
-    """First candidate (in the caller's routing order) that a single preemption would open."""
-    for inst in candidates:
-        if inst.phase is InstancePhase.RELEASING:
+    """First candidate (in routing order) that one paying preemption opens, or None."""
+    for target in candidates:
+        if target.phase is InstancePhase.RELEASING:
             continue
-        device = devices[inst.node_id]
-        gpu = device.kind is DeviceKind.GPU
-        ignored = Check.MEMORY if gpu else Check.DECODE_BUDGET
-        if not shadow_validate(device, inst, request, now, config, frozenset({ignored})).admitted:
-            continue
-        shadow = ShadowInstance(inst, request)
-        victim: InstanceLike | None
-        gap: float
-        if gpu:
-            victim, gap_bytes = memory_victim(device, shadow, config)
-            kind, gap = PreemptKind.MEMORY, float(gap_bytes)
-        else:
-            victim, gap = decode_victim(device, shadow, config)
-            kind = PreemptKind.DECODE
-        if victim is not None:
-            return PreemptionDecision(inst.instance_id, victim.instance_id, kind, gap)
+        device = devices[target.node_id]
+        for victim in eligible_victims(device, target, request, now, config):
+            if not shadow_validate(Without(device, victim), target, request, now, config).admitted:
+                continue
+            destination = None
+            if victim.requests:
+                destination = move_destination(devices, victim, now, config)
+                if destination is None:
+                    continue  # the move would not pay
+            kind = PreemptKind.MEMORY if device.kind is DeviceKind.GPU else PreemptKind.DECODE
+            return PreemptionDecision(target.instance_id, victim.instance_id, kind, destination)
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    instance_id: str
-    source_node_id: str
-    target_node_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class DrainPlan:
-    node_id: str
-    moves: tuple[Move, ...]
-
-
-def _load(device: DeviceLike, margin: float) -> float:
-    if device.kind is DeviceKind.CPU:
-        return device_slices(device, margin)
-    return float(device.planned_bytes)
-
-
-def drain_plan(
-    devices: Sequence[DeviceLike], config: PolicyConfig = DEFAULT_CONFIG
-) -> DrainPlan | None:
-    """Plan to empty the least loaded used node of one pool into the others, or None."""
-    margin = config.slo_margin
-    used = [d for d in devices if d.instances]
-    if len(used) < 2:
-        return None
-    used.sort(key=lambda d: _load(d, margin))
-    source, others = used[0], sorted(used[1:], key=lambda d: _load(d, margin), reverse=True)
-    slices = {d.node_id: device_slices(d, margin) for d in others}
-    planned = {d.node_id: d.planned_bytes for d in others}
-    counts = {d.node_id: len(d.instances) for d in others}
-    moves: list[Move] = []
-    for inst in source.instances:
-        if inst.phase is not InstancePhase.READY:
-            return None
-        need_slice = time_slice(inst, margin)
-        need_bytes = inst.planned_weights_bytes + inst.planned_kv_bytes
-        for dest in others:
-            nid = dest.node_id
-            if dest.max_instances is not None and counts[nid] >= dest.max_instances:
-                continue
-            if slices[nid] + need_slice > 1.0 or planned[nid] + need_bytes > dest.memory_bytes:
-                continue
-            slices[nid] += need_slice
-            planned[nid] += need_bytes
-            counts[nid] += 1
-            moves.append(Move(inst.instance_id, source.node_id, nid))
-            break
-        else:
-            return None
-    return DrainPlan(source.node_id, tuple(moves))

@@ -1,7 +1,8 @@
-"""An instance with one more request, as admission imagines it (DESIGN.md §2, "shadow").
+"""An instance with more requests, as admission imagines it (DESIGN.md §2, "shadow").
 
 `ShadowInstance` satisfies `InstanceLike` without copying the instance: every aggregate is the
-base instance's plus the request's, and the request joins the prefill queue.
+base instance's plus the added requests', and the added requests join the prefill queue (a
+fresh request's prompt, or a moved request's prompt plus its tokens so far).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ if TYPE_CHECKING:
 
 
 class ShadowInstance:
-    __slots__ = ("base", "request")
+    __slots__ = ("base", "added")
 
-    def __init__(self, base: InstanceLike, request: RequestLike) -> None:
+    def __init__(self, base: InstanceLike, added: RequestLike | Sequence[RequestLike]) -> None:
         self.base = base
-        self.request = request
+        self.added: tuple[RequestLike, ...] = (
+            tuple(added) if isinstance(added, Sequence) else (added,)
+        )
 
     @property
     def instance_id(self) -> str:
@@ -42,23 +45,26 @@ class ShadowInstance:
 
     @property
     def requests(self) -> Sequence[RequestLike]:
-        return (*self.base.requests, self.request)
+        return (*self.base.requests, *self.added)
 
     @property
     def prefill_queue(self) -> Sequence[RequestLike]:
-        return (*self.base.prefill_queue, self.request)
+        return (*self.base.prefill_queue, *self.added)
 
     @property
     def batch(self) -> int:
-        return self.base.batch + 1
+        return self.base.batch + len(self.added)
 
     @property
     def context_tokens(self) -> int:
-        return self.base.context_tokens + self.request.input_tokens + self.request.output_tokens
+        extra = sum(r.input_tokens + r.output_tokens for r in self.added)
+        return self.base.context_tokens + extra
 
     def earliest_deadline_s(self, margin: float) -> float | None:
-        own = deadline_s(self.request, margin)
         base = self.base.earliest_deadline_s(margin)
+        own = min((deadline_s(r, margin) for r in self.added), default=None)
+        if own is None:
+            return base
         return own if base is None or own < base else base
 
     @property
@@ -92,3 +98,11 @@ class ShadowInstance:
     @property
     def mean_output_tokens(self) -> float:
         return self.base.mean_output_tokens
+
+    @property
+    def ready_at_s(self) -> float | None:
+        return self.base.ready_at_s
+
+    @property
+    def moved_at_s(self) -> float | None:
+        return self.base.moved_at_s

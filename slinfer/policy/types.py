@@ -110,6 +110,16 @@ class InstanceLike(Protocol):
         """Ō: the model's historical mean output length (§3)."""
         ...
 
+    @property
+    def ready_at_s(self) -> float | None:
+        """Predicted time a LOADING instance becomes runnable (None: resident, or unknown)."""
+        ...
+
+    @property
+    def moved_at_s(self) -> float | None:
+        """Last time a move (preemption, packing) put work on this instance (T_move, §4)."""
+        ...
+
 
 class DeviceLike(Protocol):
     """One CPU socket or one GPU, with the instances co-located on it."""
@@ -137,6 +147,21 @@ class DeviceLike(Protocol):
     @property
     def busy_until_s(self) -> float | None:
         """End of the iteration now running, if any."""
+        ...
+
+    @property
+    def prefill_share(self) -> float:
+        """ρ: share of the device's time prefills took over the last window (calibration.py)."""
+        ...
+
+    @property
+    def perf_ratio(self) -> float:
+        """Observed/predicted iteration time (calibration.py); instances' `perf` include it,
+        a new instance's predictions are multiplied by it."""
+        ...
+
+    def load_s(self, weights_bytes: int) -> float:
+        """Predicted time to load a model's weights on this device."""
         ...
 
 
@@ -169,6 +194,8 @@ class InstanceView:
     runnable: bool = True
     tpot_slo_s: float = 0.25
     mean_output_tokens: float = 0.0
+    ready_at_s: float | None = None
+    moved_at_s: float | None = None
 
     @property
     def prefill_queue(self) -> tuple[RequestView, ...]:
@@ -198,8 +225,15 @@ class DeviceView:
     max_instances: int | None = None
     busy_until_s: float | None = None
     other_planned_bytes: int = 0  # ledger entries not listed in `instances`
+    prefill_share: float = 0.0
+    perf_ratio: float = 1.0
+    load_bytes_per_s: float = 0.0  # measured load throughput; 0: loads take no time
 
     @property
     def planned_bytes(self) -> int:
         own = sum(i.planned_weights_bytes + i.planned_kv_bytes for i in self.instances)
         return own + self.other_planned_bytes
+
+    def load_s(self, weights_bytes: int) -> float:
+        rate = self.load_bytes_per_s
+        return weights_bytes / rate if rate > 0 else 0.0

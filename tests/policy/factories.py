@@ -64,6 +64,8 @@ def instance(
     pool_gb: float | None = None,
     mean_output: float = 0.0,
     runnable: bool = True,
+    ready_at_s: float | None = None,
+    moved_at_s: float | None = None,
 ) -> InstanceView:
     m = model or spec()
     return InstanceView(
@@ -80,6 +82,8 @@ def instance(
         kv_pool_bytes=None if pool_gb is None else int(pool_gb * GIB),
         runnable=runnable,
         mean_output_tokens=mean_output,
+        ready_at_s=ready_at_s,
+        moved_at_s=moved_at_s,
     )
 
 
@@ -90,13 +94,18 @@ def device(
     memory_gb: float = 80.0,
     busy_until_s: float | None = None,
     max_instances: int | None = None,
+    prefill_share: float = 0.0,
+    label: str | None = None,
+    load_bytes_per_s: float = 0.0,
 ) -> DeviceView:
     return DeviceView(
         node_id=node_id,
         kind=kind,
-        label=kind.value,
+        label=label or kind.value,
         memory_bytes=int(memory_gb * GIB),
         instances=tuple(instances),
         max_instances=max_instances,
         busy_until_s=busy_until_s,
+        prefill_share=prefill_share,
+        load_bytes_per_s=load_bytes_per_s,
     )

@@ -1,119 +1,172 @@
-"""Proactive preemption victim choice on GPU and CPU, and the drain plan (DESIGN.md §4)."""
+"""Preemption that pays and packing (DESIGN.md §4), from hand-built cluster views.
+
+Model in these tests: 10 GiB of weights, 1 MiB of KV per token, prefill 1 ms per token,
+decode 50 ms; GPUs of 40 GiB. EXACT: margin 1, so deadlines are the SLOs.
+"""
 
 from __future__ import annotations
 
 from slinfer.policy.config import PolicyConfig
 from slinfer.policy.model_spec import GIB
-from slinfer.policy.preemption import (
-    PreemptKind,
-    choose_victim,
-    decode_victim,
-    drain_plan,
-    memory_gap_bytes,
-    memory_victim,
-    preemption_plan,
-)
-from slinfer.policy.shadow import ShadowInstance
+from slinfer.policy.packing import PackWatch, node_load, pack_plan
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.preemption import Destination, PreemptKind, preemption_plan
 from slinfer.policy.types import DeviceKind, InstancePhase
-from tests.policy.factories import device, flat_perf, instance, req
+from tests.policy.factories import device, flat_perf, instance, req, spec
 
 EXACT = PolicyConfig(slo_margin=1.0)
+A, B = spec(name="model-a"), spec(name="model-b")
+NEW = req("new", input_tokens=20_000, ttft_slo_s=60.0)  # headroom 60 s at t = 0
 
 
-def _reqs(prefix: str, n: int) -> tuple:
-    return tuple(req(f"{prefix}{i}", input_tokens=100, ttft_slo_s=60) for i in range(n))
+def _ahead(rid: str, output: int = 300) -> object:
+    """A request far ahead of its schedule: its next token is due at 1 + 0.25·output s."""
+    return req(rid, input_tokens=100, output_tokens=output, ttft_slo_s=1.0)
 
 
-def _gpu_case(phase_small: InstancePhase = InstancePhase.READY):
-    # 80 GiB; target t holds 10 GiB weights + 4 GiB KV, batch 3 (+1 new).
-    target = instance("t", _reqs("t", 3), kv_gb=4.0)
-    small = instance("s", _reqs("s", 1), kv_gb=4.0, phase=phase_small)  # 14 GiB footprint
-    tiny = instance("x", (), kv_gb=1.0)  # idle, 11 GiB footprint
-    big = instance("b", _reqs("b", 8), kv_gb=20.0)  # more work than the target: protected
-    filler = instance("f", _reqs("f", 4), kv_gb=7.0)  # 17 GiB, batch 4 = target's
-    dev = device(target, small, tiny, big, filler, memory_gb=94.0)
-    return dev, target
+def _cluster(victim_requests: tuple = (), *, phase=InstancePhase.READY, moved_at=None, gpu1=True):
+    """gpu0 holds the target t (model A) and a victim v (model B); the new request's KV does
+    not fit beside v. gpu1 holds an idle resident instance of model B, or nothing."""
+    t = instance("t", (req("t0", ttft_slo_s=60.0),), model=A, kv_gb=4.0)
+    v = instance("v", victim_requests, model=B, kv_gb=4.0, phase=phase, moved_at_s=moved_at)
+    gpu0 = device(t, v, memory_gb=40.0)
+    devices = {"gpu0": gpu0}
+    if gpu1:
+        other = instance("w", (), model=B, node_id="gpu1", kv_gb=4.0)
+        devices["gpu1"] = device(other, node_id="gpu1", memory_gb=40.0)
+    return devices, t
 
 
-def test_memory_gap() -> None:
-    dev, target = _gpu_case()
-    shadow = ShadowInstance(target, req("new", input_tokens=20_000, ttft_slo_s=60))
-    # planned 14+14+11+30+17 = 86 of 94 GiB; the target's KV goes from 4 GiB to its demand,
-    # 3·100 + 20_000 = 20_300 tokens, 20_304 in 16-token blocks, at 1 MiB each.
-    gap = memory_gap_bytes(dev, shadow, EXACT)
-    assert gap == 86 * GIB - 4 * GIB + 20_304 * 2**20 - 94 * GIB
-
-
-def test_gpu_victim_is_the_smallest_batch_that_covers_the_gap() -> None:
-    dev, target = _gpu_case()
-    shadow = ShadowInstance(target, req("new", input_tokens=20_000, ttft_slo_s=60))
-    victim, gap = memory_victim(dev, shadow, EXACT)
-    assert 7 * GIB < gap < 8 * GIB
-    # tiny (batch 0, 11 GiB) covers the gap and has the smallest batch.
-    assert victim is not None and victim.instance_id == "x"
-    assert choose_victim(dev, shadow, EXACT) == "x"
-
-
-def test_gpu_victim_skips_too_small_footprints() -> None:
-    dev, target = _gpu_case()
-    # demand 24_304 tokens ≈ 23.7 GiB: gap ≈ 11.7 GiB, more than tiny's 11 GiB.
-    shadow = ShadowInstance(target, req("new", input_tokens=24_000, ttft_slo_s=60))
-    victim, gap = memory_victim(dev, shadow, EXACT)
-    assert 11 * GIB < gap <= 14 * GIB
-    assert victim is not None and victim.instance_id == "s"
-
-
-def test_gpu_never_evicts_loading_or_busier_instances() -> None:
-    dev, target = _gpu_case(phase_small=InstancePhase.LOADING)
-    shadow = ShadowInstance(target, req("new", input_tokens=24_000, ttft_slo_s=60))
-    victim, _ = memory_victim(dev, shadow, EXACT)
-    # s is loading, x too small, b has batch 8 > 4: only f (batch 4 = target's) qualifies.
-    assert victim is not None and victim.instance_id == "f"
-
-
-def test_cpu_victim_by_decode_slice() -> None:
-    cpu = {"node_id": "cpu0"}
-    target = instance("t", _reqs("t", 3), perf=flat_perf(100.0), **cpu)  # 0.4
-    light = instance("l", _reqs("l", 1), perf=flat_perf(25.0), **cpu)  # 0.1
-    medium = instance("m", _reqs("m", 2), perf=flat_perf(50.0), **cpu)  # 0.2
-    heavy = instance("h", _reqs("h", 5), perf=flat_perf(100.0), **cpu)  # 0.4, batch 5 > 4
-    dev = device(target, light, medium, heavy, node_id="cpu0", kind=DeviceKind.CPU)
-    shadow = ShadowInstance(target, req("new", ttft_slo_s=60))
-    victim, gap = decode_victim(dev, shadow, EXACT)
-    # Σ = 0.4 + 0.1 + 0.2 + 0.4 = 1.1: the gap is 0.1; l (batch 1) covers it exactly.
-    assert abs(gap - 0.1) < 1e-9
-    assert victim is not None and victim.instance_id == "l"
-    heavier = instance("t", _reqs("t", 3), perf=flat_perf(120.0), **cpu)  # 0.48: gap 0.18
-    dev2 = device(heavier, light, medium, heavy, node_id="cpu0", kind=DeviceKind.CPU)
-    victim2, _ = decode_victim(dev2, ShadowInstance(heavier, req("new", ttft_slo_s=60)), EXACT)
-    assert victim2 is not None and victim2.instance_id == "m"
-
-
-def test_cpu_no_victim_when_target_alone_exceeds_the_device() -> None:
-    target = instance("t", _reqs("t", 1), perf=flat_perf(300.0), node_id="cpu0")  # 1.2
-    other = instance("o", _reqs("o", 1), perf=flat_perf(25.0), node_id="cpu0")
-    dev = device(target, other, node_id="cpu0", kind=DeviceKind.CPU)
-    victim, _ = decode_victim(dev, ShadowInstance(target, req("n", ttft_slo_s=60)), EXACT)
-    assert victim is None
-
-
-def test_preemption_plan_ignores_exactly_one_constraint() -> None:
-    dev, target = _gpu_case()
-    new = req("new", input_tokens=20_000, ttft_slo_s=60)
-    plan = preemption_plan({dev.node_id: dev}, [target], new, 0.0, EXACT)
+def test_preempts_a_victim_whose_requests_have_a_resident_destination() -> None:
+    devices, t = _cluster((_ahead("v0"),))
+    plan = preemption_plan(devices, [t], NEW, 0.0, EXACT)
     assert plan is not None
     assert (plan.target_instance_id, plan.victim_instance_id, plan.kind) == (
         "t",
-        "x",
+        "v",
         PreemptKind.MEMORY,
     )
+    assert plan.destination == Destination("gpu1", "w")
 
 
-def test_drain_plan_moves_the_least_loaded_node() -> None:
-    a = instance("a", _reqs("a", 1), perf=flat_perf(25.0), node_id="cpu0")  # 0.1
-    b = instance("b", _reqs("b", 1), perf=flat_perf(100.0), node_id="cpu1")  # 0.4
-    c = instance("c", _reqs("c", 1), perf=flat_perf(150.0), node_id="cpu2")  # 0.6
-    devs = [device(x, node_id=x.node_id, kind=DeviceKind.CPU, memory_gb=256) for x in (a, b, c)]
-    plan = drain_plan(devs, EXACT)
+def test_an_idle_victim_needs_no_destination() -> None:
+    devices, t = _cluster((), gpu1=False)
+    plan = preemption_plan(devices, [t], NEW, 0.0, EXACT)
+    assert plan is not None and plan.victim_instance_id == "v" and plan.destination is None
+
+
+def test_no_preemption_when_the_move_does_not_pay() -> None:
+    # Nowhere for v's request to go: no other node.
+    devices, t = _cluster((_ahead("v0"),), gpu1=False)
+    assert preemption_plan(devices, [t], NEW, 0.0, EXACT) is None
+
+
+def test_never_evicts_more_urgent_work() -> None:
+    # v's request is due in 26 s, sooner than the new request's 60 s: it stays.
+    devices, t = _cluster((_ahead("v0", output=100),))
+    assert preemption_plan(devices, [t], NEW, 0.0, EXACT) is None
+
+
+def test_never_evicts_a_loading_or_recently_moved_instance() -> None:
+    devices, t = _cluster((), phase=InstancePhase.LOADING, gpu1=False)
+    assert preemption_plan(devices, [t], NEW, 0.0, EXACT) is None
+    devices, t = _cluster((), moved_at=-10.0, gpu1=False)  # moved 10 s ago, T_move 30 s
+    assert preemption_plan(devices, [t], NEW, 0.0, EXACT) is None
+    devices, t = _cluster((), moved_at=-31.0, gpu1=False)
+    assert preemption_plan(devices, [t], NEW, 0.0, EXACT) is not None
+
+
+def test_a_new_instance_destination_counts_its_load() -> None:
+    # gpu1 holds no instance of model B: v's request would wait for a load there, not
+    # excused. v0 is due at 76 s; its recompute prefill takes 0.4 s.
+    t = instance("t", (req("t0", ttft_slo_s=60.0),), model=A, kv_gb=4.0)
+    v = instance("v", (_ahead("v0"),), model=B, kv_gb=4.0)
+    gpu0 = device(t, v, memory_gb=40.0)
+    fast = device(node_id="gpu1", memory_gb=40.0, load_bytes_per_s=1 * GIB)  # 10 s load
+    slow = device(node_id="gpu1", memory_gb=40.0, load_bytes_per_s=GIB // 10)  # 100 s
+    plan = preemption_plan({"gpu0": gpu0, "gpu1": fast}, [t], NEW, 0.0, EXACT)
+    assert plan is not None and plan.destination == Destination("gpu1", None)
+    assert preemption_plan({"gpu0": gpu0, "gpu1": slow}, [t], NEW, 0.0, EXACT) is None
+
+
+def test_cpu_victim_is_the_smallest_slice_that_opens_the_target() -> None:
+    cpu = {"node_id": "cpu0", "model": B}
+    # The target's decode takes 50 ms at batch 1, 100 ms at batch 2: slice 0.2, then 0.4.
+    perf = PerfModel.from_tables(
+        [[1, 1.0], [10_000, 10_000.0]],
+        [(512, [[1, 50.0], [2, 100.0]]), (8192, [[1, 50.0], [2, 100.0]])],
+    )
+    target = instance("t", (req("t0", ttft_slo_s=60.0),), node_id="cpu0", model=A, perf=perf)
+    light = instance("l", (_ahead("l0"),), perf=flat_perf(25.0), **cpu)  # 0.1
+    medium = instance("m", (_ahead("m0"),), perf=flat_perf(75.0), **cpu)  # 0.3
+    heavy = instance("h", (_ahead("h0"),), perf=flat_perf(100.0), **cpu)  # 0.4
+    other = instance("w", (), node_id="cpu1", model=B)
+    cpu0 = device(target, light, medium, heavy, node_id="cpu0", kind=DeviceKind.CPU)
+    cpu1 = device(other, node_id="cpu1", kind=DeviceKind.CPU)
+    new = req("new", input_tokens=100, ttft_slo_s=60.0)  # t's slice 0.4 with it: Σ = 1.2
+    plan = preemption_plan({"cpu0": cpu0, "cpu1": cpu1}, [target], new, 0.0, EXACT)
+    # l alone frees 0.1 (Σ 1.1 > 1); m frees 0.3 (Σ 0.9): the smallest that opens t.
+    assert plan is not None and plan.victim_instance_id == "m"
+    assert plan.kind is PreemptKind.DECODE and plan.destination == Destination("cpu1", "w")
+
+
+# -- packing ------------------------------------------------------------------------------
+
+
+def _pool(*, waiting_work: bool = True, moved_at=None):
+    """cpu0 lightly used (one request of model A), cpu1 holds a resident model A instance."""
+    small = instance("s", (_ahead("s0", output=1000),) if waiting_work else (), node_id="cpu0",
+                     model=A, perf=flat_perf(25.0), moved_at_s=moved_at)  # fmt: skip
+    idle = instance("i", (), node_id="cpu0", model=B)
+    dest = instance("d", (req("d0", ttft_slo_s=600.0),), node_id="cpu1", model=A,
+                    perf=flat_perf(100.0))  # fmt: skip
+    return [
+        device(small, idle, node_id="cpu0", kind=DeviceKind.CPU),
+        device(dest, node_id="cpu1", kind=DeviceKind.CPU),
+    ]
+
+
+def test_pack_watch_waits_t_pack_below_the_threshold() -> None:
+    pool = _pool()
+    assert node_load(pool[0], 1.0) == 0.1 and node_load(pool[1], 1.0) == 0.4
+    watch = PackWatch()
+    watch.observe(pool, 0.0, EXACT)
+    assert pack_plan(pool, 59.0, watch, 0, EXACT) is None  # below for 59 s < T_pack
+    plan = pack_plan(pool, 60.0, watch, 0, EXACT)
     assert plan is not None and plan.node_id == "cpu0"
-    assert [(m.instance_id, m.target_node_id) for m in plan.moves] == [("a", "cpu2")]
+    moves = {m.instance_id: m.destination for m in plan.moves}
+    assert moves == {"s": Destination("cpu1", "d"), "i": None}
+
+
+def test_pack_watch_resets_when_the_load_rises() -> None:
+    pool = _pool()
+    watch = PackWatch()
+    watch.observe(pool, 0.0, EXACT)
+    busy = PolicyConfig(slo_margin=1.0, pack_below=0.05)  # 0.1 is above this threshold
+    watch.observe(pool, 30.0, busy)
+    watch.observe(pool, 40.0, EXACT)  # below again from 40 s
+    assert pack_plan(pool, 90.0, watch, 0, EXACT) is None
+    assert pack_plan(pool, 100.0, watch, 0, EXACT) is not None
+
+
+def test_never_packs_while_a_request_waits_or_an_instance_just_moved() -> None:
+    only_cpu0 = PolicyConfig(slo_margin=1.0, pack_below=0.3)  # cpu1 (0.4) is not a candidate
+    pool = _pool()
+    watch = PackWatch()
+    watch.observe(pool, 0.0, only_cpu0)
+    assert pack_plan(pool, 100.0, watch, 1, only_cpu0) is None
+    assert pack_plan(pool, 100.0, watch, 0, only_cpu0) is not None
+    moved = _pool(moved_at=90.0)
+    assert pack_plan(moved, 100.0, watch, 0, only_cpu0) is None
+
+
+def test_packing_needs_resident_destinations() -> None:
+    small = instance("s", (_ahead("s0"),), node_id="cpu0", model=A, perf=flat_perf(25.0))
+    other = instance("o", (req("o0", ttft_slo_s=60.0),), node_id="cpu1", model=B)
+    pool = [
+        device(small, node_id="cpu0", kind=DeviceKind.CPU),
+        device(other, node_id="cpu1", kind=DeviceKind.CPU),
+    ]
+    watch = PackWatch()
+    watch.observe(pool, 0.0, EXACT)
+    assert pack_plan(pool, 100.0, watch, 0, EXACT) is None  # model A is resident nowhere else

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from slinfer.sim.engine_model import EngineModel
-from slinfer.sim.state import SimInstance, SimNode, SimRequest
+from slinfer.sim.state import Clock, SimInstance, SimNode, SimRequest
 
 from slinfer.policy.kv_scaling import OutputHistory
 from slinfer.policy.types import DeviceKind
@@ -12,7 +12,7 @@ from tests.policy.factories import flat_perf, spec
 
 
 def _instance(*requests: SimRequest, prefill: tuple[SimRequest, ...] = ()) -> SimInstance:
-    node = SimNode("gpu0", DeviceKind.GPU, "gpu", 80 << 30, 4)
+    node = SimNode("gpu0", DeviceKind.GPU, "gpu", 80 << 30, 4, Clock())
     perf = flat_perf(decode_ms=50.0, prefill_ms_per_token=1.0)
     inst = SimInstance("i", "m0", node, spec(), perf, perf, OutputHistory(), 0.25, 0.0)
     inst.requests.extend(requests)
