@@ -26,17 +26,17 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.inprocess import LiveStack
-from slinfer.services.scheduler.dispatch import DispatchConfig
+from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 
 from slinfer import Completion
 from slinfer.client import SlinferError
 from slinfer.models import build_random_model
-from slinfer.policy.kv_scaling import KvScaling
+from slinfer.policy.config import KvScaling
 
 JSON_COLUMNS = ["mode", "requests", "failed", "oom_hazards", "resizes", "resize_overhead_pct"]
 MODELS = (("m-llama-a", "llama", 0), ("m-llama-b", "llama", 2), ("m-qwen", "qwen2", 1))
@@ -76,7 +76,8 @@ async def run_mode(
                 }
             ],
             dispatch=DispatchConfig(
-                default_kv_capacity_tokens=256, l_min_tokens=64, kv_scaling=mode
+                default_kv_capacity_tokens=256,
+                policy=replace(LIVE_POLICY, l_min_tokens=64, kv_scaling=mode),
             ),
         )
         try:

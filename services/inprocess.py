@@ -50,7 +50,6 @@ class LiveStack:
                 **{
                     "system": d.system,
                     "default_kv_capacity_tokens": d.default_kv_capacity_tokens,
-                    "l_min_tokens": d.l_min_tokens,
                     **(consolidator or {}),
                 },
             ),

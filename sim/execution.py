@@ -105,6 +105,6 @@ class ExecutionOps(MemoryOps):
     def keep_alive(self, inst: SimInstance, version: int) -> None:
         if inst.version != version or inst.phase is not InstancePhase.READY:
             return
-        keep = self.cluster.keep_alive
-        if reclaim_due(inst, inst.idle_since_s, inst.node.kind, self.now, keep):
+        keep_s = self.cluster.keep_alive.seconds(inst.node.kind)
+        if reclaim_due(inst.batch, inst.phase, inst.idle_since_s, keep_s, self.now):
             self.release(inst, preempted=False)

@@ -13,12 +13,7 @@ from slinfer.sim.events import Phase
 from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
 from slinfer.sim.world import World
 
-from slinfer.policy.kv_scaling import (
-    engine_need_bytes,
-    kv_demand,
-    watermark_may_move,
-    watermark_target,
-)
+from slinfer.policy.kv_scaling import KvAllocation, plan_kv, watermark_may_move
 from slinfer.policy.ledger import Approval, LedgerOp, LedgerRequest, LedgerStatus
 from slinfer.policy.systems import Sharing
 from slinfer.policy.types import InstancePhase
@@ -168,32 +163,25 @@ class MemoryOps(World):
         node = inst.node
         spec = self.spec
         elastic = inst.kv_pool_bytes is None and self.system.sharing is Sharing.TOKEN
+        policy = self.policy
         if elastic and watermark_may_move(
             inst.context,
             inst.batch,
             inst.mean_output_tokens,
             inst.planned_kv_bytes,
             spec.kv_bytes_per_token,
-            self.policy.l_min_tokens,
-            self.policy.watermark,
+            policy.l_min_tokens,
+            policy.watermark,
             spec.block_tokens(node.kind),
         ):
-            block = spec.block_tokens(node.kind)
-            demand = kv_demand(
-                inst.requests,
-                inst.mean_output_tokens,
-                spec.kv_bytes_per_token,
-                self.policy.l_min_tokens,
-                block,
+            alloc = KvAllocation(
+                kv_bytes_per_token=spec.kv_bytes_per_token,
+                block_tokens=spec.block_tokens(node.kind),
+                allocated_bytes=inst.planned_kv_bytes,
+                node_free_bytes=node.memory_bytes - node.planned_bytes,
             )
-            need = engine_need_bytes(inst.context, inst.batch, spec.kv_bytes_per_token, block)
-            demand = max(demand, need)
-            planned = inst.planned_kv_bytes
-            free = node.memory_bytes - node.planned_bytes
-            target = watermark_target(
-                demand, planned, free, self.policy.watermark, spec.block_bytes(node.kind)
-            )
-            if target is not None and target != planned:
+            target = plan_kv(inst.requests, inst.mean_output_tokens, alloc, policy)
+            if target is not None and target != inst.planned_kv_bytes:
                 self.submit(inst, LedgerOp.KV_RESIZE, kv_bytes=target)
         while (
             inst.requests

@@ -44,13 +44,10 @@ class SimConfig:
     iteration_overhead_s: float = 0.0  # a live worker's per-iteration cost beyond its tables
     pack_every_s: float = 0.0  # the consolidator's packing cycle (systems with preemption); 0: off
     sample_interval_s: float = 1.0
-    prior_output_tokens: float = 512.0
 
     def __post_init__(self) -> None:
         if self.sample_interval_s <= 0:
             raise ValueError("sample_interval_s must be > 0")
-        if self.prior_output_tokens < 0:
-            raise ValueError("prior_output_tokens must be >= 0")
 
     @property
     def model_name(self) -> str:
@@ -119,7 +116,7 @@ class World:
     def _request(self, index: int, function: int, r: Any) -> SimRequest:
         model_id = f"m{function}"
         if model_id not in self.histories:
-            self.histories[model_id] = OutputHistory(self.config.prior_output_tokens)
+            self.histories[model_id] = OutputHistory(self.policy.prior_output_tokens)
             self.by_model[model_id] = []
             self.rr_cursor[model_id] = 0
         slo = self.config.slo

@@ -34,8 +34,16 @@ _FINISH = {
     common_pb2.FINISH_REASON_LENGTH: "length",
     common_pb2.FINISH_REASON_ABORT: "abort",
 }
-_ENGINES = {"auto": 0, "torch": 1, "vllm": 2}
-_DEVICES = {"auto": 0, "cpu": 1, "gpu": 2}
+_ENGINES: dict[str, common_pb2.EngineKind] = {
+    "auto": common_pb2.ENGINE_KIND_AUTO,
+    "torch": common_pb2.ENGINE_KIND_TORCH,
+    "vllm": common_pb2.ENGINE_KIND_VLLM,
+}
+_DEVICES: dict[str, common_pb2.DeviceKind] = {
+    "auto": common_pb2.DEVICE_KIND_AUTO,
+    "cpu": common_pb2.DEVICE_KIND_CPU,
+    "gpu": common_pb2.DEVICE_KIND_GPU,
+}
 
 
 class SlinferError(Exception):

@@ -18,6 +18,8 @@ SERVICES = ROOT + "services/"
 ELECTION = ROOT + "election/"
 PROFILES = ROOT + "profiles/"
 DRAIN = ROOT + "drain/"
+POLICY = ROOT + "policy"  # the PolicyConfig the schedulers decide with (JSON)
+OUTPUTS = ROOT + "outputs/"  # per model: completed requests' output lengths (Ō, DESIGN.md §3)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -69,6 +71,11 @@ def election(kind: str) -> str:
 def drain(node_id: str) -> str:
     """A node marked draining by the consolidator: placement and routing skip it."""
     return DRAIN + node_id
+
+
+def outputs(model_id: str) -> str:
+    """A model's tally of completed output lengths, shared by every scheduler (Ō)."""
+    return OUTPUTS + model_id
 
 
 def tail(key: str, prefix: str) -> str:

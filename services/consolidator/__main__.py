@@ -35,12 +35,12 @@ def main() -> None:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="periodic bin-packing: every SECONDS, drain the least loaded node whose "
-        "instances fit elsewhere (0: off; default 30)",
+        help="packing cycle: every SECONDS, look for a node that stayed below the packing "
+        "threshold for T_pack and whose requests fit on resident instances elsewhere, and "
+        "empty it (0: off; default 30; the threshold and T_pack are the schedulers' policy)",
     )
     parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
-    parser.add_argument("--l-min-tokens", type=int, default=1024, help="as the schedulers'")
     ns = parser.parse_args()
     configure_logging("consolidator")
     try:
@@ -52,7 +52,6 @@ def main() -> None:
             pack_every_s=ns.pack_every,
             drain_timeout_s=ns.drain_timeout,
             default_kv_capacity_tokens=ns.kv_tokens,
-            l_min_tokens=ns.l_min_tokens,
         )
     except ValueError as exc:
         parser.error(str(exc))

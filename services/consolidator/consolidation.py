@@ -1,8 +1,10 @@
 """The consolidator's mechanism (DESIGN.md §4): preempt, drain and pack, carried out live.
 
-Each operation builds the policy's plain view from etcd (view.py), asks the policy module
-(`slinfer.policy.preemption`, the same module the simulator drives through the policy
-core) for a plan, records it (plans.py) and, unless advisory, carries it out:
+Preemptions are planned once, by the scheduler's policy core (`preemption_plan`, which
+checked that the move pays); the consolidator checks the plan still holds and carries it
+out. Packing is the consolidator's own decision (`pack_plan`, with the T_pack hysteresis of
+`PackWatch`, over views built from etcd: view.py). Every plan is recorded (plans.py) and,
+unless advisory, carried out:
 
 - evict: `Worker.UnloadInstance(preempt=true)`: the instance stops taking requests, its
   streams end PREEMPTED and their schedulers re-dispatch them with their tokens so far, and
@@ -29,25 +31,23 @@ from slinfer.services.common.errors import (
     FailedPrecondition,
     InstanceNotFound,
     InvalidArgument,
-    ModelNotFound,
 )
 from slinfer.services.common.store import Store
 from slinfer.services.consolidator import metrics
 from slinfer.services.consolidator.plans import PlanLog, new_plan
 from slinfer.services.consolidator.view import ConsolidationView
 from slinfer.services.scheduler.state import ClusterWatcher
-from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.services.scheduler.workers import WorkerClients
 
-import slinfer.policy.preemption as consolidation_policy
-from slinfer.policy import InstancePhase, PolicyConfig, SystemName, system_spec
-from slinfer.policy.routing import busiest_first
+from slinfer.policy import DEFAULT_CONFIG, InstancePhase, PolicyConfig, SystemName, system_spec
+from slinfer.policy.packing import PackWatch, pack_plan
+from slinfer.policy.preemption import recently_moved
 from slinfer.v1 import consolidator_pb2, worker_pb2
 
-_PREEMPT_KINDS = {
-    consolidation_policy.PreemptKind.MEMORY: consolidator_pb2.PLAN_KIND_PREEMPT_MEMORY,
-    consolidation_policy.PreemptKind.DECODE: consolidator_pb2.PLAN_KIND_PREEMPT_DECODE,
-}
+_PREEMPT_KINDS = (
+    consolidator_pb2.PLAN_KIND_PREEMPT_MEMORY,
+    consolidator_pb2.PLAN_KIND_PREEMPT_DECODE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +58,18 @@ class ConsolidatorConfig:
     # only for systems with preemption (slinfer, slinfer-gpu); slinfer-no-defrag has neither.
     system: SystemName = SystemName.SLINFER
     advisory: bool = False  # log and list plans, never carry them out
-    pack_every_s: float = 0.0  # periodic bin-packing interval; 0: off
+    pack_every_s: float = 0.0  # packing cycle; 0: off (T_pack and the threshold: PolicyConfig)
     drain_timeout_s: float = 60.0
     unload_timeout_s: float = 60.0
     election_ttl_s: int = 5
     # Must match the schedulers' (DispatchConfig) so both see the same views.
     default_kv_capacity_tokens: int = 4096
-    l_min_tokens: int = 1024
 
     def __post_init__(self) -> None:
         if self.pack_every_s < 0 or self.drain_timeout_s <= 0 or self.unload_timeout_s <= 0:
             raise ValueError("pack_every_s must be >= 0 and the timeouts > 0")
-        if self.default_kv_capacity_tokens <= 0 or self.l_min_tokens < 0:
-            raise ValueError("default_kv_capacity_tokens > 0 and l_min_tokens >= 0 required")
+        if self.default_kv_capacity_tokens <= 0:
+            raise ValueError("default_kv_capacity_tokens must be > 0")
 
     @property
     def preempt(self) -> bool:
@@ -79,21 +78,6 @@ class ConsolidatorConfig:
     @property
     def pack(self) -> bool:
         return self.preempt and self.pack_every_s > 0
-
-
-def _pending(pb: consolidator_pb2.PendingRequest, model_id: str) -> LiveRequest:
-    if pb.input_tokens <= 0:
-        raise InvalidArgument("request.input_tokens must be > 0")
-    return LiveRequest(
-        request_id=pb.request_id or "pending",
-        model_id=model_id,
-        arrival_s=pb.arrival_unix_s or time.time(),
-        input_tokens=pb.input_tokens,
-        ttft_slo_s=pb.ttft_slo_s or 0.5,
-        tpot_slo_s=pb.tpot_slo_s or 0.25,
-        excused_s=pb.excused_s,
-        output_tokens=pb.output_tokens,
-    )
 
 
 class Consolidation:
@@ -111,9 +95,14 @@ class Consolidation:
         self.is_leader = is_leader
         self.service_id = service_id
         self.plans = PlanLog()
+        self.policy_config = DEFAULT_CONFIG  # the schedulers' (/slinfer/policy), once seen
         self.views = ConsolidationView(config.default_kv_capacity_tokens)
-        self.policy_config = PolicyConfig(l_min_tokens=config.l_min_tokens)
+        self.pack_watch = PackWatch()
         self._lock = asyncio.Lock()
+
+    def configure(self, policy: PolicyConfig) -> None:
+        self.policy_config = policy
+        self.views.prior_output_tokens = policy.prior_output_tokens
 
     # ---- carrying plans out ----------------------------------------------------------------
 
@@ -147,41 +136,35 @@ class Consolidation:
 
     # ---- preemption --------------------------------------------------------------------------
 
-    async def plan_preemption(
-        self, req: consolidator_pb2.PlanPreemptionRequest
+    async def carry_out_preemption(
+        self, req: consolidator_pb2.PreemptionPlan
     ) -> consolidator_pb2.Plan:
+        """Carry out a scheduler's plan (planned once, by the policy core), if it still holds."""
         if not self.config.preempt:
             raise FailedPrecondition(
                 f"preemption is off for system {self.config.system.value}; "
                 "run the consolidator with --system slinfer to enable it"
             )
+        if req.kind not in _PREEMPT_KINDS:
+            raise InvalidArgument("kind must be PLAN_KIND_PREEMPT_MEMORY or _DECODE")
         async with self._lock:
             cluster = self.watcher.view
-            model = cluster.models.get(req.model_id)
-            if model is None:
-                raise ModelNotFound(f"model {req.model_id} is not deployed")
-            request = _pending(req.request, req.model_id)
-            view = self.views.dispatch_view(cluster, model)
-            live = [c for c in view.candidates if c.phase is not InstancePhase.RELEASING]
-            by_id = {c.instance_id: c for c in live}
-            ordered = [by_id[i] for i in req.candidate_instance_ids if i in by_id]
-            ordered += [c for c in busiest_first(live) if c not in ordered]
-            decision = consolidation_policy.preemption_plan(
-                view.devices, ordered, request, time.time(), self.policy_config
-            )
-            if decision is None:
-                raise InstanceNotFound(
-                    f"no single preemption opens an instance of {req.model_id} for "
-                    f"request {request.request_id} (no co-located instance that is ready, no "
-                    "busier than the target and large enough)"
+            victim = self.views.instance(cluster, req.victim_instance_id)
+            if victim is None or victim.phase is not InstancePhase.READY:
+                raise FailedPrecondition(
+                    f"victim {req.victim_instance_id} is gone or not ready; decide again"
                 )
-            target = next(c for c in ordered if c.instance_id == decision.target_instance_id)
+            if recently_moved(victim, time.time(), self.policy_config):
+                raise FailedPrecondition(
+                    f"victim {req.victim_instance_id} was moved less than "
+                    f"{self.policy_config.move_cooldown_s:.0f} s ago (T_move); decide again"
+                )
             plan = new_plan(
-                _PREEMPT_KINDS[decision.kind],
-                [decision.victim_instance_id],
-                target=decision.target_instance_id,
-                node_id=target.node_id,
-                gap=float(decision.gap),
+                req.kind,
+                [req.victim_instance_id],
+                target=req.target_instance_id,
+                node_id=victim.node_id,
+                destination=(req.destination_node_id, req.destination_instance_id),
                 advisory=self.config.advisory,
             )
             if not plan.advisory:
@@ -269,15 +252,22 @@ class Consolidation:
             return self.plans.record(plan)
 
     async def pack_once(self) -> consolidator_pb2.Plan | None:
-        """One bin-packing cycle: empty the least loaded node whose instances fit elsewhere."""
+        """One packing cycle (DESIGN.md §4): empty a node that stayed below the threshold for
+        T_pack and whose requests fit on resident instances elsewhere; none while any
+        request waits for capacity."""
         if not self.config.pack or not self.is_leader():
             return None
         async with self._lock:
             cluster = self.watcher.view
             metrics.NODES_IN_USE.set(len(cluster.nodes_in_use()))
-            for devices in self.views.pools(cluster).values():
-                dp = consolidation_policy.drain_plan(devices, self.policy_config)
-                if dp is None or not dp.moves:
+            now = time.time()
+            pools = self.views.pools(cluster)
+            every = [d for pool in pools.values() for d in pool]
+            self.pack_watch.observe(every, now, self.policy_config)
+            waiting = cluster.waiting_requests()
+            for devices in pools.values():
+                dp = pack_plan(devices, now, self.pack_watch, waiting, self.policy_config)
+                if dp is None:
                     continue
                 plan = new_plan(
                     consolidator_pb2.PLAN_KIND_PACK,

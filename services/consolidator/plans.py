@@ -33,7 +33,7 @@ def new_plan(
     *,
     target: str = "",
     node_id: str = "",
-    gap: float = 0.0,
+    destination: tuple[str, str] = ("", ""),
     advisory: bool = False,
 ) -> consolidator_pb2.Plan:
     return consolidator_pb2.Plan(
@@ -43,7 +43,8 @@ def new_plan(
         target_instance_id=target,
         victim_instance_ids=list(victims),
         node_id=node_id,
-        gap=gap,
+        destination_node_id=destination[0],
+        destination_instance_id=destination[1],
         advisory=advisory,
     )
 
@@ -67,14 +68,14 @@ class PlanLog:
         metrics.REQUESTS_MOVED.inc(plan.requests_moved)
         self._plans.append(plan)
         logger.info(
-            "plan={} kind={} outcome={} target={} victims={} node={} gap={:.4g} moved={} {}",
+            "plan={} kind={} outcome={} target={} victims={} node={} destination={} moved={} {}",
             plan.plan_id,
             kind,
             outcome,
             plan.target_instance_id or "-",
             ",".join(plan.victim_instance_ids) or "-",
             plan.node_id or "-",
-            plan.gap,
+            plan.destination_instance_id or plan.destination_node_id or "-",
             plan.requests_moved,
             plan.error,
         )

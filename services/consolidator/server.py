@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from loguru import logger
 from slinfer.services.common.errors import status_of
+from slinfer.services.common.policy_config import watch_policy
 from slinfer.services.common.presence import PresenceService
 from slinfer.services.consolidator import metrics
 from slinfer.services.consolidator.consolidation import Consolidation, ConsolidatorConfig
@@ -50,8 +51,8 @@ class ConsolidatorServicer(consolidator_pb2_grpc.ConsolidatorServicer):
                 logger.exception("consolidator call failed: {}", exc)
             await context.abort(code, message)
 
-    async def PlanPreemption(self, request, context):  # noqa: N802
-        return await self._run(context, self.s.consolidation.plan_preemption, request)
+    async def CarryOutPreemption(self, request, context):  # noqa: N802
+        return await self._run(context, self.s.consolidation.carry_out_preemption, request)
 
     async def Preempt(self, request, context):  # noqa: N802
         return await self._run(context, self.s.consolidation.preempt, request.instance_id)
@@ -120,6 +121,11 @@ class ConsolidatorService:
         )
         self.election.start()
         self._tasks.append(asyncio.create_task(self._gauges(), name="leader-gauge"))
+        self._tasks.append(
+            asyncio.create_task(
+                watch_policy(self.store, self.consolidation.configure), name="policy"
+            )
+        )
         if self.config.pack:
             self._tasks.append(
                 asyncio.create_task(self.consolidation.pack_loop(), name="bin-packing")

@@ -2,10 +2,11 @@
 
 Requests are never stored in etcd, but every busy instance has a token-budget lease written by
 the scheduler that owns its requests (`/slinfer/leases/{node}/{instance}`), listing each
-request's arrival, SLOs and token counts. From those the consolidator rebuilds the same plain
-views the scheduler builds (live_view.ViewBuilder) and hands them to the policy core. Token
-counts in a lease are as of its last write (a request's admission or first token), so the
-consolidator's contexts may trail the scheduler's by the tokens decoded since.
+request's arrival, SLOs, token counts and last re-dispatch. From those the consolidator
+rebuilds the same plain views the scheduler builds (live_view.ViewBuilder, with the devices'
+own measurements and the shared Ō) and hands them to the policy core. Token counts in a lease
+are as of its last write (a request's admission or first token), so the consolidator's
+contexts may trail the scheduler's by the tokens decoded since.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slinfer.services.scheduler.live_view import ViewBuilder
+from slinfer.services.scheduler.live_view import ViewBuilder, device_view
 from slinfer.services.scheduler.state import ClusterView
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
-from slinfer.policy import DeviceKind, DeviceView, DispatchView, InstanceView
+from slinfer.policy import DEFAULT_CONFIG, DeviceKind, DeviceView, InstanceView
 
 
 def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:
+    resumed = entry.get("resumed_at_s")
     return LiveRequest(
         request_id=rid,
         model_id="",
@@ -30,10 +32,11 @@ def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:
         tpot_slo_s=float(entry.get("tpot_slo_s", 0.25)),
         excused_s=float(entry.get("excused_s", 0.0)),
         output_tokens=int(entry.get("output_tokens", 0)),
+        resumed_at_s=float(resumed) if resumed else None,
     )
 
 
-def tracker_from_leases(cluster: ClusterView, prior_output_tokens: float = 128.0) -> Tracker:
+def tracker_from_leases(cluster: ClusterView, prior_output_tokens: float) -> Tracker:
     tracker = Tracker(prior_output_tokens=prior_output_tokens)
     for iid, lease in cluster.leases.items():
         if iid not in cluster.instances:
@@ -44,16 +47,21 @@ def tracker_from_leases(cluster: ClusterView, prior_output_tokens: float = 128.0
 
 
 class ConsolidationView:
-    """Builds the policy's views for one consolidation cycle."""
+    """Builds the policy's views for one consolidation step."""
 
     def __init__(self, kv_tokens_default: int = 4096) -> None:
         self.builder = ViewBuilder()
         self.kv_tokens_default = kv_tokens_default
+        self.prior_output_tokens = DEFAULT_CONFIG.prior_output_tokens
 
-    def dispatch_view(self, cluster: ClusterView, model: Mapping[str, Any]) -> DispatchView:
-        """The scheduler's view of one model (draining nodes left out, as it does)."""
-        tracker = tracker_from_leases(cluster)
-        return self.builder.build(cluster, tracker, model, [], self.kv_tokens_default)
+    def instance(self, cluster: ClusterView, instance_id: str) -> InstanceView | None:
+        rec = cluster.instances.get(instance_id)
+        if rec is None:
+            return None
+        node = cluster.nodes.get(rec.get("node_id", ""), {})
+        tracker = tracker_from_leases(cluster, self.prior_output_tokens)
+        label = node.get("label", node.get("kind", "cpu"))
+        return self.builder.instance_view(cluster, tracker, rec, label, {}, self.kv_tokens_default)
 
     def pools(self, cluster: ClusterView) -> dict[DeviceKind, list[DeviceView]]:
         """Every node that is not draining and whose instances all have a view, by pool.
@@ -61,14 +69,13 @@ class ConsolidationView:
         A node with an instance the policy cannot see (no profile yet, or its model deleted)
         is left out entirely: packing must neither empty it nor count on its room.
         """
-        tracker = tracker_from_leases(cluster)
+        tracker = tracker_from_leases(cluster, self.prior_output_tokens)
         specs: dict[str, Any] = {}
         out: dict[DeviceKind, list[DeviceView]] = {DeviceKind.CPU: [], DeviceKind.GPU: []}
         for node_id, node in sorted(cluster.nodes.items()):
             if node_id in cluster.drains:
                 continue
-            kind = node.get("kind", "cpu")
-            label = node.get("label", kind)
+            label = node.get("label", node.get("kind", "cpu"))
             views: list[InstanceView] = []
             complete = True
             for rec in cluster.instances_on(node_id):
@@ -79,12 +86,7 @@ class ConsolidationView:
                     complete = False
                     break
                 views.append(iv)
-            if not complete:
-                continue
-            device_kind = DeviceKind.GPU if kind == "gpu" else DeviceKind.CPU
-            out[device_kind].append(
-                DeviceView(
-                    node_id, device_kind, label, int(node.get("memory_bytes", 0)), tuple(views)
-                )
-            )
+            if complete:
+                device = device_view(node_id, node, tuple(views))
+                out[device.kind].append(device)
         return out

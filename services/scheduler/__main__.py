@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from dataclasses import replace
 
 from slinfer.services.common.cli_args import common_args, run_until_signal
 from slinfer.services.common.serving import configure_logging, start_metrics
-from slinfer.services.scheduler.dispatch import DispatchConfig
+from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
 
 from slinfer.policy import SystemName
-from slinfer.policy.kv_scaling import KvScaling
+from slinfer.policy.config import Admission, KvScaling
 
 
 def main() -> None:
@@ -33,6 +34,13 @@ def main() -> None:
         "ServerlessLLM-style)",
     )
     parser.add_argument(
+        "--admission",
+        default=Admission.SHADOW.value,
+        choices=[a.value for a in Admission],
+        help="admission rule (DESIGN.md §2): shadow (memory, Σ slices + ρ ≤ 1, a shadow run of "
+        "the device) or paper (the first design: decode budget and prefill deadlines)",
+    )
+    parser.add_argument(
         "--queue-grace",
         type=float,
         default=0.0,
@@ -40,12 +48,16 @@ def main() -> None:
         "RESOURCE_EXHAUSTED",
     )
     parser.add_argument(
-        "--l-min", type=int, default=1024, help="KV demand floor L_min in tokens (DESIGN.md §3)"
+        "--l-min",
+        type=int,
+        default=LIVE_POLICY.l_min_tokens,
+        help="KV demand floor L_min in tokens (DESIGN.md §3)",
     )
     parser.add_argument(
-        "--prefill-on-leftover",
-        action="store_true",
-        help="check prefill deadlines on the device share decoding leaves (docs/EVALUATION.md)",
+        "--prior-output-tokens",
+        type=float,
+        default=LIVE_POLICY.prior_output_tokens,
+        help="prior of a model's mean output length Ō before it completed requests",
     )
     parser.add_argument(
         "--kv-tokens", type=int, default=4096, help="default KV capacity (tokens) of a new instance"
@@ -60,23 +72,36 @@ def main() -> None:
     parser.add_argument(
         "--watermark",
         type=float,
-        default=0.25,
+        default=LIVE_POLICY.watermark,
         help="watermark hysteresis w of forward-looking KV scaling (0: none; DESIGN.md §3)",
+    )
+    parser.add_argument(
+        "--pack-after",
+        type=float,
+        default=LIVE_POLICY.pack_after_s,
+        help="T_pack: seconds a node stays below the packing threshold before it is emptied",
     )
     ns = parser.parse_args()
     configure_logging("scheduler")
+    try:
+        policy = replace(
+            LIVE_POLICY,
+            admission=Admission(ns.admission),
+            queue_grace_s=ns.queue_grace,
+            l_min_tokens=ns.l_min,
+            prior_output_tokens=ns.prior_output_tokens,
+            kv_scaling=KvScaling(ns.kv_scaling),
+            watermark=ns.watermark,
+            pack_after_s=ns.pack_after,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     config = SchedulerConfig(
         etcd=ns.etcd,
         listen=ns.listen,
         default_keep_alive_s=ns.keep_alive,
         dispatch=DispatchConfig(
-            system=SystemName(ns.system),
-            queue_grace_s=ns.queue_grace,
-            default_kv_capacity_tokens=ns.kv_tokens,
-            l_min_tokens=ns.l_min,
-            prefill_on_leftover=ns.prefill_on_leftover,
-            kv_scaling=KvScaling(ns.kv_scaling),
-            watermark=ns.watermark,
+            system=SystemName(ns.system), policy=policy, default_kv_capacity_tokens=ns.kv_tokens
         ),
     )
     service = SchedulerService(config)

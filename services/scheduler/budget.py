@@ -1,10 +1,12 @@
-"""Token-budget leases (DESIGN.md §2): the scheduler's budget for each busy instance.
+"""Token-budget leases (DESIGN.md §2): what a scheduler has admitted to each busy instance.
 
-`/slinfer/leases/{node}/{instance}` holds the instance's time slice, the batch it was
-computed for, and the deadline inputs of its requests; the worker's arbiter reads them. The
-keys live under the scheduler's own etcd lease (its registration), which it keeps alive: if
-the scheduler dies, its budgets expire with it, and the worker finishes what it admitted on
-the deadlines the requests carried. Changes are coalesced and written by one task.
+`/slinfer/leases/{node}/{instance}` lists the requests this scheduler holds on the instance
+— their arrival, SLOs, excused load time, sizes and last re-dispatch — from which their
+deadlines, and so the instance's time slice, follow by the policy core. Its reader is the
+consolidator, which owns no requests and builds its views (packing, T_move) from these. The
+worker does not read them: deadlines reach it once, in each request's Submit. The keys live
+under the scheduler's own etcd lease (its registration), so a vanished scheduler's budgets
+expire with it. Changes are coalesced and written by one task.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from slinfer.services.common import keys
 from slinfer.services.common.store import Registration, Store
 from slinfer.services.scheduler.tracker import Tracker
 
-from slinfer.policy import DEFAULT_CONFIG, time_slice
-from slinfer.policy.types import InstanceLike
-
 
 class LeaseWriter:
     def __init__(
@@ -29,11 +28,10 @@ class LeaseWriter:
         registration: Registration,
         tracker: Tracker,
         node_of: Callable[[str], str | None],
-        view_of: Callable[[str], InstanceLike | None],
         scheduler_id: str,
     ):
         self.store, self.registration, self.tracker = store, registration, tracker
-        self.node_of, self.view_of, self.scheduler_id = node_of, view_of, scheduler_id
+        self.node_of, self.scheduler_id = node_of, scheduler_id
         self._dirty: set[str] = set()
         self._written: dict[str, str] = {}  # instance -> key written
         self._event = asyncio.Event()
@@ -78,13 +76,10 @@ class LeaseWriter:
             if key is not None:
                 await self.store.delete(key)
             return
-        view = self.view_of(iid)
         key = keys.lease(node, iid)
         value = {
             "instance_id": iid,
             "scheduler": self.scheduler_id,
-            "time_slice": time_slice(view, DEFAULT_CONFIG.slo_margin) if view else None,
-            "batch": len(requests),
             "requests": {r.request_id: r.lease_entry() for r in requests},
         }
         await self.store.put(key, value, lease=self.registration.lease_id)

@@ -1,43 +1,33 @@
-"""The scheduler's dispatch settings (flags of `python -m slinfer.services.scheduler`)."""
+"""The scheduler's settings (flags of `python -m slinfer.services.scheduler`).
+
+The policy's constants are one `PolicyConfig` (slinfer/policy/config.py), which the scheduler
+also publishes for the workers' arbiters and the consolidator (common/policy_config.py); the
+rest are the live driver's own: the system, the default KV pool of a new instance, timeouts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from slinfer.policy import PolicyConfig, SystemName
-from slinfer.policy.kv_scaling import KvScaling, KvScalingConfig
+
+# The live scheduler's policy defaults, where they differ from the artifact's (the simulator
+# keeps those): the small models served here have short contexts and answers, so L_min 4096
+# and a prior Ō of 512 tokens would reserve far more KV than they ever use (DESIGN.md §3
+# takes both from the artifact's 7B-13B models). One config, threaded to every part.
+LIVE_POLICY = PolicyConfig(l_min_tokens=1024, prior_output_tokens=128.0)
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchConfig:
     system: SystemName = SystemName.SLINFER
-    # Extra wait beyond a request's TTFT deadline before it is refused (0: the SLO itself).
-    queue_grace_s: float = 0.0
+    policy: PolicyConfig = LIVE_POLICY
     default_kv_capacity_tokens: int = 4096
-    l_min_tokens: int = 1024
-    # The admission variant docs/EVALUATION.md recommends for CPUs (prefills checked on the
-    # device share decoding leaves); off: DESIGN.md §2 exactly.
-    prefill_on_leftover: bool = False
-    prior_output_tokens: float = 128.0
-    # KV scaling through the memory service (DESIGN.md §3): forward-looking with watermark w,
-    # or the reactive baseline (grow only when full) for docs/EVALUATION.md's comparison.
-    kv_scaling: KvScaling = KvScaling.FORWARD
-    watermark: float = 0.25
     load_timeout_s: float = 300.0
     rpc_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.queue_grace_s < 0 or self.load_timeout_s <= 0:
-            raise ValueError("queue_grace_s must be >= 0 and load_timeout_s > 0")
-        if self.default_kv_capacity_tokens <= 0 or self.l_min_tokens < 0:
-            raise ValueError("default_kv_capacity_tokens > 0 and l_min_tokens >= 0 required")
-
-    @property
-    def kv_config(self) -> KvScalingConfig:
-        return KvScalingConfig(self.kv_scaling, self.l_min_tokens, self.watermark)
-
-    @property
-    def policy(self) -> PolicyConfig:
-        return PolicyConfig(
-            l_min_tokens=self.l_min_tokens, prefill_on_leftover=self.prefill_on_leftover
-        )
+        if self.load_timeout_s <= 0 or self.rpc_timeout_s <= 0:
+            raise ValueError("load_timeout_s and rpc_timeout_s must be > 0")
+        if self.default_kv_capacity_tokens <= 0:
+            raise ValueError("default_kv_capacity_tokens must be > 0")

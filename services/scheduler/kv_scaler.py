@@ -1,9 +1,11 @@
 """The scheduler's forward-looking KV scaling (DESIGN.md §3), carried out through the ledger.
 
-The scheduler owns the requests, so it knows each instance's forward-looking demand: on
-admission, on every token batch and when a request finishes it asks the pure `plan_kv`
-(slinfer/policy/kv_scaling.py, the same rule the simulator applies) whether the instance's KV
-allocation should move, and if so sends `ScaleKV` with the instance revision it decided on.
+The scheduler owns the requests, so it knows each instance's forward-looking demand. On
+admission it sends the target the policy's decision carries (`decide` → `kv_target`, which is
+`plan_kv`); on every token batch and when a request finishes it asks `plan_kv` again
+(slinfer/policy/kv_scaling.py, the rule the simulator applies at the same moments) whether
+the instance's KV allocation should move, and if so sends `ScaleKV` with the instance
+revision it decided on.
 A stale revision (another caller moved the instance meanwhile) is re-read and the decision
 taken again. The worker applies approvals between iterations; deferred increases wait in the
 ledger until a neighbour's decrease completes.
@@ -25,7 +27,8 @@ from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import Tracker
 
-from slinfer.policy.kv_scaling import KvAllocation, KvScalingConfig, plan_kv
+from slinfer.policy import PolicyConfig
+from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.ledger import LedgerOp
 from slinfer.v1 import memory_pb2
 
@@ -43,12 +46,13 @@ class KvScaler:
         watcher: ClusterWatcher,
         tracker: Tracker,
         client: MemoryClient,
-        config: KvScalingConfig,
+        config: PolicyConfig,
     ):
         self.watcher, self.tracker, self.client, self.config = watcher, tracker, client, config
         self._known: dict[str, tuple[int, int]] = {}  # instance -> (revision, planned KV)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._admits: set[asyncio.Task[None]] = set()
         self.statuses: Counter[str] = Counter()  # ScaleKV answers, for tests and the bench
 
     @property
@@ -66,6 +70,20 @@ class KvScaler:
         task = asyncio.create_task(self._loop(instance_id), name=f"kv-scale:{instance_id}")
         self._tasks[instance_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(instance_id, None))
+
+    def request(self, instance_id: str, target_bytes: int) -> None:
+        """Ask the ledger for the allocation an admission decided (best effort, in the
+        background; later touches re-evaluate with `plan_kv`)."""
+        if not self.enabled:
+            return
+
+        async def _ask() -> None:
+            with contextlib.suppress(Exception):
+                await self.scale(instance_id, target_bytes)
+
+        task = asyncio.create_task(_ask(), name=f"kv-admit:{instance_id}")
+        self._admits.add(task)
+        task.add_done_callback(self._admits.discard)
 
     async def _loop(self, instance_id: str) -> None:
         while True:
@@ -104,8 +122,9 @@ class KvScaler:
         )
         return alloc, revision
 
-    async def scale(self, instance_id: str) -> str | None:
-        """Ask the ledger for the instance's KV target; returns the ledger status, if asked."""
+    async def scale(self, instance_id: str, decided: int | None = None) -> str | None:
+        """Ask the ledger for the instance's KV target (`decided`, or `plan_kv` now); returns
+        the ledger status, if asked."""
         node_planned_now: int | None = None
         for _ in range(3):
             rec = self.watcher.view.instances.get(instance_id)
@@ -119,8 +138,9 @@ class KvScaler:
                 return None
             alloc, revision = found
             requests = self.tracker.requests_on(instance_id)
-            mean = self.tracker.mean_output(rec.get("model_id", ""))
-            target = plan_kv(requests, mean, alloc, self.config)
+            mean = self.tracker.mean_output(rec.get("model_id", ""), self.watcher.view.outputs)
+            target = decided if decided is not None else plan_kv(requests, mean, alloc, self.config)
+            decided = None  # a refusal below means the view trailed: re-plan on the fresh one
             if target is None:
                 return None
             try:

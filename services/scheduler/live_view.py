@@ -1,11 +1,15 @@
 """Build the policy core's `DispatchView` from the scheduler's etcd view and its requests.
 
 This is the live driver's edge (STYLE.md "one policy, two drivers"): plain frozen views go
-in, `policy.decide` decides, the dispatcher carries the decision out.
+in, `policy.decide` decides, the dispatcher carries the decision out. A device is described
+as its worker measures it (DESIGN.md §2): its prefill share ρ, its observed/predicted
+iteration ratio — every instance's predictions on it are multiplied by that ratio — and its
+load throughput, from which a loading instance's ready time is predicted.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -47,6 +51,7 @@ class PendingLoad:
     model_id: str
     node_id: str
     kv_capacity_tokens: int
+    started_s: float  # wall clock of the LoadInstance call
 
 
 def _kind(label_or_kind: str) -> DeviceKind:
@@ -142,9 +147,10 @@ class ViewBuilder:
         perf = self.perf(cluster, model_id, label)
         if model is None or perf is None:
             return None
-        scale = float(rec.get("perf_scale") or 1.0)
-        if scale > 1.0:  # the worker observed its iterations running slower than tabled
-            perf = perf.with_safety(perf.safety * scale)
+        node = cluster.nodes.get(rec.get("node_id", ""), {})
+        ratio = float(node.get("perf_ratio") or 1.0)
+        if ratio != 1.0:  # the device runs its iterations this much slower (faster) than tabled
+            perf = perf.with_safety(perf.safety * ratio)
         spec = specs.get(model_id)
         if spec is None:
             kv = int(model.get("kv_capacity_tokens") or kv_tokens_default)
@@ -152,11 +158,17 @@ class ViewBuilder:
         requests = tuple(request_view(r) for r in tracker.requests_on(rec["instance_id"]))
         bpt = int(rec.get("kv_bytes_per_token") or spec.kv_bytes_per_token)
         kv_bytes = int(rec.get("kv_capacity_tokens", 0)) * bpt
+        phase = _PHASES.get(rec.get("state", ""), InstancePhase.LOADING)
+        ready_at = None
+        if phase is InstancePhase.LOADING:
+            rate = float(node.get("load_bytes_per_s") or 0.0)
+            started = float(rec.get("loading_since") or time.time())
+            ready_at = started + (spec.weights_bytes / rate if rate > 0 else 0.0)
         return InstanceView(
             instance_id=rec["instance_id"],
             model_name=model_id,
             node_id=rec["node_id"],
-            phase=_PHASES.get(rec.get("state", ""), InstancePhase.LOADING),
+            phase=phase,
             perf=perf,
             spec=spec,
             requests=requests,
@@ -165,7 +177,9 @@ class ViewBuilder:
             planned_kv_bytes=kv_bytes,
             kv_pool_bytes=None if rec.get("kv_resizable") else kv_bytes,
             tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
-            mean_output_tokens=tracker.mean_output(model_id),
+            mean_output_tokens=tracker.mean_output(model_id, cluster.outputs),
+            ready_at_s=ready_at,
+            moved_at_s=tracker.moved_at(rec["instance_id"]),
         )
 
     def build(
@@ -191,6 +205,7 @@ class ViewBuilder:
                         "node_id": p.node_id,
                         "state": "loading",
                         "kv_capacity_tokens": p.kv_capacity_tokens,
+                        "loading_since": p.started_s,
                     }
                 )
         devices: list[DeviceView] = []
@@ -217,36 +232,39 @@ class ViewBuilder:
                 views.append(iv)
                 if iv.model_name == model_id:
                     candidates.append(iv)
-            devices.append(
-                DeviceView(
-                    node_id,
-                    _kind(kind),
-                    label,
-                    int(node.get("memory_bytes", 0)),
-                    tuple(views),
-                    other_planned_bytes=other,
-                )
-            )
+            devices.append(device_view(node_id, node, tuple(views), other))
         perf_by_label = {}
         for label in cluster.profiles.get(model_id, {}):
             perf = self.perf(cluster, model_id, label)
-            if perf is None:
-                continue
-            # A new instance will run as slowly as the slowest of its kind observed now.
-            scales = [
-                float(r.get("perf_scale") or 1.0)
-                for r in cluster.instances_of(model_id)
-                if cluster.nodes.get(r.get("node_id", ""), {}).get("label") == label
-            ]
-            if scales and max(scales) > 1.0:
-                perf = perf.with_safety(perf.safety * max(scales))
-            perf_by_label[(_kind(label), label)] = perf
+            if perf is not None:  # a new instance's device scales it (placement.new_instance)
+                perf_by_label[(_kind(label), label)] = perf
         return DispatchView(
             devices=DispatchView.freeze_devices(devices),
             candidates=tuple(sorted(candidates, key=lambda c: c.instance_id)),
             model=spec,
             perf_by_label=perf_by_label,
             tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
-            mean_output_tokens=tracker.mean_output(model_id),
+            mean_output_tokens=tracker.mean_output(model_id, cluster.outputs),
             model_id=model_id,
         )
+
+
+def device_view(
+    node_id: str,
+    node: Mapping[str, Any],
+    instances: tuple[InstanceView, ...],
+    other_planned_bytes: int = 0,
+) -> DeviceView:
+    """A node as its worker measured it (worker/node.py's record)."""
+    kind = node.get("kind", "cpu")
+    return DeviceView(
+        node_id,
+        _kind(kind),
+        node.get("label", kind),
+        int(node.get("memory_bytes", 0)),
+        instances,
+        other_planned_bytes=other_planned_bytes,
+        prefill_share=float(node.get("prefill_share") or 0.0),
+        perf_ratio=float(node.get("perf_ratio") or 1.0),
+        load_bytes_per_s=float(node.get("load_bytes_per_s") or 0.0),
+    )

@@ -1,4 +1,10 @@
-"""Keep-alive (scale to zero, DESIGN.md §4): unload instances idle past their model's keep-alive."""
+"""Keep-alive (scale to zero, DESIGN.md §4): unload instances idle past their keep-alive.
+
+The decision is the policy core's `reclaim_due` (the simulator's too), on the instance as the
+scheduler sees it: idle since its last use, with its model's keep-alive (the deploy's
+`keep_alive_s`, else the scheduler's default). An instance whose model was deleted goes at
+once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ import grpc
 from loguru import logger
 from slinfer.services.scheduler import metrics
 
+from slinfer.policy import InstancePhase
+from slinfer.policy.keep_alive import reclaim_due
 from slinfer.v1 import worker_pb2
 
 if TYPE_CHECKING:
@@ -17,18 +25,19 @@ if TYPE_CHECKING:
 async def reclaim_idle(
     dispatcher: Dispatcher, default_keep_alive_s: float, now: float
 ) -> list[str]:
-    """Unload ready instances idle past their model's keep-alive."""
+    """Unload ready instances idle past their model's keep-alive (`now`: monotonic)."""
     view = dispatcher.watcher.view
     unloaded = []
     for iid, inst in list(view.instances.items()):
         if inst.get("state") != "ready" or dispatcher.tracker.busy(iid):
             continue
         model = view.models.get(inst.get("model_id", ""))
-        configured = model.get("keep_alive_s") if model else 0.0
-        keep_alive = default_keep_alive_s if configured is None else float(configured)
         last = dispatcher.last_used.setdefault(iid, now)
-        if model is not None and now - last < keep_alive:
-            continue
+        if model is not None:
+            configured = model.get("keep_alive_s")
+            keep_alive = default_keep_alive_s if configured is None else float(configured)
+            if not reclaim_due(0, InstancePhase.READY, last, keep_alive, now):
+                continue
         node = view.nodes.get(inst.get("node_id", ""))
         if node is None:
             continue

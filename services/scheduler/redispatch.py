@@ -60,6 +60,8 @@ class StreamProgress:
     skip_tokens: int = 0
     skip_text: int = 0
     redispatches: int = 0
+    finished: bool = False  # the worker finished the request (the last response was sent)
+    preempted: bool = False  # the worker ended this submission PREEMPTED: re-dispatch it
 
     def accept(self, resp: worker_pb2.SubmitResponse) -> worker_pb2.SubmitResponse | None:
         """The part of a worker response the client has not seen yet (None: nothing new)."""

@@ -20,11 +20,13 @@ from slinfer.services.common import keys
 from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
 from slinfer.services.common.engine_types import FinishReason
 from slinfer.services.common.errors import InvalidArgument, ModelNotFound, status_of
+from slinfer.services.common.policy_config import publish_policy
 from slinfer.services.common.serving import make_server, set_serving
 from slinfer.services.common.store import Registration, Store
 from slinfer.services.scheduler import metrics, models
 from slinfer.services.scheduler.budget import LeaseWriter
 from slinfer.services.scheduler.dispatch import DispatchConfig, Dispatcher
+from slinfer.services.scheduler.outputs import publish_outputs
 from slinfer.services.scheduler.prompts import Message, Prompts
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.status import cluster_status
@@ -164,13 +166,20 @@ class SchedulerService:
             self.registration,
             self.dispatcher.tracker,
             self.dispatcher.node_of,
-            self.dispatcher.instance_view,
             self.service_id,
         )
         self.leases.start()
         self.dispatcher.on_change = self.leases.touch
+        # The policy every part decides with (common/policy_config.py).
+        await publish_policy(self.store, self.config.dispatch.policy)
         self._tasks.append(asyncio.create_task(self._reclaim_loop(), name="keep-alive"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
+        self._tasks.append(
+            asyncio.create_task(
+                publish_outputs(self.store, self.dispatcher.tracker, self.watcher.view_apply),
+                name="outputs",
+            )
+        )
         await set_serving(health, [SERVICE_NAME], True)
         logger.info("scheduler {} serving Gateway on {}", self.service_id, self.address)
         return self.address
@@ -203,11 +212,18 @@ class SchedulerService:
                 logger.warning("keep-alive cycle failed: {}", exc)
 
     async def _gauge_loop(self) -> None:
+        published_waiting = 0
         while True:
             view = self.watcher.view
             for node_id in view.nodes:
                 metrics.INSTANCES.labels(node_id).set(len(view.instances_on(node_id)))
-            await asyncio.sleep(2.0)
+            # How many requests wait for capacity: packing never runs while any does.
+            waiting = self.dispatcher.waiting
+            if waiting != published_waiting and self.registration is not None:
+                with contextlib.suppress(Exception):
+                    await self.registration.update({**self.registration.value, "waiting": waiting})
+                    published_waiting = waiting
+            await asyncio.sleep(0.5)
 
     # ---- requests --------------------------------------------------------------------------
 

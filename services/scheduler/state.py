@@ -31,6 +31,8 @@ class ClusterView:
     leaders: dict[str, dict[str, Any]] = field(default_factory=dict)
     # node -> the memory service's ledger document (services/memory/state.py)
     ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # model -> its shared tally of completed output lengths (Ō; scheduler/outputs.py)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     revision: int = 0
 
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
@@ -56,6 +58,7 @@ class ClusterView:
             (keys.INSTANCES, self.instances),
             (keys.SERVICES, self.services),
             (keys.MEMORY, self.ledgers),
+            (keys.OUTPUTS, self.outputs),
         ):
             if key.startswith(prefix):
                 name = keys.tail(key, prefix)
@@ -70,6 +73,13 @@ class ClusterView:
 
     def instances_on(self, node_id: str) -> list[dict[str, Any]]:
         return [i for i in self.instances.values() if i.get("node_id") == node_id]
+
+    def waiting_requests(self) -> int:
+        """Requests the schedulers hold waiting for capacity (their registrations say)."""
+        return sum(
+            int(s.get("waiting", 0)) for name, s in self.services.items()
+            if name.startswith("scheduler/")
+        )  # fmt: skip
 
     def nodes_in_use(self) -> set[str]:
         """Nodes hosting at least one instance (what consolidation tries to keep small)."""
@@ -131,6 +141,10 @@ class ClusterWatcher:
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(Exception):
                     await self._relist()
+
+    def view_apply(self, key: str, value: dict[str, Any] | None) -> None:
+        """Read-your-writes: show a value this process just wrote before its watch event."""
+        self.view.apply(key, value)
 
     async def wait_for(self, predicate: Any, timeout_s: float) -> bool:
         """Wait until predicate(view) is true or the timeout passes."""

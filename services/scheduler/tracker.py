@@ -4,12 +4,21 @@ Requests are never stored in etcd (too hot, DESIGN.md §1): the scheduler that a
 request tracks its arrival, SLOs, tokens so far and where it runs. Attaching a request and
 taking the decision that chose its instance happen without an `await` in between, so two
 requests decided one after the other see each other.
+
+Ō, a model's mean output length (DESIGN.md §3), is one `OutputHistory` per model shared by
+every scheduler and the consolidator: one tally of completions per model in etcd
+(`/slinfer/outputs/{model}`), to which each scheduler adds what it saw (outputs.py). A
+scheduler's Ō is that tally plus its own completions not yet added.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from slinfer.policy.kv_scaling import OutputHistory
 
 
 @dataclass
@@ -25,49 +34,34 @@ class LiveRequest:
     excused_s: float = 0.0  # model-loading time this request waited (paper's SLO view)
     output_tokens: int = 0
     instance_id: str | None = None
-    resumed_at_s: float = 0.0  # wall clock of the last re-dispatch after a preemption
+    resumed_at_s: float | None = None  # wall clock of the last re-dispatch after a preemption
     preempted_from: str | None = None  # node it was last preempted on (re-dispatch avoids it)
 
     @property
     def prefilled(self) -> bool:
         return self.output_tokens > 0
 
-    def lease_entry(self) -> dict[str, float]:
+    def lease_entry(self) -> dict[str, float | int | None]:
+        """What the consolidator builds its views from (budget.py)."""
         return {
             "arrival_s": self.arrival_s,
             "ttft_slo_s": self.ttft_slo_s,
             "tpot_slo_s": self.tpot_slo_s,
             "excused_s": self.excused_s,
-            # For the consolidator's view (it rebuilds the policy's requests from leases).
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "resumed_at_s": self.resumed_at_s,
         }
 
 
 @dataclass
-class OutputMean:
-    """Ō: the model's mean output length, learned from completed requests (DESIGN.md §3)."""
-
-    prior: float
-    total: float = 0.0
-    count: int = 0
-
-    def add(self, tokens: int) -> None:
-        self.total += tokens
-        self.count += 1
-
-    @property
-    def value(self) -> float:
-        return self.total / self.count if self.count else self.prior
-
-
-@dataclass
 class Tracker:
-    prior_output_tokens: float = 128.0
+    prior_output_tokens: float = 512.0
     by_instance: dict[str, dict[str, LiveRequest]] = field(
         default_factory=lambda: defaultdict(dict)
     )
-    outputs: dict[str, OutputMean] = field(default_factory=dict)
+    # Completions not yet added to the shared tally, per model: (Σ output tokens, count).
+    unpublished: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def attach(self, request: LiveRequest, instance_id: str) -> None:
         self.detach(request)
@@ -92,9 +86,29 @@ class Tracker:
     def busy(self, instance_id: str) -> int:
         return len(self.by_instance.get(instance_id, {}))
 
-    def mean_output(self, model_id: str) -> float:
-        m = self.outputs.get(model_id)
-        return m.value if m else self.prior_output_tokens
+    def moved_at(self, instance_id: str) -> float | None:
+        """Last time a re-dispatched request joined the instance (T_move, DESIGN.md §4)."""
+        return max(
+            (r.resumed_at_s for r in self.requests_on(instance_id) if r.resumed_at_s),
+            default=None,
+        )
+
+    def history(
+        self, model_id: str, shared: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> OutputHistory:
+        """Ō of the model: the prior, the shared tally (`ClusterView.outputs`) and this
+        scheduler's news."""
+        tally = (shared or {}).get(model_id, {})
+        total, count = self.unpublished.get(model_id, (0.0, 0))
+        total += float(tally.get("total_tokens", 0.0))
+        count += int(tally.get("count", 0))
+        return OutputHistory(self.prior_output_tokens).merged(total, count)
+
+    def mean_output(
+        self, model_id: str, shared: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> float:
+        return self.history(model_id, shared).mean_tokens
 
     def completed(self, model_id: str, output_tokens: int) -> None:
-        self.outputs.setdefault(model_id, OutputMean(self.prior_output_tokens)).add(output_tokens)
+        total, count = self.unpublished.get(model_id, (0.0, 0))
+        self.unpublished[model_id] = (total + output_tokens, count + 1)

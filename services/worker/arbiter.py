@@ -2,30 +2,32 @@
 
 Per device, before every grant, the arbiter builds the policy's plain view of the co-located
 instances (their requests' deadlines, prefill queues) and asks `Arbiter.decide` which instance
-runs next and for how many iterations (DESIGN.md §2). Deadlines come from the scheduler's
-token-budget lease of the instance while it is alive (etcd key with a TTL); when a lease has
-expired (the scheduler is gone) the worker keeps finishing what it admitted, with the
-deadlines each request carried at submission. Every grant is logged (bounded) and the
-arbiter's own cost is measured.
+runs next and for how many iterations (DESIGN.md §2). Deadlines reach the worker one way: in
+the request's Submit, from the scheduler that admitted it (arrival, SLOs, excused load time);
+the worker counts the tokens itself. If that scheduler dies, the worker finishes what it
+admitted on the same deadlines. Every grant is logged (bounded) and the arbiter's own cost is
+measured. The margin is the cluster's `PolicyConfig` (services/common/policy_config.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from slinfer.services.worker import metrics
 from slinfer.services.worker.instance import Instance, InstanceState
 
 from slinfer.policy import (
+    DEFAULT_CONFIG,
     Arbiter,
     DeviceKind,
     DeviceView,
     InstancePhase,
     InstanceView,
+    PolicyConfig,
     RequestView,
     SloPolicy,
 )
@@ -62,16 +64,15 @@ class TrackedRequest:
             output_tokens=len(req.resumed_token_ids),
         )
 
-    def view(self, lease: Mapping[str, Any] | None) -> RequestView:
-        src = lease or {}
+    def view(self) -> RequestView:
         return RequestView(
             request_id=self.request_id,
-            arrival_s=float(src.get("arrival_s", self.arrival_s)),
+            arrival_s=self.arrival_s,
             input_tokens=self.input_tokens,
             output_tokens=self.output_tokens,
-            ttft_slo_s=float(src.get("ttft_slo_s", self.ttft_slo_s)),
-            tpot_slo_s=float(src.get("tpot_slo_s", self.tpot_slo_s)),
-            excused_s=float(src.get("excused_s", self.excused_s)),
+            ttft_slo_s=self.ttft_slo_s,
+            tpot_slo_s=self.tpot_slo_s,
+            excused_s=self.excused_s,
         )
 
 
@@ -81,26 +82,21 @@ class GrantRecord:
     instance_id: str
     iterations: int
     deadline_s: float  # the earliest deadline that won the grant
-    leased: bool  # the instance's token-budget lease was alive
     # (instance, earliest deadline) of every other instance that had work at that moment
     others: tuple[tuple[str, float], ...] = ()
 
 
-@dataclass
-class LeaseTable:
-    """Token-budget leases of this node's instances, as last seen in etcd."""
-
-    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def get(self, instance_id: str) -> dict[str, Any] | None:
-        return self.leases.get(instance_id)
-
-
 class DeviceArbiter:
-    def __init__(self, node_id: str, kind: DeviceKind, label: str, memory_bytes: int):
+    def __init__(
+        self,
+        node_id: str,
+        kind: DeviceKind,
+        label: str,
+        memory_bytes: int,
+        config: PolicyConfig = DEFAULT_CONFIG,
+    ):
         self.node_id, self.kind, self.label, self.memory_bytes = node_id, kind, label, memory_bytes
-        self.policy = Arbiter()
-        self.leases = LeaseTable()
+        self.configure(config)
         self.grant_log: deque[GrantRecord] = deque(maxlen=GRANT_LOG_SIZE)
         self.decide_s_total = 0.0
         self.decisions = 0
@@ -108,9 +104,7 @@ class DeviceArbiter:
     def _instance_view(self, inst: Instance) -> InstanceView | None:
         if inst.perf is None or inst.spec is None or not inst.requests:
             return None
-        lease = self.leases.get(inst.instance_id)
-        per_request = (lease or {}).get("requests", {})
-        requests = tuple(r.view(per_request.get(r.request_id)) for r in inst.requests.values())
+        requests = tuple(r.view() for r in inst.requests.values())
         return InstanceView(
             instance_id=inst.instance_id,
             model_name=inst.model_id,
@@ -149,7 +143,7 @@ class DeviceArbiter:
         metrics.ARBITER_SECONDS.observe(elapsed)
         if grant is None:
             return None
-        margin = self.policy_margin
+        margin = self.policy.margin
         deadlines = {v.instance_id: v.earliest_deadline_s(margin) or now for v in views}
         self.grant_log.append(
             GrantRecord(
@@ -157,15 +151,12 @@ class DeviceArbiter:
                 grant.instance_id,
                 grant.iterations,
                 deadlines[grant.instance_id],
-                self.leases.get(grant.instance_id) is not None,
                 tuple((i, d) for i, d in deadlines.items() if i != grant.instance_id),
             )
         )
         metrics.GRANTS.labels(by_id[grant.instance_id].model_id).inc()
         return by_id[grant.instance_id], grant.iterations
 
-    @property
-    def policy_margin(self) -> float:
-        from slinfer.policy import DEFAULT_CONFIG
-
-        return DEFAULT_CONFIG.slo_margin
+    def configure(self, config: PolicyConfig) -> None:
+        """Decide with the cluster's policy constants from now on."""
+        self.policy = Arbiter(config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -21,11 +22,39 @@ from slinfer.services.worker.arbiter import DeviceArbiter
 from slinfer.services.worker.engine.base import Engine, IterationResult, Phase
 from slinfer.services.worker.instance import Instance, InstanceState
 
+from slinfer.policy.calibration import IterationRatio, PrefillShare
+
 T = TypeVar("T")
 
 
+class DeviceCalibration:
+    """What the device measures of itself for admission (DESIGN.md §2, calibration.py): its
+    prefill share ρ, its observed/predicted iteration ratio (wall time of an iteration,
+    worker overhead included, against the instance's table without its safety factor), its
+    load throughput, and the per-iteration overhead beyond the engine's own step time."""
+
+    def __init__(self, window_s: float) -> None:
+        self.prefill = PrefillShare(window_s)
+        self.ratio = IterationRatio()
+        self.load_bytes_per_s = 0.0  # EMA over loads; 0 until the first one
+        self.overhead_s_total = 0.0
+        self.iterations = 0
+
+    def observe_load(self, weights_bytes: int, load_s: float) -> None:
+        if weights_bytes <= 0 or load_s <= 0:
+            return
+        rate = weights_bytes / load_s
+        old = self.load_bytes_per_s
+        self.load_bytes_per_s = rate if old == 0 else 0.7 * old + 0.3 * rate
+
+    @property
+    def overhead_s(self) -> float:
+        """Mean wall time of an iteration beyond the engine's own step."""
+        return self.overhead_s_total / self.iterations if self.iterations else 0.0
+
+
 class Device:
-    def __init__(self, name: str, arbiter: DeviceArbiter):
+    def __init__(self, name: str, arbiter: DeviceArbiter, prefill_window_s: float = 30.0):
         self.name = name
         self.instances: dict[str, Instance] = {}
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{name}")
@@ -34,6 +63,7 @@ class Device:
         self._task: asyncio.Task[None] | None = None
         self.iterations = 0
         self.iteration_s_total = 0.0
+        self.calibration = DeviceCalibration(prefill_window_s)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on the device thread, between iterations."""
@@ -75,7 +105,9 @@ class Device:
                 if not inst.busy or inst.engine is None:
                     break
                 try:
+                    started, t0 = time.time(), time.perf_counter()
                     result, stats = await self.call(_step, inst.engine)
+                    wall_s = time.perf_counter() - t0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # an engine bug must not stop the other instances
@@ -83,6 +115,7 @@ class Device:
                     self._fail_streams(inst, f"iteration failed: {exc}")
                     break
                 inst.stats = stats
+                self._calibrate(inst, result, started, wall_s)
                 self._dispatch(inst, result)
                 if result.phase is Phase.IDLE:
                     # Nothing runnable although streams are open (a request waiting for KV,
@@ -100,10 +133,6 @@ class Device:
             metrics.BATCH_SIZE.labels(inst.model_id).observe(result.batch_size)
             if self.iteration_s_total > 0:
                 metrics.ARBITER_OVERHEAD.labels(self.name).set(self.overhead_ratio)
-        if result.phase is Phase.DECODE and result.batch_size:
-            inst.observe(
-                result.duration_s, result.context_tokens / result.batch_size, result.batch_size
-            )
         for out in result.outputs:
             tracked = inst.requests.get(out.request_id)
             if tracked is not None and out.new_token_ids:
@@ -112,6 +141,21 @@ class Device:
             queue = inst.streams.get(out.request_id)
             if queue is not None:
                 queue.put_nowait(out)
+
+    def _calibrate(
+        self, inst: Instance, result: IterationResult, started: float, wall_s: float
+    ) -> None:
+        if result.phase is Phase.IDLE:
+            return
+        cal = self.calibration
+        cal.iterations += 1
+        cal.overhead_s_total += max(wall_s - result.duration_s, 0.0)
+        if result.phase is Phase.PREFILL:
+            cal.prefill.record(started, started + wall_s)
+        elif inst.perf is not None and result.batch_size:
+            batch = result.batch_size
+            table_s = inst.perf.decode_s(result.context_tokens / batch, batch) / inst.perf.safety
+            cal.ratio.observe(wall_s, table_s)
 
     @property
     def overhead_ratio(self) -> float:

@@ -34,6 +34,7 @@ class Instance:
     state: InstanceState = InstanceState.LOADING
     engine: Engine | None = None
     load_s: float = 0.0
+    loading_since: float = field(default_factory=time.time)  # wall clock the load began
     stats: EngineStats | None = None  # refreshed by the device loop after each engine call
     # request id -> queue of RequestOutput (None closes the stream)
     streams: dict[str, asyncio.Queue[RequestOutput | None]] = field(default_factory=dict)
@@ -45,10 +46,6 @@ class Instance:
     spec: ModelSpec | None = None
     profile: dict[str, Any] | None = None
     profile_s: float = 0.0
-    # Observed / predicted decode iteration time (EMA): the measured tables were taken on an
-    # idle device; under live load iterations may run slower, and admission must know.
-    slowdown: float = 1.0
-    published_scale: float = 1.0
 
     @property
     def busy(self) -> bool:
@@ -56,18 +53,6 @@ class Instance:
 
     def idle_s(self, now: float) -> float:
         return 0.0 if self.busy else max(0.0, now - self.idle_since)
-
-    @property
-    def perf_scale(self) -> float:
-        """Factor the scheduler applies to this instance's tables (never below 1)."""
-        return max(1.0, self.slowdown)
-
-    def observe(self, duration_s: float, avg_context: float, batch: int) -> None:
-        if self.perf is None or batch <= 0:
-            return
-        predicted = self.perf.decode_s(avg_context, batch)
-        if predicted > 0:
-            self.slowdown = 0.8 * self.slowdown + 0.2 * (duration_s / predicted)
 
     def record(self, node_id: str) -> dict[str, Any]:
         """The etcd value describing this instance (under the node's lease)."""
@@ -85,7 +70,7 @@ class Instance:
             "weights_bytes": s.weights_bytes if s else 0,
             "max_model_len": s.max_model_len if s else 0,
             "load_s": round(self.load_s, 4),
+            "loading_since": self.loading_since,
             "profile_s": round(self.profile_s, 4),
-            "perf_scale": round(self.perf_scale, 3),
             "error": self.error,
         }

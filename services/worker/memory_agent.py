@@ -35,7 +35,7 @@ from slinfer.policy.ledger import LedgerOp
 from slinfer.v1 import memory_pb2
 
 if TYPE_CHECKING:
-    from slinfer.services.worker.server import WorkerService
+    from slinfer.services.worker.node import NodeContext
 
 _DEFERRED = memory_pb2.LEDGER_STATUS_DEFERRED
 _REJECTED = memory_pb2.LEDGER_STATUS_REJECTED
@@ -55,9 +55,9 @@ class MemoryCounters:
 
 
 class MemoryAgent:
-    def __init__(self, worker: WorkerService, load_wait_s: float = 60.0, kv_wait_s: float = 10.0):
-        self.w = worker
-        self.client = MemoryClient(worker.store)
+    def __init__(self, node: NodeContext, load_wait_s: float = 60.0, kv_wait_s: float = 10.0):
+        self.w = node
+        self.client = MemoryClient(node.store)
         self.book: dict[str, Any] = {}  # the node's memory/{node} document, as last seen
         self.changed = asyncio.Condition()
         self.applied: dict[str, int] = {}  # instance -> last revision reported complete
@@ -303,7 +303,7 @@ class MemoryAgent:
             self._measure()
             self.w.device.wake()  # requests waiting for KV may run now
             with contextlib.suppress(Exception):
-                await self.w._publish(inst)
+                await self.w.publish(inst)
             logger.info(
                 "resized KV instance={} {} -> {} tokens",
                 inst.instance_id,

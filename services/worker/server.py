@@ -2,80 +2,39 @@
 
 The worker registers its node in etcd under a lease it keeps alive, writes one key per
 instance under the same lease (so a dead worker's instances vanish with it), and serves the
-internal `slinfer.v1.Worker` API to the scheduler.
+internal `slinfer.v1.Worker` API to the scheduler. Its parts share one node context
+(node.py): the instances' lifecycle (lifecycle.py), their request streams (requests.py), the
+memory ledger's side (memory_agent.py) and the Stats answer (status.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import time
-import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from loguru import logger
-from slinfer.services.common import keys
-from slinfer.services.common.convert import FINISH_TO_PB, sampling_from_pb
-from slinfer.services.common.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InstanceNotFound,
-    InvalidArgument,
-    status_of,
-)
-from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.convert import FINISH_TO_PB
+from slinfer.services.common.errors import status_of
+from slinfer.services.common.policy_config import watch_policy
 from slinfer.services.common.serving import make_server, set_serving
-from slinfer.services.common.store import Registration, Store
-from slinfer.services.worker import eviction, metrics
-from slinfer.services.worker.arbiter import DeviceArbiter, TrackedRequest
-from slinfer.services.worker.calibration import calibrate, hardware_label
-from slinfer.services.worker.device import Device
-from slinfer.services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
-from slinfer.services.worker.engine.registry import (
-    EngineSpec,
-    create_engine,
-    default_engine,
-    prepare_engine,
-)
-from slinfer.services.worker.instance import Instance, InstanceState
-from slinfer.services.worker.leases import watch_leases
+from slinfer.services.worker.engine.registry import default_engine, prepare_engine
+from slinfer.services.worker.instance import Instance
+from slinfer.services.worker.lifecycle import Lifecycle
 from slinfer.services.worker.memory_agent import MemoryAgent
-from slinfer.services.worker.profiler import ProfileCache, ProfileGrid
+from slinfer.services.worker.node import NodeContext, WorkerConfig
+from slinfer.services.worker.profiler import ProfileCache
+from slinfer.services.worker.requests import Requests
 from slinfer.services.worker.status import instance_status, worker_stats
 
-from slinfer.policy import DeviceKind
+from slinfer.policy import PolicyConfig
 from slinfer.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Worker"
 
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    etcd: str
-    listen: str = "127.0.0.1:0"
-    advertise: str = ""  # address published in etcd; default: the listen address
-    node_id: str = ""
-    kind: str = "cpu"
-    cores: int = 0  # 0: all cores of this process
-    memory_bytes: int = 8 << 30  # what this node offers to weights + KV
-    num_threads: int | None = None
-    lease_ttl_s: int = 10
-    profile_grid: ProfileGrid = ProfileGrid()
-    profile_dir: Path | None = None  # default: $SLINFER_HOME/profiles
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("cpu", "gpu"):
-            raise ValueError(f"node kind must be cpu or gpu, got {self.kind!r}")
-        if self.memory_bytes <= 0:
-            raise ValueError("memory_bytes must be positive")
-        if self.node_id and not keys.valid_name(self.node_id):
-            raise ValueError(f"invalid node id {self.node_id!r}")
+__all__ = ["SERVICE_NAME", "WorkerConfig", "WorkerService"]
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -84,7 +43,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def LoadInstance(self, request, context):  # noqa: N802
         try:
-            inst, already = await self.w.load_instance(request)
+            inst, already = await self.w.lifecycle.load(request)
             return worker_pb2.LoadInstanceResponse(
                 instance=self.w.instance_status(inst), already_loaded=already
             )
@@ -93,14 +52,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def UnloadInstance(self, request, context):  # noqa: N802
         try:
-            n = await eviction.unload(self.w, request)
+            lifecycle = self.w.lifecycle
+            if request.preempt:
+                n = await lifecycle.evict(request.instance_id)
+            else:
+                n = await lifecycle.unload(request.instance_id)
             return worker_pb2.UnloadInstanceResponse(requests_aborted=n)
         except Exception as exc:
             await _abort(context, exc)
 
     async def Submit(self, request, context) -> AsyncIterator[worker_pb2.SubmitResponse]:  # noqa: N802
         try:
-            async for out in self.w.submit(request):
+            async for out in self.w.requests.submit(request):
                 yield worker_pb2.SubmitResponse(
                     request_id=out.request_id,
                     token_ids=list(out.new_token_ids),
@@ -118,7 +81,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def Abort(self, request, context):  # noqa: N802
         try:
             return worker_pb2.AbortResponse(
-                aborted=await self.w.abort(request.instance_id, request.request_id)
+                aborted=await self.w.requests.abort(request.instance_id, request.request_id)
             )
         except Exception as exc:
             await _abort(context, exc)
@@ -137,35 +100,47 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
 class WorkerService:
     def __init__(self, config: WorkerConfig):
         self.config = config
-        self.node_id = config.node_id or f"{config.kind}-{uuid.uuid4().hex[:8]}"
-        self.store = Store(config.etcd)
-        self.threads = config.num_threads or config.cores or (os.cpu_count() or 1)
-        self.label = hardware_label(config.kind, self.threads)
-        self.arbiter = DeviceArbiter(
-            self.node_id,
-            DeviceKind.GPU if config.kind == "gpu" else DeviceKind.CPU,
-            self.label,
-            config.memory_bytes,
-        )
-        self.device = Device(self.node_id, self.arbiter)
-        self.profiles = ProfileCache(config.profile_dir)
-        self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"loader-{self.node_id}")
-        self._lease_task: asyncio.Task[None] | None = None
-        self._scale_task: asyncio.Task[None] | None = None
-        self.instances = self.device.instances
-        self.registration: Registration | None = None
+        self.node = NodeContext(config)
+        self.memory = MemoryAgent(self.node)  # every allocation goes through the ledger
+        self.lifecycle = Lifecycle(self.node, self.memory, ProfileCache(config.profile_dir))
+        self.requests = Requests(self.node, self.memory)
         self.server: grpc.aio.Server | None = None
-        self.address = ""
-        self._loading: dict[str, asyncio.Future[Instance]] = {}
-        self.memory = MemoryAgent(self)  # every allocation goes through the ledger
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # What tests, benches and the memory agent's callers read off a worker.
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def address(self) -> str:
+        return self.node.address
+
+    @property
+    def store(self):  # noqa: ANN201 - the node's etcd Store
+        return self.node.store
+
+    @property
+    def instances(self) -> dict[str, Instance]:
+        return self.node.instances
+
+    @property
+    def device(self):  # noqa: ANN201 - the node's Device
+        return self.node.device
+
+    @property
+    def arbiter(self):  # noqa: ANN201 - the node's DeviceArbiter
+        return self.node.arbiter
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> str:
-        await self.store.connect()
+        node = self.node
+        await node.store.connect()
         # Import the engine's libraries before serving (a fast first cold start).
         kind = default_engine(self.config.kind)
-        prep_s = await asyncio.get_running_loop().run_in_executor(self.loader, prepare_engine, kind)
+        loop = asyncio.get_running_loop()
+        prep_s = await loop.run_in_executor(self.lifecycle.loader, prepare_engine, kind)
         logger.info("engine libraries ready in {:.2f}s", prep_s)
         self.server, health = make_server(
             [lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(self), s)],
@@ -175,276 +150,53 @@ class WorkerService:
         port = self.server.add_insecure_port(self.config.listen)
         if host in ("0.0.0.0", "[::]", ""):
             host = socket.gethostname()
-        self.address = self.config.advertise or f"{host}:{port}"
+        node.address = self.config.advertise or f"{host}:{port}"
         await self.server.start()
-        self.device.start()
-        self.registration = Registration(
-            self.store,
-            keys.node(self.node_id),
-            self.node_record(),
-            ttl_s=self.config.lease_ttl_s,
-            on_renewed=self._rewrite_instances,
-        )
-        await self.registration.start()
-        self._lease_task = asyncio.create_task(
-            watch_leases(self.store, self.node_id, self.arbiter.leases, self.device.wake),
-            name="leases",
-        )
-        self._scale_task = asyncio.create_task(self._publish_perf_scales(), name="perf-scale")
+        node.device.start()
+        await node.register()
+        self._tasks = [
+            asyncio.create_task(node.publish_calibration(), name="node-calibration"),
+            asyncio.create_task(watch_policy(node.store, self._configure), name="policy"),
+        ]
         await self.memory.start()
         await set_serving(health, [SERVICE_NAME], True)
-        logger.info("worker {} ({}) serving on {}", self.node_id, self.config.kind, self.address)
-        return self.address
+        logger.info("worker {} ({}) serving on {}", node.node_id, self.config.kind, node.address)
+        return node.address
+
+    def _configure(self, config: PolicyConfig) -> None:
+        self.node.arbiter.configure(config)
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        for inst in list(self.instances.values()):
+        node = self.node
+        for inst in list(node.instances.values()):
             with contextlib.suppress(Exception):
-                await self.unload_instance(inst.instance_id)
+                await self.lifecycle.unload(inst.instance_id)
         await self.memory.stop()
-        if self._scale_task:
-            self._scale_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._scale_task
-        if self._lease_task:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-        if self.registration:
-            await self.registration.stop()
+                await task
+        if node.registration:
+            await node.registration.stop()
         if self.server:
             await self.server.stop(grace_s)
-        await self.device.stop()
-        self.loader.shutdown(wait=True)
-        await self.store.close()
+        await node.device.stop()
+        self.lifecycle.close()
+        await node.store.close()
+
+    # ---- calls kept on the service for tests and benches -----------------------------------
+
+    async def unload_instance(self, instance_id: str) -> int:
+        return await self.lifecycle.unload(instance_id)
 
     def node_record(self) -> dict[str, object]:
-        return {
-            "node_id": self.node_id,
-            "kind": self.config.kind,
-            "address": self.address,
-            "cores": self.config.cores or (os.cpu_count() or 1),
-            "label": self.label,
-            "memory_bytes": self.config.memory_bytes,
-            "started_at": time.time(),
-        }
-
-    async def _rewrite_instances(self, lease_id: int) -> None:
-        for inst in list(self.instances.values()):
-            await self.store.put(
-                keys.instance(inst.instance_id), inst.record(self.node_id), lease=lease_id
-            )
-
-    async def _publish_perf_scales(self, every_s: float = 2.0) -> None:
-        """Tell the scheduler when an instance runs >10 % off its tables (instance record)."""
-        while True:
-            await asyncio.sleep(every_s)
-            for inst in list(self.instances.values()):
-                scale = inst.perf_scale
-                if inst.state is InstanceState.READY and abs(scale - inst.published_scale) > (
-                    0.1 * inst.published_scale
-                ):
-                    inst.published_scale = scale
-                    with contextlib.suppress(Exception):
-                        await self._publish(inst)
-
-    async def _publish(self, inst: Instance) -> None:
-        assert self.registration is not None
-        await self.store.put(
-            keys.instance(inst.instance_id),
-            inst.record(self.node_id),
-            lease=self.registration.lease_id,
-        )
+        return self.node.node_record()
 
     def memory_used_bytes(self) -> int:
         return self.memory.used_bytes()  # measured: weights + KV actually allocated
 
-    # ---- instances -------------------------------------------------------------------------
-
-    async def load_instance(self, req: worker_pb2.LoadInstanceRequest) -> tuple[Instance, bool]:
-        iid = req.instance_id
-        if not keys.valid_name(iid) or not keys.valid_name(req.model_id):
-            raise InvalidArgument("instance_id and model_id must be 1-64 of [A-Za-z0-9._-]")
-        if req.kv_capacity_tokens <= 0:
-            raise InvalidArgument("kv_capacity_tokens must be > 0")
-        existing = self.instances.get(iid)
-        if existing is not None:
-            if existing.model_id != req.model_id:
-                raise AlreadyExists(f"instance {iid} exists for model {existing.model_id}")
-            if iid in self._loading:
-                await asyncio.shield(self._loading[iid])
-            if existing.state is InstanceState.FAILED:
-                raise FailedPrecondition(f"instance {iid} failed to load: {existing.error}")
-            return existing, True
-        kind = {1: EngineKind.TORCH, 2: EngineKind.VLLM}.get(req.engine) or default_engine(
-            self.config.kind
-        )
-        inspect_model_dir(req.path)  # a bad path is refused before anything is planned
-        inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens)
-        self.instances[iid] = inst
-        fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-        self._loading[iid] = fut
-        spec = EngineSpec(
-            path=inspect_model_dir(req.path).path,
-            kv_capacity_tokens=req.kv_capacity_tokens,
-            device="cuda" if self.config.kind == "gpu" else "cpu",
-            num_threads=self.config.num_threads,
-        )
-        t0, engine = time.perf_counter(), None
-        try:
-            await self.memory.plan_load(inst)  # weights + initial KV approved (or NoCapacity)
-            await self._publish(inst)
-            # PyTorch weights load on the loader thread: the device keeps running its other
-            # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
-            # build touches process-wide state (RNG, thread settings, distributed groups), so
-            # it runs on the device thread, between iterations.
-            if kind is EngineKind.VLLM:
-                engine = await self.device.call(create_engine, kind, spec)
-            else:
-                engine = await asyncio.get_running_loop().run_in_executor(
-                    self.loader, create_engine, kind, spec
-                )
-            inst.load_s = time.perf_counter() - t0
-            cal = await self.device.call(
-                calibrate,
-                engine,
-                req.model_id,
-                spec.path,
-                self.config.kind,
-                self.threads,
-                self.config.profile_grid,
-                self.profiles,
-            )
-            inst.stats = await self.device.call(engine.stats)
-            await self.memory.settle_load(inst)
-        except Exception as exc:
-            self.instances.pop(iid, None)
-            if engine is not None:
-                with contextlib.suppress(Exception):
-                    await self.device.call(engine.close)
-            await self.memory.release(inst)
-            with contextlib.suppress(Exception):
-                await self.store.delete(keys.instance(iid))
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise their own copy
-            raise
-        finally:
-            self._loading.pop(iid, None)
-        inst.engine = engine
-        inst.perf, inst.spec, inst.profile, inst.profile_s = (
-            cal.perf,
-            cal.spec,
-            cal.tables,
-            cal.profile_s,
-        )
-        with contextlib.suppress(Exception):
-            await self.store.put(
-                keys.profile(req.model_id, self.label), {**cal.tables, "label": self.label}
-            )
-        inst.state = InstanceState.READY
-        inst.idle_since = time.monotonic()
-        metrics.LOAD_SECONDS.observe(inst.load_s)
-        metrics.INSTANCES.labels(self.node_id).set(len(self.instances))
-        await self._publish(inst)
-        fut.set_result(inst)
-        logger.info(
-            "loaded instance={} model={} engine={} in {:.2f}s",
-            iid,
-            req.model_id,
-            kind.value,
-            inst.load_s,
-        )
-        return inst, False
-
-    async def unload_instance(self, instance_id: str) -> int:
-        inst = self.instances.get(instance_id)
-        if inst is None:
-            raise InstanceNotFound(f"no instance {instance_id} on node {self.node_id}")
-        inst.state = InstanceState.UNLOADING
-        aborted = 0
-        if inst.engine is not None:
-            engine = inst.engine
-            for rid in list(inst.streams):
-                out = await self.device.call(engine.abort_request, rid)
-                queue = inst.streams.get(rid)
-                if queue is not None:
-                    queue.put_nowait(out)
-                aborted += 1
-            await self.device.call(engine.close)
-        self.instances.pop(instance_id, None)
-        await self.memory.release(inst)  # every unload (keep-alive, request, eviction) frees here
-        with contextlib.suppress(Exception):
-            await self.store.delete(keys.instance(instance_id))
-        metrics.INSTANCES.labels(self.node_id).set(len(self.instances))
-        logger.info("unloaded instance={} aborted={}", instance_id, aborted)
-        return aborted
-
-    # ---- requests --------------------------------------------------------------------------
-
-    async def submit(self, req: worker_pb2.SubmitRequest) -> AsyncIterator[RequestOutput]:
-        inst = self.instances.get(req.instance_id)
-        if inst is None:
-            raise InstanceNotFound(f"no instance {req.instance_id} on node {self.node_id}")
-        if inst.state is not InstanceState.READY or inst.engine is None:
-            raise FailedPrecondition(
-                f"instance {req.instance_id} is {inst.state.value}, not ready for requests"
-            )
-        rid = req.request_id or uuid.uuid4().hex
-        if rid in inst.streams:
-            raise AlreadyExists(f"request {rid} is already running on {req.instance_id}")
-        if not req.prompt_token_ids:
-            raise InvalidArgument("prompt_token_ids must not be empty")
-        ereq = EngineRequest(
-            request_id=rid,
-            prompt_token_ids=tuple(req.prompt_token_ids),
-            sampling=sampling_from_pb(req.sampling),
-            resumed_token_ids=tuple(req.resumed_token_ids),
-        )
-        queue: asyncio.Queue[RequestOutput | None] = asyncio.Queue()
-        inst.streams[rid] = queue
-        inst.requests[rid] = TrackedRequest.from_submit(rid, req)
-        finished = False
-        status = "error"
-        try:
-            await self.memory.add_request(inst, ereq)
-            self.device.wake()
-            while True:
-                out = await queue.get()
-                if out is None:
-                    raise FailedPrecondition(
-                        f"instance {inst.instance_id} failed: {inst.error or 'unloaded'}"
-                    )
-                if out.finished:
-                    finished = True
-                    status = out.finish_reason.value if out.finish_reason else "stop"
-                yield out
-                if finished:
-                    return
-        except asyncio.CancelledError:
-            status = "cancelled"
-            raise
-        finally:
-            inst.streams.pop(rid, None)
-            inst.requests.pop(rid, None)
-            if not inst.streams:
-                inst.idle_since = time.monotonic()
-            if not finished and inst.engine is not None:
-                # Client gone or an error: free the request's KV now (never leak it).
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.device.call(inst.engine.abort_request, rid))
-            metrics.REQUESTS.labels(inst.model_id, status).inc()
-
-    async def abort(self, instance_id: str, request_id: str) -> bool:
-        inst = self.instances.get(instance_id)
-        if inst is None or inst.engine is None:
-            return False
-        out = await self.device.call(inst.engine.abort_request, request_id)
-        queue = inst.streams.get(request_id)
-        if out is not None and queue is not None:
-            queue.put_nowait(out)
-        return out is not None
-
     def instance_status(self, inst: Instance) -> common_pb2.InstanceStatus:
-        return instance_status(self.node_id, inst)
+        return instance_status(self.node.node_id, inst)
 
     def stats(self) -> worker_pb2.WorkerStats:
-        return worker_stats(self)
+        return worker_stats(self.node, self.memory)

@@ -12,7 +12,8 @@ from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.v1 import common_pb2, worker_pb2
 
 if TYPE_CHECKING:
-    from slinfer.services.worker.server import WorkerService
+    from slinfer.services.worker.memory_agent import MemoryAgent
+    from slinfer.services.worker.node import NodeContext
 
 _STATE_TO_PB = {
     InstanceState.LOADING: common_pb2.INSTANCE_STATE_LOADING,
@@ -44,23 +45,25 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
     )
 
 
-def worker_stats(w: WorkerService) -> worker_pb2.WorkerStats:
-    rec = w.node_record()
-    used = w.memory_used_bytes()
-    metrics.KV_BYTES.labels(w.node_id).set(
-        sum(i.stats.kv_bytes_allocated for i in w.instances.values() if i.stats)
+def worker_stats(node: NodeContext, memory: MemoryAgent) -> worker_pb2.WorkerStats:
+    rec = node.node_record()
+    metrics.KV_BYTES.labels(node.node_id).set(
+        sum(i.stats.kv_bytes_allocated for i in node.instances.values() if i.stats)
     )
-    node = common_pb2.NodeStatus(
-        node_id=w.node_id,
-        kind=common_pb2.DEVICE_KIND_GPU if w.config.kind == "gpu" else common_pb2.DEVICE_KIND_CPU,
-        address=w.address,
-        cores=int(rec["cores"]),  # type: ignore[call-overload]
-        memory_bytes=w.config.memory_bytes,
-        memory_used_bytes=used,
-        memory_ledger_bytes=w.memory.ledger_bytes(),
-        instances=len(w.instances),
+    status = common_pb2.NodeStatus(
+        node_id=node.node_id,
+        kind=common_pb2.DEVICE_KIND_GPU
+        if node.config.kind == "gpu"
+        else common_pb2.DEVICE_KIND_CPU,
+        address=node.address,
+        cores=int(rec["cores"]),
+        memory_bytes=node.config.memory_bytes,
+        memory_used_bytes=memory.used_bytes(),
+        memory_ledger_bytes=memory.ledger_bytes(),
+        instances=len(node.instances),
         reachable=True,
     )
     return worker_pb2.WorkerStats(
-        node=node, instances=[instance_status(w.node_id, i) for i in w.instances.values()]
+        node=status,
+        instances=[instance_status(node.node_id, i) for i in node.instances.values()],
     )

@@ -14,9 +14,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from slinfer.policy.admission import AdmissionReason, memory_check
+from slinfer.policy.admission import AdmissionReason
 from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
-from slinfer.policy.kv_scaling import watermark_target
+from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.placement import place
 from slinfer.policy.preemption import PreemptionDecision, preemption_plan
 from slinfer.policy.routing import busiest_first, route
@@ -52,21 +52,26 @@ class DispatchDecision:
     preemption: PreemptionDecision | None = None
 
 
-def kv_scale_up(
+def kv_target(
     device: DeviceLike,
     instance: InstanceLike,
     request: RequestLike,
     config: PolicyConfig,
     released_bytes: int = 0,
 ) -> int | None:
-    """Watermark target of an elastic instance once `request` joins (None: no change)."""
+    """KV allocation to ask the ledger for once `request` joins an elastic instance (None: no
+    change): `plan_kv`, the one rule both drivers also apply as tokens come (DESIGN.md §3)."""
     if instance.kv_pool_bytes is not None:
         return None
+    spec = instance.spec
+    alloc = KvAllocation(
+        kv_bytes_per_token=spec.kv_bytes_per_token,
+        block_tokens=spec.block_tokens(device.kind),
+        allocated_bytes=instance.planned_kv_bytes,
+        node_free_bytes=device.memory_bytes - device.planned_bytes + released_bytes,
+    )
     shadow = ShadowInstance(instance, request)
-    _, demand = memory_check(device, shadow, config)
-    free = device.memory_bytes - device.planned_bytes + released_bytes
-    block = instance.spec.block_bytes(device.kind)
-    return watermark_target(demand, instance.planned_kv_bytes, free, config.watermark, block)
+    return plan_kv(shadow.requests, shadow.mean_output_tokens, alloc, config)
 
 
 def decide(
@@ -82,7 +87,7 @@ def decide(
         inst = by_id[routed.instance_id]
         kv = None
         if not system.is_baseline:
-            kv = kv_scale_up(view.devices[inst.node_id], inst, request, config)
+            kv = kv_target(view.devices[inst.node_id], inst, request, config)
         return DispatchDecision(
             DispatchKind.EXISTING,
             instance_id=inst.instance_id,
@@ -101,7 +106,7 @@ def decide(
             device = view.devices[target.node_id]
             victim = next(i for i in device.instances if i.instance_id == plan.victim_instance_id)
             released = victim.planned_weights_bytes + victim.planned_kv_bytes
-            kv = kv_scale_up(device, target, request, config, released)
+            kv = kv_target(device, target, request, config, released)
             return DispatchDecision(
                 DispatchKind.PREEMPT,
                 instance_id=target.instance_id,

@@ -1,14 +1,16 @@
 """Keep-alive reclaim: scale an idle instance to zero (DESIGN.md §4).
 
-Artifact defaults: a GPU instance is reclaimed 1 s after its last request leaves; a CPU
-instance at once (its workers stay resident, so reuse is free).
+An instance with no request, resident, idle for its keep-alive is unloaded. The keep-alive is
+the model's own (live: the deploy's `keep_alive_s`, else the scheduler's default) or, in the
+simulator, the artifact's per-device default (`KeepAlive`: a GPU instance 1 s after its last
+request leaves; a CPU instance at once, its workers staying resident so reuse is free).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slinfer.policy.types import DeviceKind, InstanceLike, InstancePhase
+from slinfer.policy.types import DeviceKind, InstancePhase
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +27,13 @@ class KeepAlive:
 
 
 def reclaim_due(
-    instance: InstanceLike,
+    batch: int,
+    phase: InstancePhase,
     idle_since_s: float | None,
-    kind: DeviceKind,
+    keep_alive_s: float,
     now: float,
-    keep_alive: KeepAlive,
 ) -> bool:
-    """True when the instance has been idle (no request, resident) for its keep-alive."""
-    if instance.batch > 0 or instance.phase is not InstancePhase.READY or idle_since_s is None:
+    """True when an instance has been idle (no request, resident) for its keep-alive."""
+    if batch > 0 or phase is not InstancePhase.READY or idle_since_s is None:
         return False
-    return now >= idle_since_s + keep_alive.seconds(kind)
+    return now >= idle_since_s + keep_alive_s

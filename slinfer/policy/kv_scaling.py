@@ -8,11 +8,12 @@ The per-node ledger of *planned* and *actual* footprints is `slinfer.policy.ledg
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from slinfer.policy.config import KvScaling, PolicyConfig
 
 if TYPE_CHECKING:  # the memory service must not import the scheduler at run time
     from slinfer.policy.types import RequestLike
@@ -110,24 +111,6 @@ def watermark_may_move(
     return may_grow or may_shrink
 
 
-class KvScaling(enum.Enum):
-    """How an instance's KV allocation follows its requests (the scheduler's flag)."""
-
-    FORWARD = "forward"  # DESIGN.md §3: forecast with Ō and L_min, watermark hysteresis
-    REACTIVE = "reactive"  # baseline: grow only when full, to exactly what is needed; no forecast
-
-
-@dataclass(frozen=True, slots=True)
-class KvScalingConfig:
-    mode: KvScaling = KvScaling.FORWARD
-    l_min_tokens: int = 1024
-    watermark: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.l_min_tokens < 0 or self.watermark < 0:
-            raise ValueError("l_min_tokens and watermark must be >= 0")
-
-
 @dataclass(frozen=True, slots=True)
 class KvAllocation:
     """One instance's KV as the ledger has it, and the room left on its node."""
@@ -142,7 +125,7 @@ def plan_kv(
     requests: Iterable[RequestLike],
     mean_output_tokens: float,
     alloc: KvAllocation,
-    config: KvScalingConfig,
+    config: PolicyConfig,
 ) -> int | None:
     """The KV allocation to ask the ledger for, or None to keep the current one.
 
@@ -154,7 +137,7 @@ def plan_kv(
     bpt, block = alloc.kv_bytes_per_token, alloc.block_tokens
     context = sum(r.input_tokens + r.output_tokens for r in reqs)
     need = engine_need_bytes(context, len(reqs), bpt, block) if reqs else 0
-    if config.mode is KvScaling.REACTIVE:
+    if config.kv_scaling is KvScaling.REACTIVE:
         demand, w = need, 0.0
     else:
         forecast = kv_demand(reqs, mean_output_tokens, bpt, config.l_min_tokens, block)
@@ -166,6 +149,7 @@ def plan_kv(
 class OutputHistory:
     """Ō per model: running mean of completed output lengths, with a prior of `prior_weight`
     pseudo-requests of `prior_tokens` so that a model with no history is not under-provisioned.
+    The live schedulers share theirs through etcd (`merge` adds another's tally).
     """
 
     prior_tokens: float = 512.0
@@ -177,6 +161,13 @@ class OutputHistory:
         self.total_tokens += output_tokens
         self.count += 1
 
+    def merged(self, total_tokens: float, count: int) -> OutputHistory:
+        """This history with another tally of the same model's completions added."""
+        return OutputHistory(
+            self.prior_tokens, self.prior_weight, self.total_tokens + total_tokens,
+            self.count + count,
+        )  # fmt: skip
+
     @property
     def mean_tokens(self) -> float:
         weight = self.prior_weight + self.count
@@ -186,7 +177,6 @@ class OutputHistory:
 __all__ = [
     "KvAllocation",
     "KvScaling",
-    "KvScalingConfig",
     "OutputHistory",
     "engine_need_bytes",
     "kv_demand",

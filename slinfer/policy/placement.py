@@ -19,7 +19,7 @@ from slinfer.policy.baselines import (
     device_sized_kv_bytes,
 )
 from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
-from slinfer.policy.kv_scaling import watermark_target
+from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.systems import SystemSpec
 from slinfer.policy.time_slice import device_slices
 from slinfer.policy.types import (
@@ -85,16 +85,27 @@ def new_instance(view: DispatchView, device: DeviceLike, now: float) -> Instance
 
 
 def first_kv_bytes(
-    device: DeviceLike, view: DispatchView, system: SystemSpec, demand: int | None, w: float
+    device: DeviceLike,
+    view: DispatchView,
+    system: SystemSpec,
+    request: RequestLike,
+    config: PolicyConfig,
 ) -> int:
+    """A new instance's first KV: the CPU engine's fixed pool, the baselines' device-sized
+    pool, or SLINFER's forward-looking allocation (`plan_kv` from nothing)."""
     model = view.model
     if device.kind is DeviceKind.CPU:
         return model.cpu_kv_pool_bytes
-    if system.is_baseline or demand is None:
+    if system.is_baseline:
         return device_sized_kv_bytes(device, model, system)
-    free = device.memory_bytes - device.planned_bytes - model.weights_bytes
-    target = watermark_target(demand, 0, free, w, model.block_bytes(device.kind))
-    return demand if target is None else target
+    alloc = KvAllocation(
+        kv_bytes_per_token=model.kv_bytes_per_token,
+        block_tokens=model.block_tokens(device.kind),
+        allocated_bytes=0,
+        node_free_bytes=device.memory_bytes - device.planned_bytes - model.weights_bytes,
+    )
+    target = plan_kv((request,), view.mean_output_tokens, alloc, config)
+    return target or 0
 
 
 def place(
@@ -119,8 +130,7 @@ def place(
             else:
                 decision = shadow_validate(device, template, request, now, config)
             if decision.admitted:
-                demand = decision.kv_demand_bytes
-                kv = first_kv_bytes(device, view, system, demand, config.watermark)
+                kv = first_kv_bytes(device, view, system, request, config)
                 return PlacementDecision(device.node_id, kv, decision.reason)
             last = decision.reason
     return PlacementDecision(None, reason=last)

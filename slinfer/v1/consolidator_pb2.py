@@ -24,29 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dslinfer/v1/consolidator.proto\x12\nslinfer.v1\"\xa4\x01\n\x0ePendingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61rrival_unix_s\x18\x02 \x01(\x01\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x05\x12\x15\n\routput_tokens\x18\x04 \x01(\x05\x12\x12\n\nttft_slo_s\x18\x05 \x01(\x01\x12\x12\n\ntpot_slo_s\x18\x06 \x01(\x01\x12\x11\n\texcused_s\x18\x07 \x01(\x01\"\x8c\x01\n\x15PlanPreemptionRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1e\n\x16\x63\x61ndidate_instance_ids\x18\x02 \x03(\t\x12+\n\x07request\x18\x03 \x01(\x0b\x32\x1a.slinfer.v1.PendingRequest\x12\x14\n\x0cscheduler_id\x18\x04 \x01(\t\"%\n\x0ePreemptRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"@\n\x0c\x44rainRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04undo\x18\x02 \x01(\x08\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"\xf5\x01\n\x04Plan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.slinfer.v1.PlanKind\x12\x16\n\x0e\x63reated_unix_s\x18\x03 \x01(\x01\x12\x1a\n\x12target_instance_id\x18\x04 \x01(\t\x12\x1b\n\x13victim_instance_ids\x18\x05 \x03(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x0b\n\x03gap\x18\x07 \x01(\x01\x12\x10\n\x08\x61\x64visory\x18\x08 \x01(\x08\x12\x10\n\x08\x65xecuted\x18\t \x01(\x08\x12\x16\n\x0erequests_moved\x18\n \x01(\x05\x12\r\n\x05\x65rror\x18\x0b \x01(\t\"!\n\x10ListPlansRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"V\n\x11ListPlansResponse\x12\x1f\n\x05plans\x18\x01 \x03(\x0b\x32\x10.slinfer.v1.Plan\x12\x0e\n\x06leader\x18\x02 \x01(\x08\x12\x10\n\x08\x61\x64visory\x18\x03 \x01(\x08*\xc1\x01\n\x08PlanKind\x12\x19\n\x15PLAN_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PLAN_KIND_PREEMPT_MEMORY\x10\x01\x12\x1c\n\x18PLAN_KIND_PREEMPT_DECODE\x10\x02\x12\x1e\n\x1aPLAN_KIND_PREEMPT_OPERATOR\x10\x03\x12\x13\n\x0fPLAN_KIND_DRAIN\x10\x04\x12\x12\n\x0ePLAN_KIND_PACK\x10\x05\x12\x15\n\x11PLAN_KIND_UNDRAIN\x10\x06\x32\x8d\x02\n\x0c\x43onsolidator\x12\x45\n\x0ePlanPreemption\x12!.slinfer.v1.PlanPreemptionRequest\x1a\x10.slinfer.v1.Plan\x12\x37\n\x07Preempt\x12\x1a.slinfer.v1.PreemptRequest\x1a\x10.slinfer.v1.Plan\x12\x33\n\x05\x44rain\x12\x18.slinfer.v1.DrainRequest\x1a\x10.slinfer.v1.Plan\x12H\n\tListPlans\x12\x1c.slinfer.v1.ListPlansRequest\x1a\x1d.slinfer.v1.ListPlansResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dslinfer/v1/consolidator.proto\x12\nslinfer.v1\"\xe6\x01\n\x0ePreemptionPlan\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1a\n\x12target_instance_id\x18\x02 \x01(\t\x12\x1a\n\x12victim_instance_id\x18\x03 \x01(\t\x12\"\n\x04kind\x18\x04 \x01(\x0e\x32\x14.slinfer.v1.PlanKind\x12\x1b\n\x13\x64\x65stination_node_id\x18\x05 \x01(\t\x12\x1f\n\x17\x64\x65stination_instance_id\x18\x06 \x01(\t\x12\x14\n\x0cscheduler_id\x18\x07 \x01(\t\x12\x12\n\nrequest_id\x18\x08 \x01(\t\"%\n\x0ePreemptRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"@\n\x0c\x44rainRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04undo\x18\x02 \x01(\x08\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"\xb1\x02\n\x04Plan\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.slinfer.v1.PlanKind\x12\x16\n\x0e\x63reated_unix_s\x18\x03 \x01(\x01\x12\x1a\n\x12target_instance_id\x18\x04 \x01(\t\x12\x1b\n\x13victim_instance_ids\x18\x05 \x03(\t\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x10\n\x08\x61\x64visory\x18\x08 \x01(\x08\x12\x10\n\x08\x65xecuted\x18\t \x01(\x08\x12\x16\n\x0erequests_moved\x18\n \x01(\x05\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x1b\n\x13\x64\x65stination_node_id\x18\x0c \x01(\t\x12\x1f\n\x17\x64\x65stination_instance_id\x18\r \x01(\tJ\x04\x08\x07\x10\x08R\x03gap\"!\n\x10ListPlansRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"V\n\x11ListPlansResponse\x12\x1f\n\x05plans\x18\x01 \x03(\x0b\x32\x10.slinfer.v1.Plan\x12\x0e\n\x06leader\x18\x02 \x01(\x08\x12\x10\n\x08\x61\x64visory\x18\x03 \x01(\x08*\xc1\x01\n\x08PlanKind\x12\x19\n\x15PLAN_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18PLAN_KIND_PREEMPT_MEMORY\x10\x01\x12\x1c\n\x18PLAN_KIND_PREEMPT_DECODE\x10\x02\x12\x1e\n\x1aPLAN_KIND_PREEMPT_OPERATOR\x10\x03\x12\x13\n\x0fPLAN_KIND_DRAIN\x10\x04\x12\x12\n\x0ePLAN_KIND_PACK\x10\x05\x12\x15\n\x11PLAN_KIND_UNDRAIN\x10\x06\x32\x8a\x02\n\x0c\x43onsolidator\x12\x42\n\x12\x43\x61rryOutPreemption\x12\x1a.slinfer.v1.PreemptionPlan\x1a\x10.slinfer.v1.Plan\x12\x37\n\x07Preempt\x12\x1a.slinfer.v1.PreemptRequest\x1a\x10.slinfer.v1.Plan\x12\x33\n\x05\x44rain\x12\x18.slinfer.v1.DrainRequest\x1a\x10.slinfer.v1.Plan\x12H\n\tListPlans\x12\x1c.slinfer.v1.ListPlansRequest\x1a\x1d.slinfer.v1.ListPlansResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'slinfer.v1.consolidator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLANKIND']._serialized_start=832
-  _globals['_PLANKIND']._serialized_end=1025
-  _globals['_PENDINGREQUEST']._serialized_start=46
-  _globals['_PENDINGREQUEST']._serialized_end=210
-  _globals['_PLANPREEMPTIONREQUEST']._serialized_start=213
-  _globals['_PLANPREEMPTIONREQUEST']._serialized_end=353
-  _globals['_PREEMPTREQUEST']._serialized_start=355
-  _globals['_PREEMPTREQUEST']._serialized_end=392
-  _globals['_DRAINREQUEST']._serialized_start=394
-  _globals['_DRAINREQUEST']._serialized_end=458
-  _globals['_PLAN']._serialized_start=461
-  _globals['_PLAN']._serialized_end=706
-  _globals['_LISTPLANSREQUEST']._serialized_start=708
-  _globals['_LISTPLANSREQUEST']._serialized_end=741
-  _globals['_LISTPLANSRESPONSE']._serialized_start=743
-  _globals['_LISTPLANSRESPONSE']._serialized_end=829
-  _globals['_CONSOLIDATOR']._serialized_start=1028
-  _globals['_CONSOLIDATOR']._serialized_end=1297
+  _globals['_PLANKIND']._serialized_start=815
+  _globals['_PLANKIND']._serialized_end=1008
+  _globals['_PREEMPTIONPLAN']._serialized_start=46
+  _globals['_PREEMPTIONPLAN']._serialized_end=276
+  _globals['_PREEMPTREQUEST']._serialized_start=278
+  _globals['_PREEMPTREQUEST']._serialized_end=315
+  _globals['_DRAINREQUEST']._serialized_start=317
+  _globals['_DRAINREQUEST']._serialized_end=381
+  _globals['_PLAN']._serialized_start=384
+  _globals['_PLAN']._serialized_end=689
+  _globals['_LISTPLANSREQUEST']._serialized_start=691
+  _globals['_LISTPLANSREQUEST']._serialized_end=724
+  _globals['_LISTPLANSRESPONSE']._serialized_start=726
+  _globals['_LISTPLANSRESPONSE']._serialized_end=812
+  _globals['_CONSOLIDATOR']._serialized_start=1011
+  _globals['_CONSOLIDATOR']._serialized_end=1277
 # @@protoc_insertion_point(module_scope)

@@ -37,9 +37,9 @@ class ConsolidatorStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.PlanPreemption = channel.unary_unary(
-                '/slinfer.v1.Consolidator/PlanPreemption',
-                request_serializer=slinfer_dot_v1_dot_consolidator__pb2.PlanPreemptionRequest.SerializeToString,
+        self.CarryOutPreemption = channel.unary_unary(
+                '/slinfer.v1.Consolidator/CarryOutPreemption',
+                request_serializer=slinfer_dot_v1_dot_consolidator__pb2.PreemptionPlan.SerializeToString,
                 response_deserializer=slinfer_dot_v1_dot_consolidator__pb2.Plan.FromString,
                 _registered_method=True)
         self.Preempt = channel.unary_unary(
@@ -65,11 +65,12 @@ class ConsolidatorServicer:
     acts, the others answer UNAVAILABLE naming the leader.
     """
 
-    def PlanPreemption(self, request, context):
-        """Called by a scheduler that cannot admit a request to `target_instance_id` because of one
-        constraint (GPU: memory; CPU: decode budget). The consolidator picks the victim with the
-        policy core and, unless advisory, evicts it; its requests are re-dispatched by their
-        schedulers with their tokens so far. NOT_FOUND: no preemption opens the target.
+    def CarryOutPreemption(self, request, context):
+        """Carry out a preemption a scheduler's policy core planned (DESIGN.md §4: planned once, by
+        `preemption_plan`, which checked that the move pays). The consolidator checks the plan
+        still holds (the victim is ready and not moved within T_move) and, unless advisory,
+        evicts the victim; its requests are re-dispatched by their schedulers with their tokens
+        so far. FAILED_PRECONDITION: the plan no longer holds; the scheduler decides again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,9 +101,9 @@ class ConsolidatorServicer:
 
 def add_ConsolidatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'PlanPreemption': grpc.unary_unary_rpc_method_handler(
-                    servicer.PlanPreemption,
-                    request_deserializer=slinfer_dot_v1_dot_consolidator__pb2.PlanPreemptionRequest.FromString,
+            'CarryOutPreemption': grpc.unary_unary_rpc_method_handler(
+                    servicer.CarryOutPreemption,
+                    request_deserializer=slinfer_dot_v1_dot_consolidator__pb2.PreemptionPlan.FromString,
                     response_serializer=slinfer_dot_v1_dot_consolidator__pb2.Plan.SerializeToString,
             ),
             'Preempt': grpc.unary_unary_rpc_method_handler(
@@ -135,7 +136,7 @@ class Consolidator:
     """
 
     @staticmethod
-    def PlanPreemption(request,
+    def CarryOutPreemption(request,
             target,
             options=(),
             channel_credentials=None,
@@ -148,8 +149,8 @@ class Consolidator:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/slinfer.v1.Consolidator/PlanPreemption',
-            slinfer_dot_v1_dot_consolidator__pb2.PlanPreemptionRequest.SerializeToString,
+            '/slinfer.v1.Consolidator/CarryOutPreemption',
+            slinfer_dot_v1_dot_consolidator__pb2.PreemptionPlan.SerializeToString,
             slinfer_dot_v1_dot_consolidator__pb2.Plan.FromString,
             options,
             channel_credentials,

@@ -18,7 +18,6 @@ from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.tracker import LiveRequest
-from slinfer.services.worker import eviction
 from slinfer.services.worker.engine.base import SamplingParams
 from slinfer.services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
 from slinfer.services.worker.profiler import ProfileCache, profile_key
@@ -210,7 +209,7 @@ async def test_loading_instance_is_never_evicted(stack: LiveStack, model_dir) ->
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "loading" in err.value.details()
     with pytest.raises(FailedPrecondition, match="still loading"):  # the worker refuses too
-        await eviction.evict_instance(worker, "q-loading")
+        await worker.lifecycle.evict("q-loading")
     await load
     assert worker.instances["q-loading"].state.value == "ready", "the load was not disturbed"
     await worker.unload_instance("q-loading")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ import pytest_asyncio
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.memory.client import MemoryClient
-from slinfer.services.scheduler.dispatch import DispatchConfig
+from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 
 from slinfer import Completion
 from slinfer.client import SlinferError
@@ -207,7 +208,9 @@ async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir):
             {"node_id": "tight-0", "memory_bytes": tight, "num_threads": 1,
              "profile_dir": profile_dir}
         ],
-        dispatch=DispatchConfig(default_kv_capacity_tokens=256, l_min_tokens=32),
+        dispatch=DispatchConfig(
+            default_kv_capacity_tokens=256, policy=replace(LIVE_POLICY, l_min_tokens=32)
+        ),
     )  # fmt: skip
     try:
         await s.c.deploy("tiny-fit", str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
@@ -250,7 +253,10 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
                     "profile_dir": profile_dir,
                 }
             ],
-            dispatch=DispatchConfig(default_kv_capacity_tokens=256, l_min_tokens=32, watermark=w),
+            dispatch=DispatchConfig(
+                default_kv_capacity_tokens=256,
+                policy=replace(LIVE_POLICY, l_min_tokens=32, watermark=w),
+            ),
         )
         try:
             name = f"steady-{int(w * 100)}"

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from slinfer.services.memory.state import NodeBook
 
-from slinfer.policy.kv_scaling import KvAllocation, KvScaling, KvScalingConfig, plan_kv
+from slinfer.policy.config import KvScaling, PolicyConfig
+from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.ledger import Ledger, LedgerOp, LedgerRequest, LedgerStatus
 
 
@@ -61,20 +62,20 @@ def test_plan_kv_forward_reserves_the_forecast_with_the_watermark():
     # demand = max(20 + 30, 64) = 64 tokens = 640 B; up to 640·1.25 = 800 B (5 blocks).
     alloc = KvAllocation(kv_bytes_per_token=10, block_tokens=16, allocated_bytes=0,
                          node_free_bytes=10_000)  # fmt: skip
-    forward = KvScalingConfig(KvScaling.FORWARD, l_min_tokens=64, watermark=0.25)
+    forward = PolicyConfig(kv_scaling=KvScaling.FORWARD, l_min_tokens=64, watermark=0.25)
     assert plan_kv([R(20)], 30.0, alloc, forward) == 800
     # Reactive: only what the engine needs now (21 tokens -> 2 blocks), no watermark.
-    reactive = KvScalingConfig(KvScaling.REACTIVE, l_min_tokens=64, watermark=0.25)
+    reactive = PolicyConfig(kv_scaling=KvScaling.REACTIVE, l_min_tokens=64, watermark=0.25)
     assert plan_kv([R(20)], 30.0, alloc, reactive) == 320
 
 
 def test_plan_kv_shrinks_reactive_at_once_and_forward_only_past_the_band():
     alloc = KvAllocation(kv_bytes_per_token=10, block_tokens=16, allocated_bytes=800,
                          node_free_bytes=0)  # fmt: skip
-    forward = KvScalingConfig(KvScaling.FORWARD, l_min_tokens=64, watermark=0.25)
+    forward = PolicyConfig(kv_scaling=KvScaling.FORWARD, l_min_tokens=64, watermark=0.25)
     # Idle: demand is L_min = 640 B; 640·1.25 = 800 is not below 800/1.25 = 640: keep.
     assert plan_kv([], 30.0, alloc, forward) is None
-    reactive = KvScalingConfig(KvScaling.REACTIVE, l_min_tokens=64, watermark=0.25)
+    reactive = PolicyConfig(kv_scaling=KvScaling.REACTIVE, l_min_tokens=64, watermark=0.25)
     assert plan_kv([], 30.0, alloc, reactive) == 0
     # Growth is capped by the node's free memory (none here): nothing to ask for.
     assert plan_kv([R(100, 10)], 30.0, alloc, forward) is None

@@ -185,14 +185,14 @@ def test_dispatch_preempts_then_places() -> None:
 
 def test_keep_alive_reclaim() -> None:
     keep = KeepAlive(gpu_s=1.0, cpu_s=0.0)
-    idle = instance("a", ())
-    assert not reclaim_due(idle, 10.0, DeviceKind.GPU, 10.5, keep)
-    assert reclaim_due(idle, 10.0, DeviceKind.GPU, 11.0, keep)
-    assert reclaim_due(idle, 10.0, DeviceKind.CPU, 10.0, keep)
-    busy = instance("b", _reqs("b", 1))
-    assert not reclaim_due(busy, 10.0, DeviceKind.GPU, 99.0, keep)
-    loading = instance("c", (), phase=InstancePhase.LOADING)
-    assert not reclaim_due(loading, 10.0, DeviceKind.GPU, 99.0, keep)
+    gpu, cpu = keep.seconds(DeviceKind.GPU), keep.seconds(DeviceKind.CPU)
+    ready = InstancePhase.READY
+    assert not reclaim_due(0, ready, 10.0, gpu, 10.5)
+    assert reclaim_due(0, ready, 10.0, gpu, 11.0)
+    assert reclaim_due(0, ready, 10.0, cpu, 10.0)
+    assert not reclaim_due(1, ready, 10.0, gpu, 99.0)  # busy
+    assert not reclaim_due(0, InstancePhase.LOADING, 10.0, gpu, 99.0)
+    assert not reclaim_due(0, ready, None, gpu, 99.0)  # never idle yet
 
 
 def test_system_registry() -> None:

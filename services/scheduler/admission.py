@@ -1,0 +1,190 @@
+"""Admission, live: carry out the policy core's decision for one request (DESIGN.md §2, §4).
+
+`policy.decide` is asked over the cluster as the scheduler sees it (live_view.py) and its
+decision is carried out as given: attach to an existing instance; place a new one (a cold
+start, cold_start.py); hand a preemption plan to the consolidator (preemption.py), then
+attach to the plan's target; or wait. The decision's KV target goes to the memory service as
+the request is attached. A request that fits nowhere is decided again as capacity frees,
+until `give_up_at_s` (the simulator's rule too), then refused with RESOURCE_EXHAUSTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import grpc
+from loguru import logger
+from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from slinfer.services.scheduler import metrics
+from slinfer.services.scheduler.cold_start import ColdStarts
+from slinfer.services.scheduler.dispatch_config import DispatchConfig
+from slinfer.services.scheduler.kv_scaler import KvScaler
+from slinfer.services.scheduler.live_view import ViewBuilder
+from slinfer.services.scheduler.preemption import PreemptionClient
+from slinfer.services.scheduler.redispatch import without_node
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
+
+from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide, system_spec
+from slinfer.policy.headroom import give_up_at_s
+
+# Load failures worth trying elsewhere (or later); anything else means the model cannot load.
+_TRANSIENT = (
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    instance_id: str
+    node_id: str
+    address: str
+    load_s: float  # cold-start time this request waited for
+
+
+class Admission:
+    def __init__(
+        self,
+        watcher: ClusterWatcher,
+        tracker: Tracker,
+        cold: ColdStarts,
+        kv: KvScaler,
+        config: DispatchConfig,
+        on_change: Callable[[str], None],
+    ) -> None:
+        self.watcher, self.tracker, self.cold, self.kv = watcher, tracker, cold, kv
+        self.config = config
+        self.policy = config.policy
+        self.system = system_spec(config.system)
+        self.no_preempt = replace(self.system, preempt=False)
+        self.views = ViewBuilder()
+        self.preemption = PreemptionClient()
+        self.on_change = on_change
+        self.waiting = 0  # requests waiting for capacity now (published for packing)
+
+    def dispatch_view(self, model: dict[str, Any]) -> DispatchView:
+        return self.views.build(
+            self.watcher.view,
+            self.tracker,
+            model,
+            list(self.cold.pending.values()),
+            self.config.default_kv_capacity_tokens,
+        )
+
+    def _decide(self, model: dict[str, Any], req: LiveRequest, preempt: bool) -> DispatchDecision:
+        system = self.system if preempt else self.no_preempt
+        view = self.dispatch_view(model)
+        if req.preempted_from is not None:
+            # Its old node's room went to another request: elsewhere first, if possible.
+            elsewhere = without_node(view, req.preempted_from)
+            d = decide(elsewhere, req, time.time(), system, self.policy)
+            if d.kind is not DispatchKind.NONE:
+                return d
+        return decide(view, req, time.time(), system, self.policy)
+
+    async def _target(self, model: dict[str, Any], req: LiveRequest) -> str | None:
+        """The instance the policy puts the request on now (attached), or None: wait."""
+        model_id = model["model_id"]
+        kv_tokens = int(model.get("kv_capacity_tokens") or self.config.default_kv_capacity_tokens)
+        if not self.views.has_profile(self.watcher.view, model_id):
+            # Bootstrap: share an in-flight first load, or place one by memory alone.
+            iid = self.cold.loading_of(model_id)
+            if iid is None:
+                node_id = self.cold.bootstrap_node(model, kv_tokens)
+                iid = self.cold.start(model, node_id, kv_tokens) if node_id else None
+            if iid is not None:
+                self.tracker.attach(req, iid)
+            return iid
+        # A re-dispatched request is placed without preempting others (no cascades).
+        preempt = req.preempted_from is None and self.preemption.available(self.watcher.view)
+        d = self._decide(model, req, preempt)
+        metrics.DECISIONS.labels(d.kind.value, d.reason.value if d.reason else "").inc()
+        if d.kind is DispatchKind.PREEMPT and d.preemption is not None:
+            plan = d.preemption
+            done = await self.preemption.carry_out(
+                self.watcher.view, plan, model_id, req.request_id
+            )
+            if done:  # the victim is gone: the plan's target takes the request
+                victim = plan.victim_instance_id
+                await self.watcher.wait_for(lambda v: victim not in v.instances, 5.0)
+            else:
+                d = self._decide(model, req, preempt=False)
+        if d.kind in (DispatchKind.EXISTING, DispatchKind.PREEMPT) and d.instance_id:
+            self.tracker.attach(req, d.instance_id)
+            if d.kv_bytes is not None:
+                self.kv.request(d.instance_id, d.kv_bytes)
+            return d.instance_id
+        if d.kind is DispatchKind.NEW_INSTANCE and d.node_id is not None:
+            iid = self.cold.start(model, d.node_id, kv_tokens)
+            self.tracker.attach(req, iid)
+            return iid
+        return None
+
+    def _placement(self, iid: str, load_s: float) -> Placement | None:
+        view = self.watcher.view
+        rec = view.instances.get(iid)
+        node = view.nodes.get(rec.get("node_id", "")) if rec else None
+        if rec is None or node is None or rec.get("state") != "ready":
+            return None
+        return Placement(iid, node["node_id"], node["address"], load_s)
+
+    async def admit(self, model: dict[str, Any], req: LiveRequest) -> Placement:
+        """Attach the request to an instance that admits it, starting one if needed."""
+        waiting = False
+        try:
+            while True:
+                iid = await self._target(model, req)
+                if iid is not None:
+                    placement = await self._ready(model, req, iid)
+                    if placement is not None:
+                        return placement
+                if not waiting:
+                    waiting, self.waiting = True, self.waiting + 1
+                await self._wait_or_give_up(model, req)
+        finally:
+            if waiting:
+                self.waiting -= 1
+
+    async def _ready(self, model: dict[str, Any], req: LiveRequest, iid: str) -> Placement | None:
+        """Wait for the chosen instance to be ready; None if it failed or went away."""
+        self.on_change(iid)
+        try:
+            req.excused_s += await self.cold.await_ready(iid)
+            placement = self._placement(iid, req.excused_s)
+        except (grpc.aio.AioRpcError, WorkerUnavailable) as exc:
+            logger.warning("instance {} unusable for request={}: {}", iid, req.request_id, exc)
+            placement = None
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSIENT:
+                self.tracker.detach(req)
+                self.on_change(iid)
+                # The model cannot load (bad files, the engine refuses it): say so now
+                # instead of trying node after node until the deadline.
+                raise FailedPrecondition(
+                    f"model {model['model_id']} failed to load: {exc.details()}"
+                ) from exc
+        if placement is None:
+            self.tracker.detach(req)  # it failed or went away while we waited
+            self.on_change(iid)
+        return placement
+
+    async def _wait_or_give_up(self, model: dict[str, Any], req: LiveRequest) -> None:
+        remaining = give_up_at_s(req, req.resumed_at_s, self.policy) - time.time()
+        if remaining <= 0:
+            raise NoCapacity(
+                f"no capacity for model {model['model_id']} within its TTFT SLO "
+                f"({req.ttft_slo_s:.2f} s): no instance admits the request and no node can "
+                "host another; retry later, relax the SLO or add a worker"
+            )
+        async with self.watcher.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.watcher.changed.wait(), min(remaining, self.policy.retry_interval_s)
+                )

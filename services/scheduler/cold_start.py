@@ -1,0 +1,104 @@
+"""Cold starts: a new instance loads on a worker while its first requests wait for it.
+
+The load is asked of the worker (`LoadInstance`), and the instance counts as LOADING for
+admission meanwhile, joining its device at its predicted ready time (the node's measured load
+throughput, DESIGN.md §2). Requests attached to it wait for the load; the time they waited is
+excused, as the paper counts TTFT. The first instance of a model never profiled is placed by
+memory alone (placement_live.py): its worker measures the model's tables at load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from slinfer.services.common.errors import WorkerUnavailable
+from slinfer.services.scheduler import metrics
+from slinfer.services.scheduler.dispatch_config import DispatchConfig
+from slinfer.services.scheduler.live_view import PendingLoad
+from slinfer.services.scheduler.placement_live import candidate_nodes
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.workers import WorkerClients
+
+from slinfer.v1 import worker_pb2
+
+_ENGINES = {"torch": 1, "vllm": 2}
+
+
+class ColdStarts:
+    def __init__(
+        self, watcher: ClusterWatcher, workers: WorkerClients, config: DispatchConfig
+    ) -> None:
+        self.watcher, self.workers, self.config = watcher, workers, config
+        self.pending: dict[str, PendingLoad] = {}  # loads etcd does not show yet
+        self.last_used: dict[str, float] = {}  # instance -> monotonic time of last use
+        self._loads: dict[str, asyncio.Task[float]] = {}
+
+    def start(self, model: dict[str, Any], node_id: str, kv_tokens: int) -> str:
+        """Ask for a new instance of `model` on `node_id`; returns its id at once."""
+        model_id = model["model_id"]
+        iid = f"{model_id[:48]}-{uuid.uuid4().hex[:8]}"
+        self.pending[iid] = PendingLoad(iid, model_id, node_id, kv_tokens, time.time())
+        task = asyncio.create_task(self._load(model, iid, node_id, kv_tokens), name=f"load:{iid}")
+        self._loads[iid] = task
+
+        def _done(_t: asyncio.Task[float]) -> None:
+            self._loads.pop(iid, None)
+            self.pending.pop(iid, None)
+
+        task.add_done_callback(_done)
+        return iid
+
+    def loading_of(self, model_id: str) -> str | None:
+        """A first load of the model already asked for (bootstrap requests share it)."""
+        return next((p.instance_id for p in self.pending.values() if p.model_id == model_id), None)
+
+    def bootstrap_node(self, model: dict[str, Any], kv_tokens: int) -> str | None:
+        """Where the first instance of a model never profiled goes (by memory alone)."""
+        nodes = candidate_nodes(self.watcher.view, model, kv_tokens)
+        return nodes[0]["node_id"] if nodes else None
+
+    def node_of(self, instance_id: str) -> str | None:
+        rec = self.watcher.view.instances.get(instance_id)
+        if rec is not None:
+            return str(rec.get("node_id"))
+        pending = self.pending.get(instance_id)
+        return pending.node_id if pending else None
+
+    async def _load(self, model: dict[str, Any], iid: str, node_id: str, kv_tokens: int) -> float:
+        node = self.watcher.view.nodes[node_id]
+        req = worker_pb2.LoadInstanceRequest(
+            instance_id=iid,
+            model_id=model["model_id"],
+            path=model["path"],
+            engine=_ENGINES.get(model.get("engine") or "", 0),
+            kv_capacity_tokens=kv_tokens,
+        )
+        t0 = time.monotonic()
+        await self.workers.stub(node["address"]).LoadInstance(
+            req, timeout=self.config.load_timeout_s
+        )
+        metrics.COLD_STARTS.labels(model["model_id"]).inc()
+        self.last_used[iid] = time.monotonic()
+        # The worker's etcd record may trail its answer: wait briefly so routing sees it.
+        await self.watcher.wait_for(lambda v: v.instances.get(iid, {}).get("state") == "ready", 5.0)
+        return time.monotonic() - t0
+
+    async def await_ready(self, iid: str) -> float:
+        """Wait for an instance to be ready; returns the seconds waited (excused)."""
+        task = self._loads.get(iid)
+        if task is None and self.watcher.view.instances.get(iid, {}).get("state") == "ready":
+            return 0.0
+        t0 = time.monotonic()
+        if task is not None:
+            await asyncio.shield(task)
+        else:
+            ok = await self.watcher.wait_for(
+                lambda v: v.instances.get(iid, {}).get("state") != "loading",
+                self.config.load_timeout_s,
+            )
+            if not ok:
+                raise WorkerUnavailable(f"instance {iid} did not finish loading")
+        return time.monotonic() - t0
