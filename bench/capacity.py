@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slinfer.policy.config import Admission, PolicyConfig
+from slinfer.policy.systems import SystemName, system_spec
 from slinfer.sim.metrics import RunResult
 from slinfer.sim.paths import default_trace
 from slinfer.sim.run import RunSpec, run
 from slinfer.sim.trace import model_counts, trace_shape
-
-from slinfer.policy.config import Admission, PolicyConfig
-from slinfer.policy.systems import SystemName, system_spec
 
 DEFAULT_SYSTEMS = (
     SystemName.SLLM,

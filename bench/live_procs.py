@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slinfer.services.consolidator.occupancy import UsageIntegral
-
 from slinfer.cli.stack import Stack, StackConfig, start_stack, stop_stack
 from slinfer.client import AsyncClient
+from slinfer.services.consolidator.occupancy import UsageIntegral
 
 # Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack.
 BENCH_PORTS = {

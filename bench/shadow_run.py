@@ -20,13 +20,12 @@ import statistics
 import time
 from pathlib import Path
 
-from slinfer.sim.paths import load_profiles
-
 from slinfer.policy import DEFAULT_CONFIG, validate_group
 from slinfer.policy.model_spec import ModelSpec
 from slinfer.policy.perf_model import PerfModel
 from slinfer.policy.shadow_run import shadow_run
 from slinfer.policy.types import DeviceKind, DeviceView, InstancePhase, InstanceView, RequestView
+from slinfer.sim.paths import load_profiles
 
 TARGET_P99_US = 1000.0
 

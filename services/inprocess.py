@@ -6,13 +6,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from slinfer import AsyncClient
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.memory.server import create as create_memory
 from slinfer.services.scheduler.dispatch import DispatchConfig
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
 from slinfer.services.worker.server import WorkerConfig, WorkerService
-
-from slinfer import AsyncClient
 
 
 @dataclass

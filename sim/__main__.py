@@ -10,10 +10,9 @@ import json
 import sys
 from pathlib import Path
 
+from slinfer.policy.systems import SystemName
 from slinfer.sim.metrics import RunResult
 from slinfer.sim.run import RunSpec, run
-
-from slinfer.policy.systems import SystemName
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,6 +15,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from slinfer.policy.dispatch import DispatchKind, decide
+from slinfer.policy.headroom import give_up_at_s
+from slinfer.policy.ledger import LedgerOp
+from slinfer.policy.packing import pack_plan
+from slinfer.policy.types import DeviceKind, InstancePhase
+from slinfer.policy.view import DispatchView
 from slinfer.sim.cluster import ClusterSpec
 from slinfer.sim.events import Phase
 from slinfer.sim.execution import ExecutionOps
@@ -22,13 +28,6 @@ from slinfer.sim.metrics import RunResult, mean_or_none, percentile
 from slinfer.sim.state import RequestState, SimRequest
 from slinfer.sim.trace import Trace
 from slinfer.sim.world import SimConfig
-
-from slinfer.policy.dispatch import DispatchKind, decide
-from slinfer.policy.headroom import give_up_at_s
-from slinfer.policy.ledger import LedgerOp
-from slinfer.policy.packing import pack_plan
-from slinfer.policy.types import DeviceKind, InstancePhase
-from slinfer.policy.view import DispatchView
 
 
 class Simulator(ExecutionOps):

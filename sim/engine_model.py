@@ -22,9 +22,8 @@ import random
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from slinfer.sim.state import SimInstance, SimRequest
-
 from slinfer.policy.iteration import decode_iteration_s, prefill_iteration_s
+from slinfer.sim.state import SimInstance, SimRequest
 
 
 class Effect(NamedTuple):

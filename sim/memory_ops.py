@@ -9,14 +9,13 @@ releases deferred increases in queue order.
 
 from __future__ import annotations
 
-from slinfer.sim.events import Phase
-from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
-from slinfer.sim.world import World
-
 from slinfer.policy.kv_scaling import KvAllocation, plan_kv, watermark_may_move
 from slinfer.policy.ledger import Approval, LedgerOp, LedgerRequest, LedgerStatus
 from slinfer.policy.systems import Sharing
 from slinfer.policy.types import InstancePhase
+from slinfer.sim.events import Phase
+from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
+from slinfer.sim.world import World
 
 
 class MemoryOps(World):

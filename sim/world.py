@@ -12,13 +12,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from slinfer.sim.cluster import ClusterSpec
-from slinfer.sim.engine_model import EngineModel, GrantPlan
-from slinfer.sim.events import EventQueue, Phase
-from slinfer.sim.metrics import Counters, RequestRecord, UsageIntegrator, record_of
-from slinfer.sim.state import Clock, RequestState, SimInstance, SimNode, SimRequest
-from slinfer.sim.trace import Trace
-
 from slinfer.policy.arbiter import Arbiter
 from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
 from slinfer.policy.kv_scaling import OutputHistory
@@ -29,6 +22,12 @@ from slinfer.policy.perf_model import PerfModel
 from slinfer.policy.slo import DEFAULT_SLO, SloPolicy
 from slinfer.policy.systems import SystemSpec
 from slinfer.policy.types import DeviceKind
+from slinfer.sim.cluster import ClusterSpec
+from slinfer.sim.engine_model import EngineModel, GrantPlan
+from slinfer.sim.events import EventQueue, Phase
+from slinfer.sim.metrics import Counters, RequestRecord, UsageIntegrator, record_of
+from slinfer.sim.state import Clock, RequestState, SimInstance, SimNode, SimRequest
+from slinfer.sim.trace import Trace
 
 
 @dataclass(frozen=True, slots=True)

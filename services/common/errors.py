@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from slinfer.services.common.engine_types import (
     InvalidRequest,
     KVCapacityExceeded,

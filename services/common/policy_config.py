@@ -12,10 +12,10 @@ import asyncio
 from collections.abc import Callable
 
 from loguru import logger
-from slinfer.services.common import keys
-from slinfer.services.common.store import Store
 
 from slinfer.policy import DEFAULT_CONFIG, PolicyConfig
+from slinfer.services.common import keys
+from slinfer.services.common.store import Store
 
 
 async def publish_policy(store: Store, config: PolicyConfig) -> None:

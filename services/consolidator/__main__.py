@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from slinfer.policy import SystemName
 from slinfer.services.common.cli_args import common_args, run_until_signal
 from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.consolidator.server import create
-
-from slinfer.policy import SystemName
 
 
 def main() -> None:

@@ -26,6 +26,10 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
+from slinfer.policy import DEFAULT_CONFIG, InstancePhase, PolicyConfig, SystemName, system_spec
+from slinfer.policy.packing import PackWatch, pack_plan
+from slinfer.policy.preemption import recently_moved
 from slinfer.services.common import keys
 from slinfer.services.common.errors import (
     FailedPrecondition,
@@ -38,10 +42,6 @@ from slinfer.services.consolidator.plans import PlanLog, new_plan
 from slinfer.services.consolidator.view import ConsolidationView
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.workers import WorkerClients
-
-from slinfer.policy import DEFAULT_CONFIG, InstancePhase, PolicyConfig, SystemName, system_spec
-from slinfer.policy.packing import PackWatch, pack_plan
-from slinfer.policy.preemption import recently_moved
 from slinfer.v1 import consolidator_pb2, worker_pb2
 
 _PREEMPT_KINDS = (

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from loguru import logger
+
+from slinfer.policy.ledger import Approval, Ledger
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NodeNotFound, StoreUnavailable
 from slinfer.services.common.store import Store
-
-from slinfer.policy.ledger import Approval, Ledger
 
 T = TypeVar("T")
 

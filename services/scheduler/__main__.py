@@ -6,13 +6,12 @@ import argparse
 import asyncio
 from dataclasses import replace
 
+from slinfer.policy import SystemName
+from slinfer.policy.config import Admission, KvScaling
 from slinfer.services.common.cli_args import common_args, run_until_signal
 from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
-
-from slinfer.policy import SystemName
-from slinfer.policy.config import Admission, KvScaling
 
 
 def main() -> None:

@@ -19,6 +19,9 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
+from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide, system_spec
+from slinfer.policy.headroom import give_up_at_s
 from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.cold_start import ColdStarts
@@ -29,9 +32,6 @@ from slinfer.services.scheduler.preemption import PreemptionClient
 from slinfer.services.scheduler.redispatch import without_node
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
-
-from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide, system_spec
-from slinfer.policy.headroom import give_up_at_s
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
 _TRANSIENT = (

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable
 
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.store import Registration, Store
 from slinfer.services.scheduler.tracker import Tracker

@@ -21,7 +21,6 @@ from slinfer.services.scheduler.live_view import PendingLoad
 from slinfer.services.scheduler.placement_live import candidate_nodes
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.workers import WorkerClients
-
 from slinfer.v1 import worker_pb2
 
 _ENGINES = {"torch": 1, "vllm": 2}

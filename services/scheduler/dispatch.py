@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from slinfer.policy import InstanceView
 from slinfer.services.common.engine_types import SamplingParams
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.admission import Admission, Placement
@@ -26,8 +27,6 @@ from slinfer.services.scheduler.relay import Relay
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 from slinfer.services.scheduler.workers import WorkerClients
-
-from slinfer.policy import InstanceView
 from slinfer.v1 import worker_pb2
 
 __all__ = ["DispatchConfig", "Dispatcher", "Placement"]

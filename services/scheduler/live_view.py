@@ -15,10 +15,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from slinfer.services.common.model_dir import FP32_BYTES, inspect_model_dir
-from slinfer.services.scheduler.state import ClusterView
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
-
 from slinfer.policy import (
     DeviceKind,
     DeviceView,
@@ -33,6 +29,9 @@ from slinfer.policy.baselines import derived_caps
 from slinfer.policy.model_spec import ConcurrencyCaps
 from slinfer.policy.perf_model import DEFAULT_SAFETY
 from slinfer.policy.slo import SloPolicy
+from slinfer.services.common.model_dir import FP32_BYTES, inspect_model_dir
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
 _PHASES = {
     "loading": InstancePhase.LOADING,

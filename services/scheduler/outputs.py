@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.store import Store
 from slinfer.services.scheduler.tracker import Tracker

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 from loguru import logger
-from slinfer.services.scheduler import metrics
 
 from slinfer.policy import InstancePhase
 from slinfer.policy.keep_alive import reclaim_due
+from slinfer.services.scheduler import metrics
 from slinfer.v1 import worker_pb2
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
 from slinfer.services.common.convert import sampling_to_pb
 from slinfer.services.common.engine_types import SamplingParams
 from slinfer.services.common.errors import WorkerUnavailable
@@ -36,7 +37,6 @@ from slinfer.services.scheduler.redispatch import (
 )
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 from slinfer.services.scheduler.workers import WorkerClients
-
 from slinfer.v1 import common_pb2, worker_pb2
 
 # Submit refusals worth deciding again for: full, draining/unloading, or already gone.

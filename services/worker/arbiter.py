@@ -17,9 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from slinfer.services.worker import metrics
-from slinfer.services.worker.instance import Instance, InstanceState
-
 from slinfer.policy import (
     DEFAULT_CONFIG,
     Arbiter,
@@ -31,6 +28,8 @@ from slinfer.policy import (
     RequestView,
     SloPolicy,
 )
+from slinfer.services.worker import metrics
+from slinfer.services.worker.instance import Instance, InstanceState
 
 GRANT_LOG_SIZE = 4096
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+
+from slinfer.policy import DeviceKind, ModelSpec, PerfModel
+from slinfer.policy.perf_model import DEFAULT_SAFETY
 from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.worker.engine.base import Engine
 from slinfer.services.worker.profiler import (
@@ -26,9 +29,6 @@ from slinfer.services.worker.profiler import (
     profile_key,
     spot_check,
 )
-
-from slinfer.policy import DeviceKind, ModelSpec, PerfModel
-from slinfer.policy.perf_model import DEFAULT_SAFETY
 
 # A cached table whose first prefill point now runs in under half its tabled time was
 # measured on a busy machine: measure again.

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any
 from slinfer.services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
 
 if TYPE_CHECKING:
-    from slinfer.services.worker.arbiter import TrackedRequest
-
     from slinfer.policy import ModelSpec, PerfModel
+    from slinfer.services.worker.arbiter import TrackedRequest
 
 
 class InstanceState(enum.Enum):

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.errors import (
     AlreadyExists,
@@ -40,7 +41,6 @@ from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
 from slinfer.services.worker.profiler import ProfileCache
-
 from slinfer.v1 import worker_pb2
 
 

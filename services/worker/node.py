@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+
+from slinfer.policy import DEFAULT_CONFIG, DeviceKind, PolicyConfig
 from slinfer.services.common import keys
 from slinfer.services.common.store import Registration, Store
 from slinfer.services.worker.arbiter import DeviceArbiter
@@ -26,8 +28,6 @@ from slinfer.services.worker.calibration import hardware_label
 from slinfer.services.worker.device import Device
 from slinfer.services.worker.instance import Instance
 from slinfer.services.worker.profiler import ProfileGrid
-
-from slinfer.policy import DEFAULT_CONFIG, DeviceKind, PolicyConfig
 
 
 @dataclass(frozen=True, slots=True)

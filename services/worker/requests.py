@@ -27,7 +27,6 @@ from slinfer.services.worker.engine.base import EngineRequest, RequestOutput
 from slinfer.services.worker.instance import InstanceState
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
-
 from slinfer.v1 import worker_pb2
 
 

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 from loguru import logger
+
+from slinfer.policy import PolicyConfig
 from slinfer.services.common.convert import FINISH_TO_PB
 from slinfer.services.common.errors import status_of
 from slinfer.services.common.policy_config import watch_policy
@@ -28,8 +30,6 @@ from slinfer.services.worker.node import NodeContext, WorkerConfig
 from slinfer.services.worker.profiler import ProfileCache
 from slinfer.services.worker.requests import Requests
 from slinfer.services.worker.status import instance_status, worker_stats
-
-from slinfer.policy import PolicyConfig
 from slinfer.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Worker"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine
 

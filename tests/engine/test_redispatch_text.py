@@ -9,10 +9,10 @@ multi-byte character split over tokens, a suffix that could become a stop string
 from __future__ import annotations
 
 import pytest
-from slinfer.services.scheduler.redispatch import StreamProgress, text_after
-from slinfer.services.worker.engine.detokenizer import TextStream
 from transformers import AutoTokenizer
 
+from slinfer.services.scheduler.redispatch import StreamProgress, text_after
+from slinfer.services.worker.engine.detokenizer import TextStream
 from slinfer.v1 import worker_pb2
 
 TEXT = " héllo wörld ☃ snow, and xy then xyz — 日本語 done"

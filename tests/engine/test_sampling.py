@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.base import FinishReason, InvalidRequest, SamplingParams
 from slinfer.services.worker.engine.sampling import top_p_filter
 

@@ -14,6 +14,9 @@ import time
 import grpc
 import pytest
 import pytest_asyncio
+
+from slinfer import Chunk, Completion
+from slinfer.models import build_random_model
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.inprocess import LiveStack
@@ -21,9 +24,6 @@ from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.services.worker.engine.base import SamplingParams
 from slinfer.services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
 from slinfer.services.worker.profiler import ProfileCache, profile_key
-
-from slinfer import Chunk, Completion
-from slinfer.models import build_random_model
 from slinfer.v1 import common_pb2, consolidator_pb2, consolidator_pb2_grpc, worker_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -9,16 +9,16 @@ import time
 import grpc
 import pytest
 import pytest_asyncio
+
+import slinfer.policy.preemption as consolidation_policy
+from slinfer import Completion
+from slinfer.policy import SystemName, system_spec
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.dispatch import DispatchConfig
-
-import slinfer.policy.preemption as consolidation_policy
-from slinfer import Completion
-from slinfer.policy import SystemName, system_spec
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 from tests.live.test_consolidation import (  # noqa: F401  (model_dir, seeded: fixtures)
     PROMPT,

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-from slinfer.services.inprocess import LiveStack
 
 from slinfer import Chunk, Completion
+from slinfer.services.inprocess import LiveStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

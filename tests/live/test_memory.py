@@ -16,14 +16,14 @@ from dataclasses import replace
 import grpc
 import pytest
 import pytest_asyncio
-from slinfer.services.common.etcd_process import start_etcd
-from slinfer.services.inprocess import LiveStack
-from slinfer.services.memory.client import MemoryClient
-from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 
 from slinfer import Completion
 from slinfer.client import SlinferError
 from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from slinfer.policy import PerfModel
 from slinfer.services.worker.engine.torch_config import TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine
 from slinfer.services.worker.profiler import ProfileCache, ProfileGrid, measure, profile_key
-
-from slinfer.policy import PerfModel
 
 
 def test_measure_gives_tables_the_policy_reads(tiny_models, tmp_path) -> None:

@@ -7,14 +7,14 @@ import time
 
 import pytest
 import pytest_asyncio
+
+from slinfer import Completion
+from slinfer.models import build_random_model
 from slinfer.services.common import keys
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.worker.calibration import hardware_label
 from slinfer.services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
 from slinfer.services.worker.profiler import ProfileCache, profile_key
-
-from slinfer import Completion
-from slinfer.models import build_random_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

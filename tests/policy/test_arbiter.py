@@ -45,9 +45,8 @@ def test_grant_sizes() -> None:
 
 
 def test_grant_sizes_from_profiles() -> None:
-    from slinfer.sim.paths import load_profiles
-
     from slinfer.policy.model_spec import ModelSpec
+    from slinfer.sim.paths import load_profiles
 
     profile = load_profiles()
     grants = {m: ModelSpec.from_profile(profile, m).gpu_decode_grant for m in ("3b", "7b", "13b")}

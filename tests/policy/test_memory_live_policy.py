@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slinfer.services.memory.state import NodeBook
-
 from slinfer.policy.config import KvScaling, PolicyConfig
 from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.ledger import Ledger, LedgerOp, LedgerRequest, LedgerStatus
+from slinfer.services.memory.state import NodeBook
 
 
 @dataclass

@@ -12,10 +12,6 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
-from slinfer.services.scheduler.live_view import ViewBuilder
-from slinfer.services.scheduler.state import ClusterView
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
-from slinfer.sim.state import Clock, SimInstance, SimNode, SimRequest
 
 from slinfer.policy import DEFAULT_CONFIG, DispatchView, decide, system_spec
 from slinfer.policy.kv_scaling import OutputHistory
@@ -24,6 +20,10 @@ from slinfer.policy.model_spec import ModelSpec
 from slinfer.policy.perf_model import DEFAULT_SAFETY, PerfModel
 from slinfer.policy.systems import SystemName
 from slinfer.policy.types import DeviceKind
+from slinfer.services.scheduler.live_view import ViewBuilder
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.sim.state import Clock, SimInstance, SimNode, SimRequest
 
 MODEL = "m"
 BPT = 64 * 1024  # KV bytes per token

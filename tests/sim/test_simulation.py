@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from slinfer.policy.model_spec import GIB
+from slinfer.policy.systems import SystemName
 from slinfer.sim.cluster import default_cluster
 from slinfer.sim.paths import default_trace, load_profiles
 from slinfer.sim.run import RunSpec, run
 from slinfer.sim.state import RequestState
 from slinfer.sim.trace import load_trace
-
-from slinfer.policy.model_spec import GIB
-from slinfer.policy.systems import SystemName
 from tests.sim.helpers import make_sim, synthetic_trace
 
 

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+
+from slinfer.policy.model_spec import GIB
+from slinfer.policy.types import DeviceKind
 from slinfer.sim.cluster import cluster_from_dict, default_cluster
 from slinfer.sim.events import EventQueue, Phase
 from slinfer.sim.paths import SharedNotFound, default_trace, load_profiles, shared_dir
 from slinfer.sim.trace import TraceError, group_size_of, load_trace, select_functions
-
-from slinfer.policy.model_spec import GIB
-from slinfer.policy.types import DeviceKind
 
 
 def test_shared_dir_is_a_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
