@@ -72,6 +72,15 @@ def main(ctx: click.Context, gateway: str) -> None:
 )
 @click.option("--worker-threads", type=int, default=None, help="Torch threads of the CPU worker.")
 @click.option(
+    "--cpu-dtype",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    envvar="SLINFER_CPU_DTYPE",
+    default="auto",
+    show_default=True,
+    help="dtype of the CPU engines (env SLINFER_CPU_DTYPE); auto: bf16 where the CPU has "
+    "AVX512_BF16 or AMX, fp32 elsewhere.",
+)
+@click.option(
     "--cpu-nodes",
     type=int,
     default=1,
@@ -95,6 +104,7 @@ def up(
     metrics_base: int,
     worker_memory: str,
     worker_threads: int | None,
+    cpu_dtype: str,
     cpu_nodes: int,
     keep_alive: float,
 ) -> None:
@@ -114,6 +124,7 @@ def up(
         metrics_base=metrics_base,
         worker_memory=worker_memory,
         worker_threads=worker_threads,
+        worker_cpu_dtype=cpu_dtype,
         cpu_nodes=cpu_nodes,
         keep_alive_s=keep_alive,
     )

@@ -40,13 +40,7 @@ from services.scheduler.policy import (
 from services.scheduler.policy.routing import busiest_first
 from services.scheduler.preemption import PreemptionClient
 from services.scheduler.reclaim import reclaim_idle
-from services.scheduler.redispatch import (
-    StreamProgress,
-    TokenizerOf,
-    flush_response,
-    tokenizer_for,
-    without_node,
-)
+from services.scheduler.redispatch import StreamProgress, without_node
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.tracker import LiveRequest, Tracker
 from services.scheduler.workers import WorkerClients
@@ -95,7 +89,6 @@ class Dispatcher:
         self.system = system_spec(config.system)
         self.no_preempt = replace(self.system, preempt=False)
         self.preemption = PreemptionClient()
-        self.tokenizer_of: TokenizerOf | None = None  # for lossless re-dispatch (server.py)
         self.policy_config = config.policy
         self.tracker = Tracker(prior_output_tokens=config.prior_output_tokens)
         self.kv = KvScaler(watcher, self.tracker, MemoryClient(watcher.store), config.kv_config)
@@ -368,23 +361,18 @@ class Dispatcher:
                             return
                     if not ended:
                         raise WorkerUnavailable(f"worker for {iid} closed the stream early")
-                    tokenizer = tokenizer_for(self.tokenizer_of, model)
-                    resume = progress.resume(tokenizer, prompt_ids, sampling.temperature == 0)
-                    req.output_tokens = len(progress.token_ids)
+                    resumed = progress.resume()
+                    req.output_tokens = len(resumed)
                     del submit.resumed_token_ids[:]
-                    submit.resumed_token_ids.extend(resume.resumed_token_ids)
+                    submit.resumed_token_ids.extend(resumed)
                     req.resumed_at_s, req.preempted_from = time.time(), placement.node_id
                     metrics.REDISPATCHES.labels(req.model_id).inc()
                     logger.info(
-                        "re-dispatching request={} preempted on {} after {} tokens "
-                        "(resuming from {})",
+                        "re-dispatching request={} preempted on {} after {} tokens",
                         req.request_id,
                         iid,
                         req.output_tokens,
-                        len(resume.resumed_token_ids),
                     )
-                    if resume.flush_text:
-                        yield placement, flush_response(req.request_id, resume.flush_text)
                 except grpc.aio.AioRpcError as exc:
                     code, details = exc.code(), exc.details() or ""
                     if code in _REFUSED and not answered and refusals < _MAX_REFUSALS:

@@ -130,7 +130,6 @@ class SchedulerService:
         self.workers = WorkerClients()
         self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch)
         self.prompts = Prompts()
-        self.dispatcher.tokenizer_of = self.prompts.tokenizer
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
         self.leases: LeaseWriter | None = None

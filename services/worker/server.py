@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -39,6 +39,7 @@ from services.worker.arbiter import DeviceArbiter, TrackedRequest
 from services.worker.calibration import calibrate, hardware_label
 from services.worker.device import Device
 from services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
+from services.worker.engine.dtype import DTypePolicy, cpu_dtype_from_env
 from services.worker.engine.registry import (
     EngineSpec,
     create_engine,
@@ -65,6 +66,8 @@ class WorkerConfig:
     cores: int = 0  # 0: all cores of this process
     memory_bytes: int = 8 << 30  # what this node offers to weights + KV
     num_threads: int | None = None
+    # dtype of the CPU engines; default: $SLINFER_CPU_DTYPE, else AUTO (engine/dtype.py)
+    cpu_dtype: DTypePolicy = field(default_factory=cpu_dtype_from_env)
     lease_ttl_s: int = 10
     profile_grid: ProfileGrid = ProfileGrid()
     profile_dir: Path | None = None  # default: $SLINFER_HOME/profiles
@@ -74,6 +77,8 @@ class WorkerConfig:
             raise ValueError(f"node kind must be cpu or gpu, got {self.kind!r}")
         if self.memory_bytes <= 0:
             raise ValueError("memory_bytes must be positive")
+        if not isinstance(self.cpu_dtype, DTypePolicy):
+            raise ValueError(f"cpu_dtype must be a DTypePolicy, got {self.cpu_dtype!r}")
         if self.node_id and not keys.valid_name(self.node_id):
             raise ValueError(f"invalid node id {self.node_id!r}")
 
@@ -193,7 +198,13 @@ class WorkerService:
         self._scale_task = asyncio.create_task(self._publish_perf_scales(), name="perf-scale")
         await self.memory.start()
         await set_serving(health, [SERVICE_NAME], True)
-        logger.info("worker {} ({}) serving on {}", self.node_id, self.config.kind, self.address)
+        logger.info(
+            "worker {} ({}, cpu dtype {}) serving on {}",
+            self.node_id,
+            self.config.kind,
+            self.config.cpu_dtype.value,
+            self.address,
+        )
         return self.address
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -288,6 +299,7 @@ class WorkerService:
             kv_capacity_tokens=req.kv_capacity_tokens,
             device="cuda" if self.config.kind == "gpu" else "cpu",
             num_threads=self.config.num_threads,
+            cpu_dtype=self.config.cpu_dtype,
         )
         t0, engine = time.perf_counter(), None
         try:
