@@ -319,9 +319,10 @@ class Dispatcher:
         progress = StreamProgress()
         refusals = 0
         if self.kv.enabled:  # refuse at once what can never fit (docs/MEMORY.md)
-            spec = self.views.spec(self.watcher.view, model, self.config.default_kv_capacity_tokens)
+            cluster = self.watcher.view
             context = len(prompt_ids) + sampling.max_tokens
-            self.kv.check_fits(model, spec.weights_bytes, spec.kv_bytes_per_token, context)
+            measured = self.views.measured(cluster, model)
+            self.kv.check_fits(model, self.views.model_dir(model), measured, context)
         try:
             while True:
                 placement = await self.admit(model, req)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from services.common.model_dir import FP32_BYTES, inspect_model_dir
+from services.common.model_dir import FP32_BYTES, ModelDir, inspect_model_dir
 from services.scheduler.policy import (
     DeviceKind,
     DeviceView,
@@ -106,15 +106,28 @@ class ViewBuilder:
     def has_profile(self, cluster: ClusterView, model_id: str) -> bool:
         return bool(cluster.profiles.get(model_id))
 
+    def measured(self, cluster: ClusterView, model: Mapping[str, Any]) -> tuple[int, int] | None:
+        """(weights bytes, KV bytes per token) a loaded instance of the model reported."""
+        rec = next(
+            (i for i in cluster.instances_of(model["model_id"]) if i.get("weights_bytes")), None
+        )
+        if rec is None:
+            return None
+        return int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+
+    def model_dir(self, model: Mapping[str, Any]) -> ModelDir:
+        info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
+        self._dirs[model["path"]] = info
+        return info
+
     def spec(self, cluster: ClusterView, model: Mapping[str, Any], kv_tokens: int) -> ModelSpec:
         """Real figures from a loaded instance when there is one, fp32 estimates otherwise."""
         model_id = model["model_id"]
-        rec = next((i for i in cluster.instances_of(model_id) if i.get("weights_bytes")), None)
-        if rec is not None:
-            weights, bpt = int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+        measured = self.measured(cluster, model)
+        if measured is not None:
+            weights, bpt = measured
         else:
-            info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
-            self._dirs[model["path"]] = info
+            info = self.model_dir(model)
             weights = info.weights_bytes(FP32_BYTES)
             bpt = info.kv_bytes_per_token(FP32_BYTES)
         return ModelSpec(

@@ -39,7 +39,7 @@ from services.worker.arbiter import DeviceArbiter, TrackedRequest
 from services.worker.calibration import calibrate, hardware_label
 from services.worker.device import Device
 from services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
-from services.worker.engine.dtype import DTypePolicy, cpu_dtype_from_env
+from services.worker.engine.dtype import DTypePolicy, cpu_dtype_from_env, dtype_bytes
 from services.worker.engine.registry import (
     EngineSpec,
     create_engine,
@@ -146,6 +146,9 @@ class WorkerService:
         self.store = Store(config.etcd)
         self.threads = config.num_threads or config.cores or (os.cpu_count() or 1)
         self.label = hardware_label(config.kind, self.threads)
+        # Bytes per weight and KV element of this node's engines, for plans made before an
+        # instance has measured itself: its CPU dtype here, fp32 (the widest) on GPUs.
+        self.dtype_bytes = dtype_bytes(config.cpu_dtype) if config.kind == "cpu" else 4
         self.arbiter = DeviceArbiter(
             self.node_id,
             DeviceKind.GPU if config.kind == "gpu" else DeviceKind.CPU,
@@ -236,6 +239,7 @@ class WorkerService:
             "cores": self.config.cores or (os.cpu_count() or 1),
             "label": self.label,
             "memory_bytes": self.config.memory_bytes,
+            "dtype_bytes": self.dtype_bytes,
             "started_at": time.time(),
         }
 

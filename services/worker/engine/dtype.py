@@ -12,8 +12,15 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 CPU_DTYPE_ENV = "SLINFER_CPU_DTYPE"
+
+# CPU features with native bf16 dot products (oneDNN uses them, AMX above all). Without them
+# torch's bf16 GEMMs convert to fp32 on the fly: batch-1 decode, memory-bound, still gains from
+# the halved weight traffic, but prefill, compute-bound, runs 4-6x slower than in fp32
+# (measured in docs/ENGINE.md), and prefill decides the TTFT SLO.
+FAST_BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 class DTypePolicy(enum.Enum):
@@ -34,3 +41,26 @@ def cpu_dtype_from_env(environ: Mapping[str, str] | None = None) -> DTypePolicy:
     """`SLINFER_CPU_DTYPE` as a policy; AUTO when unset or empty."""
     value = (os.environ if environ is None else environ).get(CPU_DTYPE_ENV, "")
     return DTypePolicy.parse(value, CPU_DTYPE_ENV) if value.strip() else DTypePolicy.AUTO
+
+
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def is_bf16(policy: DTypePolicy, cpu_flags: frozenset[str]) -> bool:
+    """Does `policy` resolve to bf16 on a CPU with `cpu_flags`?"""
+    if policy is DTypePolicy.AUTO:
+        return bool(cpu_flags & FAST_BF16_CPU_FLAGS)
+    return policy is DTypePolicy.BF16
+
+
+def dtype_bytes(policy: DTypePolicy, cpu_flags: frozenset[str] | None = None) -> int:
+    """Bytes per weight and per KV element of a CPU engine under `policy` on this CPU."""
+    return 2 if is_bf16(policy, read_cpu_flags() if cpu_flags is None else cpu_flags) else 4

@@ -7,10 +7,18 @@ from pathlib import Path
 
 import torch
 
-from .dtype import CPU_DTYPE_ENV, DTypePolicy, cpu_dtype_from_env
+from .dtype import (
+    CPU_DTYPE_ENV,
+    FAST_BF16_CPU_FLAGS,
+    DTypePolicy,
+    cpu_dtype_from_env,
+    is_bf16,
+    read_cpu_flags,
+)
 
 __all__ = [
     "CPU_DTYPE_ENV",
+    "FAST_BF16_CPU_FLAGS",
     "DTypePolicy",
     "TorchEngineConfig",
     "cpu_dtype_from_env",
@@ -18,12 +26,6 @@ __all__ = [
     "read_cpu_flags",
     "resolve_dtype",
 ]
-
-# CPU features with native bf16 dot products (oneDNN uses them, AMX above all). Without them
-# torch's bf16 GEMMs convert to fp32 on the fly: batch-1 decode, memory-bound, still gains from
-# the halved weight traffic, but prefill, compute-bound, runs 4-6x slower than in fp32
-# (measured in docs/ENGINE.md), and prefill decides the TTFT SLO.
-FAST_BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,23 +59,8 @@ class TorchEngineConfig:
             raise ValueError(f"{self.model_dir} is not a model directory (no config.json)")
 
 
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
 def resolve_dtype(policy: DTypePolicy, cpu_flags: frozenset[str]) -> torch.dtype:
-    if policy is DTypePolicy.FP32:
-        return torch.float32
-    if policy is DTypePolicy.BF16:
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_flags & FAST_BF16_CPU_FLAGS else torch.float32
+    return torch.bfloat16 if is_bf16(policy, cpu_flags) else torch.float32
 
 
 def dtype_name(policy: DTypePolicy, cpu_flags: frozenset[str] | None = None) -> str:
