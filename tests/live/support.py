@@ -77,3 +77,24 @@ def hold_executor(executor: Executor) -> Iterator[None]:
     finally:
         gate.set()
         done.result()
+
+
+@contextlib.contextmanager
+def recorded_token_ids(stack: Any) -> Iterator[dict[str, list[int]]]:
+    """Token ids of every request the scheduler streams meanwhile, by request id (white-box:
+    the gateway's chunks carry text and token counts, the worker's responses the ids)."""
+    dispatcher = stack.scheduler.dispatcher
+    original = dispatcher.generate
+    seen: dict[str, list[int]] = {}
+
+    async def generate(model, req, prompt_ids, sampling):  # noqa: ANN001, ANN202
+        ids = seen.setdefault(req.request_id, [])
+        async for placed, resp in original(model, req, prompt_ids, sampling):
+            ids.extend(resp.token_ids)
+            yield placed, resp
+
+    dispatcher.generate = generate
+    try:
+        yield seen
+    finally:
+        del dispatcher.generate

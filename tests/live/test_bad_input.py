@@ -10,7 +10,7 @@ from services.inprocess import LiveStack
 from services.scheduler.dispatch import DispatchConfig
 from slinfer import SlinferError
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

@@ -11,7 +11,7 @@ from services.inprocess import LiveStack
 from sim.paths import traces_dir
 from slinfer.replay import ReplayConfig, replay
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
