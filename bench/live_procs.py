@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.consolidator.occupancy import UsageIntegral
+from slinfer.services.consolidator.occupancy import UsageIntegral
+
 from slinfer.client import AsyncClient
 from slinfer.stack import Stack, StackConfig, start_stack, stop_stack
 

@@ -33,9 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slinfer.policy import SystemName
+from slinfer.sim.paths import traces_dir
+
 from bench.live_procs import NodeSampler, arbiter_overhead_pct, proc_stack
-from services.scheduler.policy import SystemName
-from sim.paths import traces_dir
 from slinfer.models import build_smollm2
 from slinfer.replay import ReplayConfig, replay
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineKind,
     FinishReason,
     InvalidRequest,
     SamplingParams,
 )
+
 from slinfer.v1 import common_pb2
 
 DEFAULT_MAX_TOKENS = 128

@@ -14,9 +14,8 @@ import contextlib
 from typing import Any
 
 from loguru import logger
-
-from services.common import keys
-from services.common.store import Store
+from slinfer.services.common import keys
+from slinfer.services.common.store import Store
 
 
 class LeaderElection:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from services.scheduler.policy import DispatchView
+from slinfer.policy import DispatchView
+
 from slinfer.v1 import worker_pb2
 
 

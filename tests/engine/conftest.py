@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-from services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+from slinfer.services.worker.engine.torch_engine import TorchEngine
 
 from .reference import Reference
 

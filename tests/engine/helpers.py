@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineRequest,
     FinishReason,
     IterationResult,
     RequestOutput,
     SamplingParams,
 )
-from services.worker.engine.torch_engine import TorchEngine
-from services.worker.profiler import ProfileCache
+from slinfer.services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.profiler import ProfileCache
 
 
 def greedy(max_tokens: int, stop: tuple[str, ...] = ()) -> SamplingParams:

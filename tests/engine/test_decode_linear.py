@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from services.worker.engine.decode_linear import MAX_ROWS, DecodeLinears
-from services.worker.engine.torch_config import DTypePolicy
+from slinfer.services.worker.engine.decode_linear import MAX_ROWS, DecodeLinears
+from slinfer.services.worker.engine.torch_config import DTypePolicy
 
 from .helpers import collect, greedy, request
 

@@ -4,9 +4,8 @@ the rounding of that dtype where two tokens are nearly tied: tests/engine/confte
 from __future__ import annotations
 
 import pytest
-
-from services.worker.engine.torch_config import TorchEngineConfig
-from services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+from slinfer.services.worker.engine.torch_engine import TorchEngine
 
 from .conftest import torch_dtype
 from .helpers import greedy, request, run_to_end

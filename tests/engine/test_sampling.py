@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from services.worker.engine.base import FinishReason, InvalidRequest, SamplingParams
-from services.worker.engine.sampling import make_generator, sample_next_tokens, top_p_filter
+from slinfer.services.worker.engine.base import FinishReason, InvalidRequest, SamplingParams
+from slinfer.services.worker.engine.sampling import make_generator, sample_next_tokens, top_p_filter
 
 from .helpers import collect, greedy, request, run_to_end
 
@@ -32,7 +31,7 @@ def test_each_request_draws_from_its_own_generator(make_engine, monkeypatch) -> 
     own request's generator (and greedy rows none). Batch composition may still move a
     request's logits by rounding (bf16 above all), so its tokens in a batch are not promised
     to be those it draws alone; its draws are."""
-    import services.worker.engine.torch_engine as torch_engine
+    import slinfer.services.worker.engine.torch_engine as torch_engine
 
     engine = make_engine("llama")
     prompt = engine.encode(PROMPT)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.worker.engine.base import IterationResult, Phase
-from services.worker.engine.dtype import cpu_dtype_from_env
-from services.worker.engine.torch_config import TorchEngineConfig, dtype_name
-from services.worker.profiler import ProfileCache, profile_key
+from slinfer.services.worker.engine.base import IterationResult, Phase
+from slinfer.services.worker.engine.dtype import cpu_dtype_from_env
+from slinfer.services.worker.engine.torch_config import TorchEngineConfig, dtype_name
+from slinfer.services.worker.profiler import ProfileCache, profile_key
 
 
 def seed_perf_tables(root: Path, model_dir: Path, tables: dict[str, Any], threads: int = 1) -> Path:
@@ -38,7 +38,7 @@ class Footprint:
 
 
 def measure_footprint(model_dir: Path) -> Footprint:
-    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     engine = TorchEngine(
         TorchEngineConfig(model_dir, kv_capacity_tokens=16, dtype=cpu_dtype_from_env())

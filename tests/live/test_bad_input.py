@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 import pytest_asyncio
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.dispatch import DispatchConfig
 
-from services.inprocess import LiveStack
-from services.scheduler.dispatch import DispatchConfig
 from slinfer import SlinferError
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 import pytest_asyncio
+from slinfer.services.inprocess import LiveStack
 
-from services.inprocess import LiveStack
 from slinfer import Chunk, Completion
 from tests.engine.reference import Reference
 from tests.live.support import recorded_token_ids

@@ -19,12 +19,12 @@ import random
 import grpc
 import pytest
 import pytest_asyncio
+from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.scheduler.dispatch import DispatchConfig
 
-from services.common.etcd_process import start_etcd
-from services.inprocess import LiveStack
-from services.memory.client import MemoryClient
-from services.memory.ledger import LedgerOp
-from services.scheduler.dispatch import DispatchConfig
 from slinfer import Completion
 from slinfer.client import SlinferError
 from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
@@ -319,7 +319,7 @@ async def test_two_replicas_racing_never_oversubscribe(stack, limit):
     """Forty loads of a tenth of the node race through two memory-service replicas: the etcd
     transactions let exactly as many through as fit."""
     LIMIT, size = limit, limit // 10  # noqa: N806
-    from services.memory.server import create as create_memory
+    from slinfer.services.memory.server import create as create_memory
 
     second = create_memory(stack.etcd)
     await second.start()
@@ -368,8 +368,8 @@ async def test_without_a_memory_service_the_worker_checks_measured_memory(
 ):
     """No memory service registered: loads are checked against measured free memory, as
     before the service existed, and nothing waits for a ledger."""
-    from services.common.errors import NoCapacity
-    from services.worker.server import WorkerConfig, WorkerService
+    from slinfer.services.common.errors import NoCapacity
+    from slinfer.services.worker.server import WorkerConfig, WorkerService
 
     etcd = start_etcd()
     worker = WorkerService(

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import pytest_asyncio
+from slinfer.services.inprocess import LiveStack
+from slinfer.sim.paths import traces_dir
 
-from services.inprocess import LiveStack
-from sim.paths import traces_dir
 from slinfer.replay import ReplayConfig, replay
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]

@@ -1,9 +1,8 @@
 """Concurrency caps of the ServerlessLLM baselines for a model the profiles do not list."""
 
 import pytest
-
-from services.scheduler.policy.baselines import derived_caps
-from services.scheduler.policy.perf_model import PerfModel
+from slinfer.policy.baselines import derived_caps
+from slinfer.policy.perf_model import PerfModel
 
 
 def _perf(ms_per_request: float, base_ms: float = 100.0) -> PerfModel:

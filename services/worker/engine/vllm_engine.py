@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
-from services.worker.engine import vllm_gpu, vllm_process
-from services.worker.engine.base import (
+from slinfer.services.worker.engine import vllm_gpu, vllm_process
+from slinfer.services.worker.engine.base import (
     EngineError,
     EngineKind,
     EngineRequest,
@@ -37,15 +36,15 @@ from services.worker.engine.base import (
     Phase,
     RequestOutput,
 )
-from services.worker.engine.vllm_config import (
+from slinfer.services.worker.engine.vllm_config import (
     ModelShape,
     VllmOptions,
     kv_request_bytes,
     resolve_dtype,
     validate_sampling,
 )
-from services.worker.engine.vllm_probe import BatchProbe, PoolInfo, read_pool, used_tokens
-from services.worker.engine.vllm_text import TrackedRequest
+from slinfer.services.worker.engine.vllm_probe import BatchProbe, PoolInfo, read_pool, used_tokens
+from slinfer.services.worker.engine.vllm_text import TrackedRequest
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,

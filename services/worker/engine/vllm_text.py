@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.worker.engine.detokenizer import TextStream
+from slinfer.services.worker.engine.detokenizer import TextStream
 
 
 @dataclass(slots=True)
