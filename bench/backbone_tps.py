@@ -16,10 +16,9 @@ import json
 import sys
 import time
 
+from slinfer.models import build_smollm2
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
-
-from slinfer.models import build_smollm2
 
 PROMPT = "What is the capital of France?"
 

@@ -25,9 +25,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
 
 from bench.engine_iter import MODEL
+from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
 
 ENGINE_DIR = "services/worker/engine"
 

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 
 import torch
+
 from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
 from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine

@@ -110,6 +110,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
+
     from slinfer.services.worker.engine.vllm_config import VllmOptions
     from slinfer.services.worker.engine.vllm_engine import VllmEngine
 

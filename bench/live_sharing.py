@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slinfer.policy import SystemName
-from slinfer.sim.paths import traces_dir
-
 from bench.live_procs import NodeSampler, arbiter_overhead_pct, proc_stack
 from slinfer.models import build_smollm2
+from slinfer.policy import SystemName
 from slinfer.replay import ReplayConfig, replay
+from slinfer.sim.paths import traces_dir
 
 # The row fields the JSON promises (issues 5 and 7); everything else goes under "extra".
 JSON_COLUMNS = [

@@ -95,8 +95,9 @@ def child(kind: str, path: Path, tokens: int, threads: int) -> dict:
         vllm_process.prepare_environment()
         import vllm  # noqa: F401
     else:
-        from slinfer.services.worker.engine import torch_engine  # noqa: F401
         from transformers import LlamaForCausalLM  # noqa: F401
+
+        from slinfer.services.worker.engine import torch_engine  # noqa: F401
     import_s = time.perf_counter() - t0
     rss_imported = _rss_mib()
     prompt = _chat_prompt(path)

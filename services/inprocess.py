@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from slinfer import AsyncClient
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.memory.server import create as create_memory
 from slinfer.services.scheduler.dispatch import DispatchConfig
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
 from slinfer.services.worker.server import WorkerConfig, WorkerService
-
-from slinfer import AsyncClient
 
 START_TIMEOUT_S = 60.0  # generous: the machine may be busy with other work
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from slinfer.services.common.etcd_process import EtcdProcess, start_etcd
 
 REPO = Path(__file__).resolve().parent.parent

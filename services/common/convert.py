@@ -8,7 +8,6 @@ from slinfer.services.worker.engine.base import (
     InvalidRequest,
     SamplingParams,
 )
-
 from slinfer.v1 import common_pb2
 
 DEFAULT_MAX_TOKENS = 128

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import grpc
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.serving import make_server, set_serving
 from slinfer.services.common.store import Registration, Store

@@ -17,13 +17,14 @@ from typing import Any
 import aetcd
 import aetcd.exceptions
 from loguru import logger
-from slinfer.services.common.errors import StoreUnavailable
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_delay,
     wait_exponential,
 )
+
+from slinfer.services.common.errors import StoreUnavailable
 
 _TRANSIENT = (
     aetcd.exceptions.ConnectionFailedError,

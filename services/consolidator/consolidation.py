@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import slinfer.policy.preemption as consolidation_policy
 from loguru import logger
+
+import slinfer.policy.preemption as consolidation_policy
 from slinfer.policy import InstancePhase, PolicyConfig, SystemName, system_spec
 from slinfer.policy.routing import busiest_first
 from slinfer.services.common import keys
@@ -41,7 +42,6 @@ from slinfer.services.consolidator.view import ConsolidationView
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.services.scheduler.workers import WorkerClients
-
 from slinfer.v1 import consolidator_pb2, worker_pb2
 
 _PREEMPT_KINDS = {

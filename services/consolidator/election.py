@@ -14,6 +14,7 @@ import contextlib
 from typing import Any
 
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.store import Store
 

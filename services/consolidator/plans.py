@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Sequence
 
 from loguru import logger
-from slinfer.services.consolidator import metrics
 
+from slinfer.services.consolidator import metrics
 from slinfer.v1 import consolidator_pb2
 
 KIND_NAMES = {

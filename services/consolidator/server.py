@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
 from slinfer.services.common.errors import status_of
 from slinfer.services.common.presence import PresenceService
 from slinfer.services.consolidator import metrics
@@ -20,7 +21,6 @@ from slinfer.services.consolidator.consolidation import Consolidation, Consolida
 from slinfer.services.consolidator.election import LeaderElection
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.workers import WorkerClients
-
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Consolidator"

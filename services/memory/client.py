@@ -13,10 +13,10 @@ from __future__ import annotations
 import uuid
 
 import grpc
+
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
 from slinfer.services.common.store import Store
-
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
 
 _REFRESH = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED)

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
 from slinfer.policy.ledger import LedgerOp, LedgerOutcome, LedgerRequest, LedgerStatus
 from slinfer.services.common.errors import (
     InvalidArgument,
@@ -22,7 +23,6 @@ from slinfer.services.common.errors import (
 )
 from slinfer.services.common.presence import PresenceService
 from slinfer.services.memory.state import LedgerStore, NodeBook, approval_dict
-
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Memory"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from loguru import logger
+
 from slinfer.policy.ledger import Approval, Ledger
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NodeNotFound, StoreUnavailable

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable
 
 from loguru import logger
+
 from slinfer.policy import DEFAULT_CONFIG, time_slice
 from slinfer.policy.types import InstanceLike
 from slinfer.services.common import keys

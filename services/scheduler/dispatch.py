@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
 from slinfer.policy import (
     DispatchDecision,
     DispatchKind,
@@ -44,7 +45,6 @@ from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.services.worker.engine.base import SamplingParams
-
 from slinfer.v1 import common_pb2, worker_pb2
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from loguru import logger
+
 from slinfer.policy.kv_scaling import KvAllocation, KvScalingConfig, plan_kv
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common.errors import NeverFits
@@ -27,7 +28,6 @@ from slinfer.services.common.model_dir import ModelDir, node_dtype_bytes
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import Tracker
-
 from slinfer.v1 import memory_pb2
 
 KV_BLOCK_TOKENS = 16  # the PyTorch engine's KV block (torch_config.TorchEngineConfig)

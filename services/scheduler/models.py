@@ -22,7 +22,6 @@ from slinfer.services.common.errors import (
 from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.common.store import Store
 from slinfer.services.worker.engine.base import EngineKind
-
 from slinfer.v1 import gateway_pb2
 
 

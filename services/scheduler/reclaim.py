@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 from loguru import logger
-from slinfer.services.scheduler import metrics
 
+from slinfer.services.scheduler import metrics
 from slinfer.v1 import worker_pb2
 
 if TYPE_CHECKING:

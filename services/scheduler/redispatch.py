@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from slinfer.policy import DispatchView
-
 from slinfer.v1 import worker_pb2
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import grpc
 from loguru import logger
+
 from slinfer.policy import SloPolicy
 from slinfer.services.common import keys
 from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
@@ -31,7 +32,6 @@ from slinfer.services.scheduler.status import cluster_status
 from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.services.worker.engine.base import FinishReason
-
 from slinfer.v1 import gateway_pb2, gateway_pb2_grpc, worker_pb2
 
 SERVICE_NAME = "slinfer.v1.Gateway"

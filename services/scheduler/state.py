@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.store import Store
 

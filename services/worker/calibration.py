@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+
 from slinfer.policy import DeviceKind, ModelSpec, PerfModel
 from slinfer.policy.perf_model import DEFAULT_SAFETY
 from slinfer.services.common.model_dir import inspect_model_dir

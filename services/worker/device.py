@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from loguru import logger
+
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import DeviceArbiter
 from slinfer.services.worker.engine.base import Engine, IterationResult, Phase

@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from loguru import logger
+
 from slinfer.services.common.errors import FailedPrecondition, InstanceNotFound
 from slinfer.services.worker.engine.base import FinishReason, RequestOutput
 from slinfer.services.worker.instance import InstanceState
 
 if TYPE_CHECKING:
     from slinfer.services.worker.server import WorkerService
-
     from slinfer.v1 import worker_pb2
 
 

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 
 from loguru import logger
+
 from slinfer.services.common import keys
 from slinfer.services.common.store import Store
 from slinfer.services.worker.arbiter import LeaseTable

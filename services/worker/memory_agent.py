@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from loguru import logger
+
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NoCapacity
@@ -31,7 +32,6 @@ from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
 from slinfer.services.worker.instance import Instance, InstanceState
-
 from slinfer.v1 import memory_pb2
 
 if TYPE_CHECKING:

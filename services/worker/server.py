@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 from loguru import logger
+
 from slinfer.policy import DeviceKind
 from slinfer.services.common import keys
 from slinfer.services.common.convert import FINISH_TO_PB, sampling_from_pb
@@ -50,7 +51,6 @@ from slinfer.services.worker.leases import watch_leases
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.profiler import ProfileCache, ProfileGrid
 from slinfer.services.worker.status import instance_status, worker_stats
-
 from slinfer.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Worker"

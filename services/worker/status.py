@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from slinfer.services.common.convert import ENGINE_TO_PB
 from slinfer.services.worker import metrics
 from slinfer.services.worker.instance import Instance, InstanceState
-
 from slinfer.v1 import common_pb2, worker_pb2
 
 if TYPE_CHECKING:

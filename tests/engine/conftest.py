@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine
 

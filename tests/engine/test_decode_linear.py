@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.decode_linear import MAX_ROWS, DecodeLinears
 from slinfer.services.worker.engine.torch_config import DTypePolicy
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.base import FinishReason, KVCapacityExceeded
 
 from .helpers import collect, greedy, request, run_to_end

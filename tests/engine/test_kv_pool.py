@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.base import KVCapacityExceeded
 from slinfer.services.worker.engine.kv_pool import KVPool, KVSpec
 

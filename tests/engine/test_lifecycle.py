@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.base import (
     Engine,
     EngineError,

@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+
 from slinfer.services.worker.engine.paged_attention import (
     BATCH_KWARG,
     SeqChunk,

@@ -11,10 +11,10 @@ generates (a recompute in another batch or dtype may break a greedy near-tie dif
 from __future__ import annotations
 
 import pytest
-from slinfer.services.scheduler.redispatch import StreamProgress
-from slinfer.services.worker.engine.detokenizer import TextStream
 from transformers import AutoTokenizer
 
+from slinfer.services.scheduler.redispatch import StreamProgress
+from slinfer.services.worker.engine.detokenizer import TextStream
 from slinfer.v1 import worker_pb2
 
 from .helpers import greedy, request, run_to_end

@@ -4,6 +4,7 @@ the rounding of that dtype where two tokens are nearly tied: tests/engine/confte
 from __future__ import annotations
 
 import pytest
+
 from slinfer.services.worker.engine.torch_config import TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine
 

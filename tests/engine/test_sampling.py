@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from slinfer.services.worker.engine.base import FinishReason, InvalidRequest, SamplingParams
 from slinfer.services.worker.engine.sampling import make_generator, sample_next_tokens, top_p_filter
 

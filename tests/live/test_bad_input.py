@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 import pytest_asyncio
-from slinfer.services.inprocess import LiveStack
-from slinfer.services.scheduler.dispatch import DispatchConfig
 
 from slinfer import SlinferError
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.dispatch import DispatchConfig
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from slinfer.services.common.etcd_process import free_port
 
 pytestmark = pytest.mark.live

@@ -22,16 +22,16 @@ import time
 import grpc
 import pytest
 import pytest_asyncio
+from transformers import AutoTokenizer
+
+from slinfer import Chunk, Completion
+from slinfer.models import build_random_model
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.services.worker import eviction
 from slinfer.services.worker.engine.base import SamplingParams
-from transformers import AutoTokenizer
-
-from slinfer import Chunk, Completion
-from slinfer.models import build_random_model
 from slinfer.v1 import common_pb2, consolidator_pb2, consolidator_pb2_grpc, worker_pb2
 from tests.live.support import hold_executor, hold_iterations, seed_perf_tables
 from tests.live.waits import wait_until

@@ -9,7 +9,9 @@ import time
 import grpc
 import pytest
 import pytest_asyncio
+
 import slinfer.policy.preemption as consolidation_policy
+from slinfer import Completion
 from slinfer.policy import SystemName, system_spec
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
@@ -17,8 +19,6 @@ from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.dispatch import DispatchConfig
-
-from slinfer import Completion
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 from tests.live.support import hold_iterations
 from tests.live.test_consolidation import (  # noqa: F401  (model_dir, seeded: fixtures)

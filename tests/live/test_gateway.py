@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-from slinfer.services.inprocess import LiveStack
 
 from slinfer import Chunk, Completion
+from slinfer.services.inprocess import LiveStack
 from tests.engine.reference import Reference
 from tests.live.support import recorded_token_ids
 from tests.live.waits import wait_until

@@ -19,14 +19,14 @@ import random
 import grpc
 import pytest
 import pytest_asyncio
+
+from slinfer import Completion
+from slinfer.client import SlinferError
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.dispatch import DispatchConfig
-
-from slinfer import Completion
-from slinfer.client import SlinferError
 from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.live.support import Footprint, hold_iterations, measure_footprint
 from tests.live.waits import wait_until

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import pytest_asyncio
-from slinfer.services.inprocess import LiveStack
-from slinfer.sim.paths import traces_dir
 
 from slinfer.replay import ReplayConfig, replay
+from slinfer.services.inprocess import LiveStack
+from slinfer.sim.paths import traces_dir
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 

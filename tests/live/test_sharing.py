@@ -7,13 +7,13 @@ import time
 
 import pytest
 import pytest_asyncio
+
+from slinfer import Chunk, Completion
+from slinfer.models import build_random_model
 from slinfer.services.common import keys
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler import metrics as scheduler_metrics
 from slinfer.services.worker.calibration import hardware_label
-
-from slinfer import Chunk, Completion
-from slinfer.models import build_random_model
 from tests.live.support import hold_iterations, seed_perf_tables
 from tests.live.waits import wait_until
 

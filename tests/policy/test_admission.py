@@ -13,7 +13,6 @@ from slinfer.policy.admission import (
 )
 from slinfer.policy.config import PolicyConfig
 from slinfer.policy.types import DeviceKind, InstancePhase
-
 from tests.policy.factories import device, flat_perf, instance, req
 
 EXACT = PolicyConfig(slo_margin=1.0)

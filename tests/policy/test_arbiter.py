@@ -5,7 +5,6 @@ from __future__ import annotations
 from slinfer.policy.arbiter import Arbiter, Grant, grant_iterations
 from slinfer.policy.config import PolicyConfig
 from slinfer.policy.types import DeviceKind
-
 from tests.policy.factories import device, instance, req, spec
 
 EXACT = PolicyConfig(slo_margin=1.0)

@@ -15,7 +15,6 @@ from slinfer.policy.preemption import (
 )
 from slinfer.policy.shadow import ShadowInstance
 from slinfer.policy.types import DeviceKind, InstancePhase
-
 from tests.policy.factories import device, flat_perf, instance, req
 
 EXACT = PolicyConfig(slo_margin=1.0)

@@ -1,6 +1,7 @@
 """Concurrency caps of the ServerlessLLM baselines for a model the profiles do not list."""
 
 import pytest
+
 from slinfer.policy.baselines import derived_caps
 from slinfer.policy.perf_model import PerfModel
 

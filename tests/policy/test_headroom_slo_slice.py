@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from slinfer.policy.headroom import deadline_s, headroom_s
 from slinfer.policy.slo import SloPolicy
 from slinfer.policy.time_slice import device_slices, lease, time_slice
 from slinfer.policy.types import RequestView
-
 from tests.policy.factories import device, flat_perf, instance, req
 
 

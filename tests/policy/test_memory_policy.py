@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from slinfer.policy.kv_scaling import (
     Footprint,
     Ledger,
@@ -19,7 +20,6 @@ from slinfer.policy.kv_scaling import (
     watermark_may_move,
     watermark_target,
 )
-
 from tests.policy.factories import req
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slinfer.services.consolidator.occupancy import NodeUsage
 from slinfer.services.scheduler.state import ClusterView
 

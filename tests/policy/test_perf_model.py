@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slinfer.policy.errors import InvalidProfile, ProfileNotFound
 from slinfer.policy.perf_model import Extrapolation, PerfModel
 from slinfer.policy.types import DeviceKind

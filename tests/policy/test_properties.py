@@ -6,6 +6,7 @@ import dataclasses
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from slinfer.policy.admission import shadow_validate
 from slinfer.policy.config import PolicyConfig
 from slinfer.policy.model_spec import ModelSpec
@@ -13,7 +14,6 @@ from slinfer.policy.perf_model import PerfModel
 from slinfer.policy.time_slice import device_slices
 from slinfer.policy.types import DeviceKind, InstanceView, RequestView
 from slinfer.sim.paths import load_profiles
-
 from tests.policy.factories import device, instance
 
 PROFILE = load_profiles()

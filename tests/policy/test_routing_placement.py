@@ -6,6 +6,7 @@ import dataclasses
 from types import MappingProxyType
 
 import pytest
+
 from slinfer.policy.baselines import (
     accepts_instance,
     device_sized_kv_bytes,
@@ -21,7 +22,6 @@ from slinfer.policy.routing import route
 from slinfer.policy.systems import SystemName, system_spec
 from slinfer.policy.types import DeviceKind, InstancePhase
 from slinfer.policy.view import DispatchView
-
 from tests.policy.factories import device, flat_perf, instance, req, spec
 
 EXACT = PolicyConfig(slo_margin=1.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from slinfer.policy.model_spec import GIB
 from slinfer.policy.systems import SystemName
 from slinfer.sim.cluster import ClusterSpec, default_cluster
@@ -12,7 +13,6 @@ from slinfer.sim.paths import default_trace, load_profiles
 from slinfer.sim.run import RunSpec, run
 from slinfer.sim.state import RequestState
 from slinfer.sim.trace import load_trace
-
 from tests.sim.helpers import make_sim, synthetic_trace
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from slinfer.policy.model_spec import GIB
 from slinfer.policy.types import DeviceKind
 from slinfer.sim.cluster import cluster_from_dict, default_cluster

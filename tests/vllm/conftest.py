@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from slinfer.services.worker.engine.base import EngineRequest, RequestOutput, SamplingParams
 
 KV_TOKENS = 2048

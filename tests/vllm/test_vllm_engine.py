@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from slinfer.services.worker.engine.base import (
     Engine,
     EngineError,

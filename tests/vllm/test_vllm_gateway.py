@@ -8,10 +8,10 @@ import asyncio
 import grpc
 import pytest
 import pytest_asyncio
-from slinfer.services.inprocess import LiveStack
-from slinfer.services.worker.engine.dtype import DTypePolicy
 
 from slinfer import Chunk, Completion, SlinferError
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.worker.engine.dtype import DTypePolicy
 from tests.engine.reference import Reference
 from tests.live.support import recorded_token_ids
 from tests.live.waits import wait_until

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from slinfer.services.worker.engine.base import EngineRequest, NotLoaded
 
 from .conftest import KV_TOKENS, PROMPT, THREADS, fp32, greedy, run_to_end, tokens

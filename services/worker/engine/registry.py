@@ -85,9 +85,10 @@ def prepare_engine(kind: EngineKind) -> float:
     t0 = time.perf_counter()
     if kind is EngineKind.TORCH:
         import transformers  # noqa: F401
-        from slinfer.services.worker.engine import torch_engine  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
         from transformers.models.llama import modeling_llama  # noqa: F401
+
+        from slinfer.services.worker.engine import torch_engine  # noqa: F401
     # vLLM is left alone: importing it sets process-wide state (docs/VLLM.md) that its
     # engine's construction on the device thread takes care of.
     return time.perf_counter() - t0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from slinfer.services.worker.engine.base import InvalidRequest, SamplingParams
 
 # vLLM 0.32's CPU attention backend (CPU_ATTN.get_supported_head_sizes). An unsupported head

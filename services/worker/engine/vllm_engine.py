@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+
 from slinfer.services.worker.engine import vllm_gpu, vllm_process
 from slinfer.services.worker.engine.base import (
     EngineError,

@@ -74,8 +74,9 @@ def restore_torch_set_num_threads() -> None:
 
 def start_engine(args: Any, device: str, num_threads: int | None) -> tuple[Any, set[int]]:
     """Create one in-process LLMEngine; returns it and (CUDA) the CuMem allocations it owns."""
-    from slinfer.services.worker.engine import vllm_gpu
     from vllm.v1.engine.llm_engine import LLMEngine
+
+    from slinfer.services.worker.engine import vllm_gpu
 
     global _live_engines
     set_threads(num_threads)
