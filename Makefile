@@ -12,6 +12,7 @@ export SLINFER_SHARED ?= $(abspath ../shared)
 help:
 	@echo "make demo   - install what is missing, start the stack, serve SmolLM2, show it working"
 	@echo "make test   - install what is missing and run the test suite"
+	@echo "make test-fast - policy, simulator and engine unit tests only (no etcd, no services)"
 	@echo "make lint   - ruff + mypy"
 
 $(STAMP): pyproject.toml
@@ -40,8 +41,9 @@ demo: $(STAMP) system-deps
 test: $(STAMP) $(VLLM_STAMP) system-deps
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -ra -m "not slow and not vllm"
+# Policy, simulator and engine unit tests (engines in fp32 and bf16): no etcd, no services.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m "not live and not slow and not vllm"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

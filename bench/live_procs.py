@@ -56,6 +56,7 @@ async def proc_stack(
     scheduler_args: Sequence[str] = (),
     consolidator_args: Sequence[str] = (),
     worker_threads: int | None = None,
+    worker_cpu_dtype: str | None = None,
     keep_logs: Path | None = None,
 ) -> AsyncIterator[ProcStack]:
     """Start the stack; on exit stop it and copy its logs to `keep_logs` when given."""
@@ -65,6 +66,7 @@ async def proc_stack(
             **BENCH_PORTS,  # type: ignore[arg-type]
             worker_memory=worker_memory,
             worker_threads=worker_threads,
+            worker_cpu_dtype=worker_cpu_dtype,
             cpu_nodes=cpu_nodes,
             keep_alive_s=keep_alive_s,
             log_dir=run_dir / "logs",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +11,8 @@ from slinfer.services.memory.server import create as create_memory
 from slinfer.services.scheduler.dispatch import DispatchConfig
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
 from slinfer.services.worker.server import WorkerConfig, WorkerService
+
+START_TIMEOUT_S = 60.0  # generous: the machine may be busy with other work
 
 
 @dataclass
@@ -57,12 +58,17 @@ class LiveStack:
             await o.start()
         stack = cls(etcd, scheduler, worker_services, others)
         stack.client = AsyncClient(scheduler.address)
-        # The scheduler sees the workers through its etcd watch.
-        for _ in range(100):
-            view = scheduler.watcher.view
-            if len(view.nodes) >= len(worker_services) and "consolidator" in view.leaders:
-                break
-            await asyncio.sleep(0.05)
+        # The scheduler sees the workers and the consolidator's leader through its etcd watch.
+        ready = await scheduler.watcher.wait_for(
+            lambda view: len(view.nodes) >= len(worker_services) and "consolidator" in view.leaders,
+            timeout_s=START_TIMEOUT_S,
+        )
+        if not ready:
+            await stack.stop()
+            raise RuntimeError(
+                f"the scheduler did not see {len(worker_services)} workers and a consolidator "
+                f"leader within {START_TIMEOUT_S:.0f} s"
+            )
         return stack
 
     @staticmethod

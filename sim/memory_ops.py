@@ -103,6 +103,10 @@ class MemoryOps(World):
             # The cold-start wait is excused, as the paper counts TTFT (artifact tolerate_time).
             req.excused_s += self.now - req.attach_s
         inst.touch()
+        # Requests attached while the weights loaded may need more KV than the instance was
+        # granted (a baseline's concurrency cap admits by count, not memory): resolve the
+        # shortfall now, as after any grant; an instance left short never runs again.
+        self.memory_tick(inst)
         if not inst.requests:
             self.became_idle(inst)
         self.kick(inst.node)

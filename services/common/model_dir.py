@@ -6,6 +6,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
 
@@ -31,10 +32,20 @@ class ModelDir:
     def weights_bytes(self, dtype_bytes: int) -> int:
         return self.parameters * dtype_bytes
 
+    def estimate_bytes(self, kv_tokens: int, dtype_bytes: int = FP32_BYTES) -> int:
+        """Weights + KV before any engine has loaded it, at `dtype_bytes` per element (a
+        node's engine dtype, published in its record; default fp32, the widest dtype engines
+        pick on CPUs); the real figures replace it once an instance reports them."""
+        return self.weights_bytes(dtype_bytes) + kv_tokens * self.kv_bytes_per_token(dtype_bytes)
+
     def upper_bound_bytes(self, kv_tokens: int) -> int:
-        """Weights + KV before any engine has loaded it: fp32, the widest dtype engines pick
-        on CPUs; the real figures replace it once an instance reports them."""
-        return self.weights_bytes(FP32_BYTES) + kv_tokens * self.kv_bytes_per_token(FP32_BYTES)
+        return self.estimate_bytes(kv_tokens, FP32_BYTES)
+
+
+def node_dtype_bytes(node: dict[str, Any]) -> int:
+    """Bytes per element of a node's engines, from its etcd record (workers publish
+    `dtype_bytes`); fp32, the widest, for a record without it."""
+    return int(node.get("dtype_bytes") or FP32_BYTES)
 
 
 def _safetensors_parameters(path: Path) -> int:

@@ -27,6 +27,7 @@ class LeaderElection:
         self.key = keys.election(kind)
         self.is_leader = False
         self.changed = asyncio.Event()
+        self.campaigns_lost = 0  # tries that found another leader's key (tests, logs)
         self._lease: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -73,5 +74,6 @@ class LeaderElection:
             self._lease = lease
             self._set(True)
             return
+        self.campaigns_lost += 1
         with contextlib.suppress(Exception):
             await lease.revoke()

@@ -22,7 +22,6 @@ from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
 from slinfer.services.scheduler.reclaim import reclaim_idle
-from slinfer.services.scheduler.redispatch import TokenizerOf
 from slinfer.services.scheduler.relay import Relay
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
@@ -69,14 +68,6 @@ class Dispatcher:
         self._on_change(instance_id)
 
     @property
-    def tokenizer_of(self) -> TokenizerOf | None:
-        return self.relay.tokenizer_of
-
-    @tokenizer_of.setter
-    def tokenizer_of(self, fn: TokenizerOf | None) -> None:
-        self.relay.tokenizer_of = fn
-
-    @property
     def last_used(self) -> dict[str, float]:
         return self.cold.last_used
 
@@ -113,9 +104,9 @@ class Dispatcher:
         sampling: SamplingParams,
     ) -> AsyncIterator[tuple[Placement, worker_pb2.SubmitResponse]]:
         if self.kv.enabled:  # refuse at once what can never fit (docs/MEMORY.md)
-            spec = self.views.spec(self.watcher.view, model, self.config.default_kv_capacity_tokens)
+            measured = self.views.measured(self.watcher.view, model)
             context = len(prompt_ids) + sampling.max_tokens
-            self.kv.check_fits(model, spec.weights_bytes, spec.kv_bytes_per_token, context)
+            self.kv.check_fits(model, self.views.model_dir(model), measured, context)
         async for item in self.relay.generate(model, req, prompt_ids, sampling):
             yield item
 

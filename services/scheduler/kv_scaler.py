@@ -27,6 +27,7 @@ from slinfer.policy import PolicyConfig
 from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common.errors import NeverFits
+from slinfer.services.common.model_dir import ModelDir, node_dtype_bytes
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.tracker import Tracker
@@ -179,10 +180,16 @@ class KvScaler:
         return None
 
     def check_fits(
-        self, model: dict[str, Any], weights_bytes: int, kv_bytes_per_token: int, tokens: int
+        self,
+        model: dict[str, Any],
+        info: ModelDir,
+        measured: tuple[int, int] | None,
+        tokens: int,
     ) -> None:
         """Refuse at once a request whose context (prompt + max_tokens) cannot fit on any
-        node even alone: waiting for capacity could never help."""
+        node even alone: waiting for capacity could never help. `measured`: (weights bytes,
+        KV bytes per token) a loaded instance reported; before that, each node's estimate
+        at its engines' dtype (`dtype_bytes` in its record)."""
         if not self.enabled:
             return
         want = model.get("device") or None
@@ -194,12 +201,17 @@ class KvScaler:
         ]
         if not nodes:
             return
-        largest = max(int(n.get("memory_bytes", 0)) for n in nodes)
-        need = weights_bytes + kv_bytes_per_token * tokens
-        if need > largest:
+        def need(node: dict[str, Any]) -> int:
+            if measured is not None:
+                return measured[0] + measured[1] * tokens
+            return info.estimate_bytes(tokens, node_dtype_bytes(node))
+
+        if all(need(n) > int(n.get("memory_bytes", 0)) for n in nodes):
+            smallest = min(need(n) for n in nodes)
+            largest = max(int(n.get("memory_bytes", 0)) for n in nodes)
             raise NeverFits(
-                f"request can never fit: model {model['model_id']} needs {need >> 10} KiB "
-                f"(weights {weights_bytes >> 10} KiB + KV for prompt + max_tokens = {tokens} "
-                f"tokens) and the largest node offers {largest >> 10} KiB; lower max_tokens, "
-                "shorten the prompt or add a node with more memory"
+                f"request can never fit: model {model['model_id']} needs {smallest >> 10} KiB "
+                f"(weights + KV for prompt + max_tokens = {tokens} tokens) and the largest "
+                f"node offers {largest >> 10} KiB; lower max_tokens, shorten the prompt or add "
+                "a node with more memory"
             )

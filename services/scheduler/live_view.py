@@ -29,7 +29,7 @@ from slinfer.policy.baselines import derived_caps
 from slinfer.policy.model_spec import ConcurrencyCaps
 from slinfer.policy.perf_model import DEFAULT_SAFETY
 from slinfer.policy.slo import SloPolicy
-from slinfer.services.common.model_dir import FP32_BYTES, inspect_model_dir
+from slinfer.services.common.model_dir import FP32_BYTES, ModelDir, inspect_model_dir
 from slinfer.services.scheduler.state import ClusterView
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
@@ -111,15 +111,28 @@ class ViewBuilder:
     def has_profile(self, cluster: ClusterView, model_id: str) -> bool:
         return bool(cluster.profiles.get(model_id))
 
+    def measured(self, cluster: ClusterView, model: Mapping[str, Any]) -> tuple[int, int] | None:
+        """(weights bytes, KV bytes per token) a loaded instance of the model reported."""
+        rec = next(
+            (i for i in cluster.instances_of(model["model_id"]) if i.get("weights_bytes")), None
+        )
+        if rec is None:
+            return None
+        return int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+
+    def model_dir(self, model: Mapping[str, Any]) -> ModelDir:
+        info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
+        self._dirs[model["path"]] = info
+        return info
+
     def spec(self, cluster: ClusterView, model: Mapping[str, Any], kv_tokens: int) -> ModelSpec:
         """Real figures from a loaded instance when there is one, fp32 estimates otherwise."""
         model_id = model["model_id"]
-        rec = next((i for i in cluster.instances_of(model_id) if i.get("weights_bytes")), None)
-        if rec is not None:
-            weights, bpt = int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+        measured = self.measured(cluster, model)
+        if measured is not None:
+            weights, bpt = measured
         else:
-            info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
-            self._dirs[model["path"]] = info
+            info = self.model_dir(model)
             weights = info.weights_bytes(FP32_BYTES)
             bpt = info.kv_bytes_per_token(FP32_BYTES)
         return ModelSpec(
@@ -157,6 +170,14 @@ class ViewBuilder:
         requests = tuple(request_view(r) for r in tracker.requests_on(rec["instance_id"]))
         bpt = int(rec.get("kv_bytes_per_token") or spec.kv_bytes_per_token)
         kv_bytes = int(rec.get("kv_capacity_tokens", 0)) * bpt
+        weights_bytes = int(rec.get("weights_bytes") or spec.weights_bytes)
+        # The memory ledger's plan, where there is one (DESIGN.md §3: admission counts
+        # planned footprints); the instance's measured allocation otherwise.
+        book = cluster.ledgers.get(rec.get("node_id", ""), {}).get("instances", {})
+        plan = book.get(rec["instance_id"])
+        planned_kv = int(plan["planned_kv_bytes"]) if plan else kv_bytes
+        if plan:
+            weights_bytes = int(plan["planned_weights_bytes"])
         phase = _PHASES.get(rec.get("state", ""), InstancePhase.LOADING)
         ready_at = None
         if phase is InstancePhase.LOADING:
@@ -172,8 +193,8 @@ class ViewBuilder:
             spec=spec,
             requests=requests,
             prefill_ids=frozenset(r.request_id for r in requests if r.output_tokens == 0),
-            planned_weights_bytes=int(rec.get("weights_bytes") or spec.weights_bytes),
-            planned_kv_bytes=kv_bytes,
+            planned_weights_bytes=weights_bytes,
+            planned_kv_bytes=planned_kv,
             kv_pool_bytes=None if rec.get("kv_resizable") else kv_bytes,
             tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
             mean_output_tokens=tracker.mean_output(model_id, cluster.outputs),

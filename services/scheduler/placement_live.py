@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.model_dir import inspect_model_dir, node_dtype_bytes
 from slinfer.services.scheduler.state import ClusterView
 
 
@@ -25,7 +25,6 @@ def candidate_nodes(
     view: ClusterView, model: dict[str, Any], kv_tokens: int
 ) -> list[dict[str, Any]]:
     info = inspect_model_dir(model["path"])
-    need = info.upper_bound_bytes(kv_tokens)
     device = model.get("device") or None
     engine = model.get("engine") or None
     pools = [device] if device else ["cpu", "gpu"]
@@ -38,7 +37,7 @@ def candidate_nodes(
             if node.get("kind") != pool or node["node_id"] in view.drains:
                 continue
             free = int(node.get("memory_bytes", 0)) - committed_bytes(view, node["node_id"])
-            if free >= need:
+            if free >= info.estimate_bytes(kv_tokens, node_dtype_bytes(node)):
                 empty = not view.instances_on(node["node_id"])
                 fits.append((empty, free, node["node_id"], node))
         ordered.extend(n for *_k, n in sorted(fits, key=lambda t: (t[0], t[1], t[2])))

@@ -29,12 +29,7 @@ from slinfer.services.scheduler.admission import Admission, Placement
 from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
-from slinfer.services.scheduler.redispatch import (
-    StreamProgress,
-    TokenizerOf,
-    flush_response,
-    tokenizer_for,
-)
+from slinfer.services.scheduler.redispatch import StreamProgress
 from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import common_pb2, worker_pb2
@@ -64,7 +59,6 @@ class Relay:
         )  # fmt: skip
         self.config = config
         self.on_change = on_change
-        self.tokenizer_of: TokenizerOf | None = None  # for lossless re-dispatch (server.py)
 
     async def generate(
         self,
@@ -90,11 +84,7 @@ class Relay:
                 if progress.finished:
                     return
                 if progress.preempted:
-                    resend = self._resume(
-                        model, req, submit, progress, prompt_ids, sampling, placement.node_id
-                    )
-                    if resend is not None:
-                        yield placement, resend
+                    self._resume(req, submit, progress, placement.node_id)
                     progress.preempted = False
                 else:  # refused before answering: decide again, bounded
                     refusals += 1
@@ -184,28 +174,22 @@ class Relay:
 
     def _resume(
         self,
-        model: dict[str, Any],
         req: LiveRequest,
         submit: worker_pb2.SubmitRequest,
         progress: StreamProgress,
-        prompt_ids: list[int],
-        sampling: SamplingParams,
         node_id: str,
-    ) -> worker_pb2.SubmitResponse | None:
-        """Prepare the re-dispatch of a preempted stream; the text to send now, if any."""
-        tokenizer = tokenizer_for(self.tokenizer_of, model)
-        resume = progress.resume(tokenizer, prompt_ids, sampling.temperature == 0)
-        req.output_tokens = len(progress.token_ids)
+    ) -> None:
+        """Prepare the re-dispatch of a preempted stream: it resumes with every token the
+        client has (redispatch.py says what that promises)."""
+        resumed = progress.resume()
+        req.output_tokens = len(resumed)
         del submit.resumed_token_ids[:]
-        submit.resumed_token_ids.extend(resume.resumed_token_ids)
+        submit.resumed_token_ids.extend(resumed)
         req.resumed_at_s, req.preempted_from = time.time(), node_id
         metrics.REDISPATCHES.labels(req.model_id).inc()
         logger.info(
-            "re-dispatching request={} preempted after {} tokens (resuming from {})",
+            "re-dispatching request={} preempted on {} after {} tokens",
             req.request_id,
+            node_id,
             req.output_tokens,
-            len(resume.resumed_token_ids),
         )
-        if resume.flush_text:
-            return flush_response(req.request_id, resume.flush_text)
-        return None

@@ -132,7 +132,6 @@ class SchedulerService:
         self.workers = WorkerClients()
         self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch)
         self.prompts = Prompts()
-        self.dispatcher.tokenizer_of = self.prompts.tokenizer
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
         self.leases: LeaseWriter | None = None
@@ -270,6 +269,10 @@ class SchedulerService:
         last_at = arrival
         final: worker_pb2.SubmitResponse | None = None
         placement = None
+        # Tokens whose text the worker holds back (part of a character, a possible stop
+        # string) ride with the chunk that carries their text, or with a last empty chunk:
+        # the chunks' `tokens` add up to completion_tokens, each token counted once.
+        pending = 0
         async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
             placement = placed
             now = time.monotonic()
@@ -277,11 +280,13 @@ class SchedulerService:
                 first_at = now
             if resp.token_ids:
                 last_at = now
-            if resp.text:
+                pending += len(resp.token_ids)
+            if resp.text or (resp.finished and pending):
                 yield gateway_pb2.GenerateResponse(
                     request_id=rid,
-                    chunk=gateway_pb2.TextChunk(text=resp.text, tokens=len(resp.token_ids)),
+                    chunk=gateway_pb2.TextChunk(text=resp.text, tokens=pending),
                 )
+                pending = 0
             if resp.finished:
                 final = resp
         assert final is not None and placement is not None

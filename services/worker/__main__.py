@@ -8,6 +8,7 @@ import os
 
 from slinfer.services.common.cli_args import common_args, parse_bytes, run_until_signal
 from slinfer.services.common.serving import configure_logging, start_metrics
+from slinfer.services.worker.engine.dtype import CPU_DTYPE_ENV, DTypePolicy, cpu_dtype_from_env
 from slinfer.services.worker.server import WorkerConfig, WorkerService
 
 
@@ -50,7 +51,18 @@ def main() -> None:
         default=None,
         help="pin this node to these cores (e.g. 0, 0-3, 1,3); sets --cores and --threads",
     )
+    parser.add_argument(
+        "--cpu-dtype",
+        choices=[p.value for p in DTypePolicy],
+        default=None,
+        help=f"dtype of the CPU engines: auto (bf16 with AVX512_BF16/AMX, else fp32), fp32 or "
+        f"bf16 (default: ${CPU_DTYPE_ENV}, else auto)",
+    )
     ns = parser.parse_args()
+    try:
+        cpu_dtype = DTypePolicy(ns.cpu_dtype) if ns.cpu_dtype else cpu_dtype_from_env()
+    except ValueError as exc:
+        parser.error(str(exc))
     configure_logging("worker")
     if ns.cpus:
         # Pin before any engine starts its threads: they inherit the process's mask.
@@ -66,6 +78,7 @@ def main() -> None:
         cores=ns.cores,
         memory_bytes=ns.memory,
         num_threads=ns.threads,
+        cpu_dtype=cpu_dtype,
     )
     service = WorkerService(config)
     start_metrics(ns.metrics_port)

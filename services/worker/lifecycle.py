@@ -99,6 +99,7 @@ class Lifecycle:
             kv_capacity_tokens=inst.kv_capacity_tokens,
             device="cuda" if node.config.kind == "gpu" else "cpu",
             num_threads=node.config.num_threads,
+            cpu_dtype=node.config.cpu_dtype,
         )
         t0, engine = time.perf_counter(), None
         try:

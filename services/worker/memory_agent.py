@@ -28,7 +28,7 @@ from loguru import logger
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NoCapacity
-from slinfer.services.common.model_dir import FP32_BYTES, inspect_model_dir
+from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
 from slinfer.services.worker.instance import Instance, InstanceState
@@ -92,7 +92,7 @@ class MemoryAgent:
 
     def check_fits(self, path: str, kv_capacity_tokens: int) -> None:
         """Without a memory service: the measured free memory must hold the upper bound."""
-        need = inspect_model_dir(path).upper_bound_bytes(kv_capacity_tokens)
+        need = inspect_model_dir(path).estimate_bytes(kv_capacity_tokens, self.w.dtype_bytes)
         free = self.w.config.memory_bytes - self.used_bytes()
         if need > free:
             raise NoCapacity(
@@ -184,9 +184,11 @@ class MemoryAgent:
             self.check_fits(inst.path, inst.kv_capacity_tokens)
             return
         info = inspect_model_dir(inst.path)
-        # fp32 upper bound plus room for buffers; corrected to the measured bytes after load.
-        weights = info.weights_bytes(FP32_BYTES) * 101 // 100 + (64 << 10)
-        kv = inst.kv_capacity_tokens * info.kv_bytes_per_token(FP32_BYTES)
+        # The node's engine dtype plus room for buffers (RoPE tables stay fp32); corrected to
+        # the measured bytes after load.
+        width = self.w.dtype_bytes
+        weights = info.weights_bytes(width) * 101 // 100 + (64 << 10)
+        kv = inst.kv_capacity_tokens * info.kv_bytes_per_token(width)
         iid, node = inst.instance_id, self.node_id
         self._planned.add(iid)
         load = await self.client.change(node, iid, LedgerOp.LOAD, weights_bytes=weights)

@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from slinfer.services.common.store import Registration, Store
 from slinfer.services.worker.arbiter import DeviceArbiter
 from slinfer.services.worker.calibration import hardware_label
 from slinfer.services.worker.device import Device
+from slinfer.services.worker.engine.dtype import DTypePolicy, cpu_dtype_from_env, dtype_bytes
 from slinfer.services.worker.instance import Instance
 from slinfer.services.worker.profiler import ProfileGrid
 
@@ -40,6 +41,8 @@ class WorkerConfig:
     cores: int = 0  # 0: all cores of this process
     memory_bytes: int = 8 << 30  # what this node offers to weights + KV
     num_threads: int | None = None
+    # dtype of the CPU engines; default: $SLINFER_CPU_DTYPE, else AUTO (engine/dtype.py)
+    cpu_dtype: DTypePolicy = field(default_factory=cpu_dtype_from_env)
     lease_ttl_s: int = 10
     profile_grid: ProfileGrid = ProfileGrid()
     profile_dir: Path | None = None  # default: $SLINFER_HOME/profiles
@@ -49,6 +52,8 @@ class WorkerConfig:
             raise ValueError(f"node kind must be cpu or gpu, got {self.kind!r}")
         if self.memory_bytes <= 0:
             raise ValueError("memory_bytes must be positive")
+        if not isinstance(self.cpu_dtype, DTypePolicy):
+            raise ValueError(f"cpu_dtype must be a DTypePolicy, got {self.cpu_dtype!r}")
         if self.node_id and not keys.valid_name(self.node_id):
             raise ValueError(f"invalid node id {self.node_id!r}")
 
@@ -66,6 +71,9 @@ class NodeContext:
         self.store = Store(config.etcd)
         self.threads = config.num_threads or config.cores or (os.cpu_count() or 1)
         self.label = hardware_label(config.kind, self.threads)
+        # Bytes per weight and KV element of this node's engines, for plans made before an
+        # instance has measured itself: its CPU dtype here, fp32 (the widest) on GPUs.
+        self.dtype_bytes = dtype_bytes(config.cpu_dtype) if config.kind == "cpu" else 4
         self.arbiter = DeviceArbiter(
             self.node_id, self.kind, self.label, config.memory_bytes, policy
         )
@@ -86,6 +94,7 @@ class NodeContext:
             "label": self.label,
             "memory_bytes": self.config.memory_bytes,
             "started_at": self.started_at,
+            "dtype_bytes": self.dtype_bytes,
             # What admission reads of this device (DESIGN.md §2; calibration.py).
             "prefill_share": round(cal.prefill.share(time.time()), 4),
             "perf_ratio": round(cal.ratio.value, 4),

@@ -160,7 +160,13 @@ class WorkerService:
         ]
         await self.memory.start()
         await set_serving(health, [SERVICE_NAME], True)
-        logger.info("worker {} ({}) serving on {}", node.node_id, self.config.kind, node.address)
+        logger.info(
+            "worker {} ({}, cpu dtype {}) serving on {}",
+            node.node_id,
+            self.config.kind,
+            self.config.cpu_dtype.value,
+            node.address,
+        )
         return node.address
 
     def _configure(self, config: PolicyConfig) -> None:

@@ -39,6 +39,9 @@ class StackConfig:
     metrics_base: int = 9500  # scheduler +1, memory +2, consolidator +3, worker +11
     worker_memory: str = "8GiB"
     worker_threads: int | None = None
+    # dtype of the CPU workers' engines (auto, fp32, bf16); None: the workers read
+    # $SLINFER_CPU_DTYPE, which they inherit
+    worker_cpu_dtype: str | None = None
     cpu_nodes: int = 1  # >1: that many CPU workers, each pinned to one core
     keep_alive_s: float = 300.0
     log_dir: Path = field(default_factory=lambda: home() / "logs")
@@ -136,6 +139,8 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             args += ["--cpus", str(sorted(os.sched_getaffinity(0))[i % ncpu])]
         elif cfg.worker_threads:
             args += ["--threads", str(cfg.worker_threads)]
+        if cfg.worker_cpu_dtype:
+            args += ["--cpu-dtype", cfg.worker_cpu_dtype]
         name = "worker" if i == 0 else f"worker-{i}"
         services[name] = (args, f"127.0.0.1:{cfg.worker_port + i}")
     env = {**os.environ, "SLINFER_ETCD": etcd.endpoint}

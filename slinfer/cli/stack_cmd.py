@@ -16,6 +16,15 @@ from slinfer.cli.output import (
 
 @click.command()
 @click.option(
+    "--cpu-dtype",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    envvar="SLINFER_CPU_DTYPE",
+    default="auto",
+    show_default=True,
+    help="dtype of the CPU engines (env SLINFER_CPU_DTYPE); auto: bf16 where the CPU has "
+    "AVX512_BF16 or AMX, fp32 elsewhere.",
+)
+@click.option(
     "--detach", "-d", is_flag=True, help="Start in the background; stop with `slinfer down`."
 )
 @click.option("--gateway-port", default=50051, show_default=True)
@@ -51,6 +60,7 @@ from slinfer.cli.output import (
     help="Default seconds an idle instance stays loaded.",
 )
 def up(
+    cpu_dtype: str,
     detach: bool,
     gateway_port: int,
     etcd_port: int,
@@ -81,6 +91,7 @@ def up(
         worker_threads=worker_threads,
         cpu_nodes=cpu_nodes,
         keep_alive_s=keep_alive,
+        worker_cpu_dtype=cpu_dtype,
     )
     try:
         stack = start_stack(cfg, echo=lambda s: console.print(f"  started {s}"))

@@ -1,9 +1,18 @@
-"""Fixtures for the CPU engine tests: engines over the session's tiny models, and references
-computed with transformers' own `generate`."""
+"""Fixtures for the CPU engine tests: engines over the session's tiny models in both dtypes,
+and transformers' own model as the reference, in the same dtype.
+
+Every test that builds an engine runs twice, in fp32 and in bf16 (`engine_dtype`), on any
+CPU: bf16 without AVX512_BF16 is emulated and slow, but these models are tiny. What a greedy
+comparison may assert depends on the dtype's rounding, so the reference says it
+(`assert_greedy`): each token the engine chose must be the reference model's argmax given the
+same tokens before it, up to a tolerance measured from the reference's own rounding error.
+Where the reference's top-2 margin exceeds that tolerance this is token equality; where two
+tokens are closer than the rounding can tell apart, either is a correct greedy choice.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,22 +21,32 @@ import torch
 from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine
 
+from .reference import Reference
+
 # One thread: the test machine is shared, and oversubscribed OpenMP threads make small
 # kernels orders of magnitude slower.
 THREADS = 1
+ENGINE_DTYPES = (DTypePolicy.FP32, DTypePolicy.BF16)
 
 EngineFactory = Callable[..., TorchEngine]
 
 
+@pytest.fixture(params=ENGINE_DTYPES, ids=[p.value for p in ENGINE_DTYPES])
+def engine_dtype(request: pytest.FixtureRequest) -> DTypePolicy:
+    return request.param
+
+
 @pytest.fixture
-def make_engine(tiny_models: dict[str, Path]) -> Iterator[EngineFactory]:
+def make_engine(
+    tiny_models: dict[str, Path], engine_dtype: DTypePolicy
+) -> Iterator[EngineFactory]:
     engines: list[TorchEngine] = []
 
     def make(arch: str = "llama", kv_capacity_tokens: int = 4096, **kw) -> TorchEngine:
         config = TorchEngineConfig(
             model_dir=tiny_models[arch],
             kv_capacity_tokens=kv_capacity_tokens,
-            dtype=kw.pop("dtype", DTypePolicy.FP32),
+            dtype=kw.pop("dtype", engine_dtype),
             num_threads=kw.pop("num_threads", THREADS),
             **kw,
         )
@@ -41,29 +60,28 @@ def make_engine(tiny_models: dict[str, Path]) -> Iterator[EngineFactory]:
 
 
 @pytest.fixture(scope="session")
-def hf_greedy(tiny_models: dict[str, Path]) -> Callable[[str, list[int], int], list[int]]:
-    """transformers' own greedy continuation (sdpa attention, DynamicCache), cached."""
-    from transformers import AutoModelForCausalLM
+def reference(tiny_models: dict[str, Path]) -> Reference:
+    return Reference(tiny_models)
 
-    models: dict[str, torch.nn.Module] = {}
-    memo: dict[tuple[str, tuple[int, ...], int], list[int]] = {}
 
-    def generate(arch: str, prompt: list[int], max_new_tokens: int) -> list[int]:
-        key = (arch, tuple(prompt), max_new_tokens)
-        if key not in memo:
-            if arch not in models:
-                models[arch] = AutoModelForCausalLM.from_pretrained(
-                    tiny_models[arch], dtype=torch.float32, local_files_only=True
-                ).eval()
-            ids = torch.tensor([prompt])
-            with torch.inference_mode():
-                out = models[arch].generate(
-                    ids,
-                    attention_mask=torch.ones_like(ids),
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                )
-            memo[key] = out[0, len(prompt) :].tolist()
-        return memo[key]
+@pytest.fixture
+def hf_greedy(
+    reference: Reference, engine_dtype: DTypePolicy
+) -> Callable[[str, list[int], int], list[int]]:
+    """transformers' own greedy continuation (`generate`), in the engine's dtype."""
+    dtype = torch_dtype(engine_dtype)
+    return lambda arch, prompt, n: reference.generate(arch, prompt, n, dtype)
 
-    return generate
+
+@pytest.fixture
+def assert_greedy(
+    reference: Reference, engine_dtype: DTypePolicy
+) -> Callable[[str, Sequence[int], Sequence[int], int], None]:
+    """assert_greedy(arch, prompt, tokens, max_tokens): `tokens` is a greedy continuation of
+    `prompt` (see the module docstring) that ends at EOS or after `max_tokens`."""
+    dtype = torch_dtype(engine_dtype)
+    return lambda arch, prompt, got, n: reference.assert_greedy(arch, prompt, got, n, dtype)
+
+
+def torch_dtype(policy: DTypePolicy) -> torch.dtype:
+    return torch.bfloat16 if policy is DTypePolicy.BF16 else torch.float32

@@ -12,6 +12,7 @@ from slinfer.services.worker.engine.base import (
     SamplingParams,
 )
 from slinfer.services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.profiler import ProfileCache
 
 
 def greedy(max_tokens: int, stop: tuple[str, ...] = ()) -> SamplingParams:
@@ -54,3 +55,23 @@ def run_to_end(engine: TorchEngine, *requests: EngineRequest) -> dict[str, Resul
     while engine.has_work():
         collect(results, engine.step())
     return results
+
+
+def understate_cached_tables(cache: ProfileCache) -> dict[str, dict]:
+    """Rewrite every cached table 100x faster than measured; returns them by key.
+
+    A cached table is measured again when the engine now runs its first prefill point in
+    under half the tabled time (calibration.STALE_RATIO: it was measured on a busy machine).
+    On a shared machine a first measurement can be that slow, so a test that wants a cache
+    hit pins tables that cannot over-state the cost."""
+    pinned = {}
+    for path in cache.root.glob("*.json"):
+        tables = cache.get(path.stem)
+        assert tables is not None
+        fast = {
+            "prefill_ms": [[n, ms / 100] for n, ms in tables["prefill_ms"]],
+            "decode_ms": [[c, [[b, ms / 100] for b, ms in row]] for c, row in tables["decode_ms"]],
+        }
+        cache.put(path.stem, fast)
+        pinned[path.stem] = fast
+    return pinned

@@ -7,7 +7,7 @@ from slinfer.services.worker.engine.base import Phase
 from .helpers import collect, greedy, request, run_to_end
 
 
-def test_concurrent_requests_share_iterations(make_engine, hf_greedy) -> None:
+def test_concurrent_requests_share_iterations(make_engine, assert_greedy) -> None:
     engine = make_engine("qwen2")
     prompts = [engine.encode(p) for p in ("Hello", "Numbers: 1 2 3", "café 🙂")]
     lengths = [6, 12, 18]
@@ -19,10 +19,12 @@ def test_concurrent_requests_share_iterations(make_engine, hf_greedy) -> None:
     # One prefill iteration for all three, then the batch shrinks as each one finishes.
     assert list(engine.stats().batch_sizes) == [3] * 6 + [2] * 6 + [1] * 6
     for i, (prompt, n) in enumerate(zip(prompts, lengths, strict=True)):
-        assert results[f"r{i}"].tokens == hf_greedy("qwen2", prompt, n)  # same as alone
+        assert_greedy("qwen2", prompt, results[f"r{i}"].tokens, n)  # as alone
 
 
-def test_request_added_while_another_decodes_joins_next_iteration(make_engine, hf_greedy) -> None:
+def test_request_added_while_another_decodes_joins_next_iteration(
+    make_engine, assert_greedy
+) -> None:
     engine = make_engine("llama")
     first, second = engine.encode("The capital of France is"), engine.encode("Hello")
     engine.add_request(request("first", first, greedy(16)))
@@ -41,12 +43,12 @@ def test_request_added_while_another_decodes_joins_next_iteration(make_engine, h
     while engine.has_work():
         result = engine.step()
         collect(results, result)
-    assert results["first"].tokens == hf_greedy("llama", first, 16)
-    assert results["second"].tokens == hf_greedy("llama", second, 8)
+    assert_greedy("llama", first, results["first"].tokens, 16)
+    assert_greedy("llama", second, results["second"].tokens, 8)
     assert list(engine.stats().batch_sizes) == [1, 1, 1] + [2] * 8 + [1] * 5
 
 
-def test_token_budget_splits_prefills(make_engine, hf_greedy) -> None:
+def test_token_budget_splits_prefills(make_engine, assert_greedy) -> None:
     engine = make_engine("llama", max_batched_tokens=8)
     prompts = [engine.encode(p) for p in ("Grüße aus 日本", "Hello")]  # 12 and 4 tokens
     results = run_to_end(engine, *(request(f"r{i}", p, greedy(4)) for i, p in enumerate(prompts)))
@@ -54,4 +56,4 @@ def test_token_budget_splits_prefills(make_engine, hf_greedy) -> None:
     # prompt waits one iteration and then joins the first one's decode.
     assert list(engine.stats().batch_sizes)[:2] == [1, 2]
     for i, prompt in enumerate(prompts):
-        assert results[f"r{i}"].tokens == hf_greedy("llama", prompt, 4)
+        assert_greedy("llama", prompt, results[f"r{i}"].tokens, 4)

@@ -7,6 +7,8 @@ from slinfer.services.worker.engine import perf_version as versions
 from slinfer.services.worker.engine.base import EngineKind
 from slinfer.services.worker.profiler import ProfileCache, ProfileGrid, profile_key
 
+from .helpers import understate_cached_tables
+
 GRID = ProfileGrid(prefill_tokens=(8,), decode_context=(16,), decode_batch=(1,), repeats=1)
 
 
@@ -28,8 +30,10 @@ def test_tables_of_an_older_engine_version_are_measured_again(
     engine = make_engine("llama", kv_capacity_tokens=256)
     cache = ProfileCache(tmp_path)
     first = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, GRID, cache)
+    assert not first.cached
+    (pinned,) = understate_cached_tables(cache).values()
     again = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, GRID, cache)
-    assert not first.cached and again.cached
+    assert again.cached and again.tables["prefill_ms"] == pinned["prefill_ms"]
     # The engine got a new cost version: the tables on disk belong to the old one.
     monkeypatch.setitem(versions.PERF_VERSIONS, "torch", versions.perf_version("torch") + 1)
     bumped = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, GRID, cache)

@@ -10,7 +10,7 @@ from slinfer import SlinferError
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.dispatch import DispatchConfig
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

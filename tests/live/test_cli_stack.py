@@ -13,6 +13,8 @@ import pytest
 
 from slinfer.services.common.etcd_process import free_port
 
+pytestmark = pytest.mark.live
+
 BIN = Path(sys.executable).parent
 
 

@@ -1,16 +1,16 @@
 """Consolidation modes, live: advisory changes nothing, slinfer-no-defrag neither preempts nor
-packs, one policy module for the simulator and the consolidator, leader failover."""
+packs, leader failover. (That the simulator and the live scheduler plan alike is
+tests/policy/test_parity.py: both call policy.decide, which plans preemptions.)"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from dataclasses import replace
 
 import grpc
 import pytest
 import pytest_asyncio
 
-import slinfer.policy.preemption as consolidation_policy
 from slinfer import Completion
 from slinfer.policy import SystemName, system_spec
 from slinfer.services.common import keys
@@ -18,18 +18,17 @@ from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.inprocess import LiveStack
-from slinfer.services.scheduler.dispatch import DispatchConfig
+from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
+from tests.live.support import hold_iterations
 from tests.live.test_consolidation import (  # noqa: F401  (model_dir, seeded: fixtures)
     PROMPT,
-    _freeze,
-    _until,
     model_dir,
     seeded,
 )
-from tests.sim.helpers import make_sim, synthetic_trace
+from tests.live.waits import wait_until
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -46,6 +45,10 @@ async def advisory(etcd, model_dir, seeded):  # noqa: F811
             for i in range(2)
         ],
         consolidator={"advisory": True, "pack_every_s": 0.2},
+        # T_pack short, so a packing cycle finds a node due within the test.
+        dispatch=DispatchConfig(
+            default_kv_capacity_tokens=2048, policy=replace(LIVE_POLICY, pack_after_s=0.5)
+        ),
     )
     await s.c.deploy("q", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=5.0)
     yield s
@@ -73,10 +76,12 @@ async def test_advisory_mode_lists_plans_and_changes_nothing(advisory: LiveStack
     first = await _final(advisory, "q", max_tokens=2)
     iid, node = first.instance_id, first.node_id
     task = asyncio.create_task(_final(advisory, "q", max_tokens=150))
-    await _until(lambda: advisory.scheduler.dispatcher.tracker.busy(iid), what="a busy instance")
-    _freeze(advisory, int(node.split("-")[1]), 0.3)
-    preempt = await stub.Preempt(consolidator_pb2.PreemptRequest(instance_id=iid))
-    drain = await stub.Drain(consolidator_pb2.DrainRequest(node_id=node))
+    await wait_until(
+        lambda: advisory.scheduler.dispatcher.tracker.busy(iid), what="a busy instance"
+    )
+    with hold_iterations(advisory.engine_of(iid)):  # mid-stream while both plans are made
+        preempt = await stub.Preempt(consolidator_pb2.PreemptRequest(instance_id=iid))
+        drain = await stub.Drain(consolidator_pb2.DrainRequest(node_id=node))
     final = await task
     view = advisory.scheduler.watcher.view
     assert preempt.advisory and not preempt.executed and list(preempt.victim_instance_ids) == [iid]
@@ -104,23 +109,24 @@ async def test_advisory_packing_plans_but_moves_nothing(
 
     view = advisory.scheduler.watcher.view
     empty = next(w for w in advisory.workers if not view.instances_on(w.node_id))
-    await empty.load_instance(
+    await empty.lifecycle.load(
         worker_pb2.LoadInstanceRequest(
             instance_id="q-other", model_id="q", path=str(model_dir), kv_capacity_tokens=256
         )
     )
-    await _until(lambda: len(view.nodes_in_use()) == 2, what="two nodes in use")
+    await wait_until(lambda: len(view.nodes_in_use()) == 2, what="two nodes in use")
     stub = _stub(advisory.others[1].address)
 
-    def packs(plans):
+    async def packs():
+        plans = (await stub.ListPlans(consolidator_pb2.ListPlansRequest())).plans
         return [p for p in plans if p.kind == consolidator_pb2.PLAN_KIND_PACK]
 
-    deadline = time.monotonic() + 20
-    while not packs((await stub.ListPlans(consolidator_pb2.ListPlansRequest())).plans):
-        assert time.monotonic() < deadline, "the packing loop planned nothing"
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(0.5)
+    # A packing cycle carries its plan out before recording it (pack_once): a recorded plan
+    # that is advisory and not executed is a cycle that planned and moved nothing.
+    planned = await wait_until(packs, what="a packing plan")
+    assert all(p.advisory and not p.executed for p in planned)
     assert len(view.nodes_in_use()) == 2, "advisory packing moved nothing"
+    assert "q-other" in view.instances
     await empty.unload_instance("q-other")
 
 
@@ -128,9 +134,12 @@ async def test_no_defrag_neither_preempts_nor_packs(etcd) -> None:
     svc = create_consolidator(etcd.endpoint, system=SystemName.SLINFER_NO_DEFRAG, pack_every_s=0.1)
     assert not svc.config.preempt and not svc.config.pack
     with pytest.raises(FailedPrecondition, match="preemption is off"):
-        await svc.consolidation.plan_preemption(
-            consolidator_pb2.PlanPreemptionRequest(
-                model_id="q", request=consolidator_pb2.PendingRequest(input_tokens=4)
+        await svc.consolidation.carry_out_preemption(
+            consolidator_pb2.PreemptionPlan(
+                model_id="q",
+                target_instance_id="t",
+                victim_instance_id="v",
+                kind=consolidator_pb2.PLAN_KIND_PREEMPT_DECODE,
             )
         )
     assert await svc.consolidation.pack_once() is None
@@ -138,41 +147,22 @@ async def test_no_defrag_neither_preempts_nor_packs(etcd) -> None:
     assert not system_spec(DispatchConfig(system=SystemName.SLINFER_NO_DEFRAG).system).preempt
 
 
-async def test_simulator_and_live_consolidator_call_the_same_policy(
-    advisory: LiveStack, monkeypatch
-) -> None:
-    calls: list[str] = []
-    original = consolidation_policy.preemption_plan
-
-    def spy(*args, **kwargs):
-        calls.append("call")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(consolidation_policy, "preemption_plan", spy)
-    # The simulator (virtual clock) drives it through the policy core's decide().
-    rows = [(0.0, 0, 200, 60)] + [(0.5 + 0.2 * k, 1, 300 + 400 * k, 50) for k in range(6)]
-    make_sim(synthetic_trace(rows), SystemName.SLINFER, model="13b").run()
-    sim_calls = len(calls)
-    assert sim_calls > 0, "the simulator called the consolidation policy"
-    # The live consolidator answers a scheduler's PlanPreemption with the same function.
+async def test_a_plan_that_no_longer_holds_is_refused(advisory: LiveStack) -> None:
+    """The consolidator carries out a scheduler's plan only while it holds: a victim that
+    is gone is refused with FAILED_PRECONDITION (the scheduler then decides again)."""
     first = await _final(advisory, "q", max_tokens=2)
     stub = _stub(advisory.others[1].address)
-    with pytest.raises(grpc.aio.AioRpcError) as err:  # nothing to preempt: NOT_FOUND
-        await stub.PlanPreemption(
-            consolidator_pb2.PlanPreemptionRequest(
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CarryOutPreemption(
+            consolidator_pb2.PreemptionPlan(
                 model_id="q",
-                candidate_instance_ids=[first.instance_id],
-                request=consolidator_pb2.PendingRequest(
-                    request_id="probe",
-                    arrival_unix_s=time.time(),
-                    input_tokens=4,
-                    ttft_slo_s=60.0,
-                    tpot_slo_s=5.0,
-                ),
+                target_instance_id=first.instance_id,
+                victim_instance_id="gone-instance",
+                kind=consolidator_pb2.PLAN_KIND_PREEMPT_DECODE,
             )
         )
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert len(calls) > sim_calls, "the live consolidator called the same policy function"
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "decide again" in err.value.details()
 
 
 async def test_leadership_moves_when_the_leader_stops() -> None:
@@ -180,17 +170,19 @@ async def test_leadership_moves_when_the_leader_stops() -> None:
     a = create_consolidator(etcd.endpoint, election_ttl_s=2)
     b = create_consolidator(etcd.endpoint, election_ttl_s=2)
     await a.start()
-    await _until(a.is_leader, what="a leads")
+    await wait_until(a.is_leader, what="a leads")
     await b.start()
     try:
-        await asyncio.sleep(1.0)
+        election = b.election
+        assert election is not None
+        await wait_until(lambda: election.campaigns_lost >= 2, what="b's campaigns")
         assert not b.is_leader(), "one leader at a time"
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _stub(b.address).Preempt(consolidator_pb2.PreemptRequest(instance_id="x"))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert a.address in err.value.details(), "the follower names the leader"
         await a.stop()
-        await _until(b.is_leader, timeout_s=15, what="b takes over")
+        await wait_until(b.is_leader, timeout_s=60, what="b takes over")
     finally:
         await b.stop()
         etcd.stop()

@@ -1,15 +1,19 @@
 """The memory service, live (issue 6): real etcd, real gRPC, real KV pools of a tiny model.
 
-A memory-limited CPU node (a few MB) hosts two instances of a tiny random Llama: one grows,
-its scale-up is deferred until the neighbour's decrease has completed on the worker, then
-applied; the worker's measured bytes never exceed the node's limit; stale and conflicting
-revisions are refused with a status naming them; the watermark keeps resizes few under a
-steady stream; a request that can never fit is refused at once.
+A memory-limited CPU node (about a megabyte or two) hosts two instances of a tiny random
+Llama: one grows, its scale-up is deferred until the neighbour's decrease has completed on
+the worker, then applied; the worker's measured bytes never exceed the node's limit; stale
+and conflicting revisions are refused with a status naming them; the watermark keeps resizes
+few under a steady stream; a request that can never fit is refused at once.
+
+Every limit is derived from the model's footprint as the workers load it here (weights and
+KV bytes per token measured in the engine's dtype: bf16 halves both), never a constant.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import replace
 
@@ -25,11 +29,22 @@ from slinfer.services.inprocess import LiveStack
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.live.support import Footprint, hold_iterations, measure_footprint
+from tests.live.waits import wait_until
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
-LIMIT = 3_000_000  # bytes of weights + KV the node offers (tiny Llama: 0.56 MB weights)
-BPT = 512  # tiny Llama KV bytes per token in fp32 (2 layers x 2 heads x 16 dims x 2 x 4 B)
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models) -> Footprint:
+    return measure_footprint(tiny_models["llama"])
+
+
+@pytest.fixture(scope="module")
+def limit(tiny: Footprint) -> int:
+    """What the node offers: two instances of 1024 and 2048 KV tokens, plus 512 tokens.
+    Growing the first to 2048 fits once the second has shrunk, and not before."""
+    return 2 * tiny.weights_bytes + (1024 + 2048 + 512) * tiny.kv_bytes_per_token
 
 
 async def _sample_peak(stack: LiveStack, samples: list[int], stop: asyncio.Event) -> None:
@@ -39,13 +54,13 @@ async def _sample_peak(stack: LiveStack, samples: list[int], stop: asyncio.Event
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def stack(etcd, tiny_models, profile_dir):
+async def stack(etcd, tiny_models, profile_dir, limit):
     s = await LiveStack.start(
         etcd.endpoint,
         workers=[
             {
                 "node_id": "mem-0",
-                "memory_bytes": LIMIT,
+                "memory_bytes": limit,
                 "num_threads": 1,
                 "profile_dir": profile_dir,
             }
@@ -72,17 +87,8 @@ async def _watch_pairs(worker, pairs: set, stop: asyncio.Event) -> None:  # noqa
         await asyncio.sleep(0.002)
 
 
-async def _wait_for(predicate, timeout_s: float = 60.0) -> bool:  # noqa: ANN001
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout_s
-    while loop.time() < end:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
-
-
-async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models):
+async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models, tiny, limit):
+    LIMIT, BPT = limit, tiny.kv_bytes_per_token  # noqa: N806
     worker = stack.workers[0]
     samples: list[int] = []
     stop = asyncio.Event()
@@ -93,6 +99,7 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
     memory = MemoryClient(worker.store)
     # Deployed, so the scheduler's keep-alive leaves the instances loaded by hand alone.
     await stack.c.deploy("tiny", path, keep_alive_s=600.0)
+    holds = contextlib.ExitStack()
     try:
         for iid, tokens in (("grow", 1024), ("shrink", 2048)):
             await stub.LoadInstance(
@@ -120,6 +127,8 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
         first = await stream.read()  # prefilled: its blocks are held
         assert first.token_ids
         drained = asyncio.create_task(_drain(stream))
+        # The request stays in flight (its 600+ tokens held) until the deferral is checked.
+        holds.enter_context(hold_iterations(worker.instances["shrink"].engine))
 
         # Its decrease is approved at once (planned), but cannot complete while the request
         # holds 600 tokens: the memory still counts as actual.
@@ -153,23 +162,31 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
         assert "conflicting revision" in conflict.value.details()
 
         # The request ends, the worker completes the decrease, then the growth goes through.
+        holds.close()
         last = await drained
         assert last.finished and last.completion_tokens == 1000
-        assert await _wait_for(lambda: worker.instances["grow"].stats.kv_capacity_tokens == 2048)
+        await wait_until(
+            lambda: worker.instances["grow"].stats.kv_capacity_tokens == 2048,
+            what="the deferred growth applied",
+        )
         assert worker.instances["shrink"].stats.kv_capacity_tokens == 256
         # Never both at once: the growth was applied only after the decrease.
         assert (2048, 2048) not in pairs
+
         # The worker reports completion just after resizing: wait for the ledger to hear it.
-        for _ in range(500):
+        async def settled():
             book = await memory.ledger("mem-0")
-            if not book.actions:
-                break
-            await asyncio.sleep(0.02)
+            return book if not book.actions else None
+
+        book = await wait_until(settled, what="the ledger to hear the completion")
         assert list(book.deferred) == [] and list(book.actions) == []
         assert book.actual_bytes == book.planned_bytes
         assert book.reported_bytes == worker.memory.used_bytes()
         # Stats: measured bytes beside the ledger's estimate.
-        assert await _wait_for(lambda: worker.stats().node.memory_ledger_bytes == book.actual_bytes)
+        await wait_until(
+            lambda: worker.stats().node.memory_ledger_bytes == book.actual_bytes,
+            what="the worker's stats to show the ledger's bytes",
+        )
         assert worker.stats().node.memory_used_bytes == worker.memory.used_bytes() <= LIMIT
 
         # An idempotent retry: the same request id gets the same answer, no new revision.
@@ -182,6 +199,7 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
         assert first.status == again.status == memory_pb2.LEDGER_STATUS_APPLIED
         assert first.revision == again.revision == shrink.revision + 1
     finally:
+        holds.close()
         for iid in ("grow", "shrink"):
             if iid in worker.instances:
                 await worker.unload_instance(iid)
@@ -199,8 +217,8 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
     assert worker.memory.counters.resizes >= 2
 
 
-async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir):
-    tight = 1_400_000  # weights (0.56 MB) + 1.6 k KV tokens at most
+async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir, tiny):
+    tight = tiny.bytes(1600)  # weights + 1.6 k KV tokens at most
     etcd = start_etcd()  # its own cluster: the module's 3 MB node must not be a candidate
     s = await LiveStack.start(
         etcd.endpoint,
@@ -214,31 +232,39 @@ async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir):
     )  # fmt: skip
     try:
         await s.c.deploy("tiny-fit", str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        # 1000 + 1000 tokens are within the model's context (2048) but their KV (1 MB) plus
-        # the weights exceed the only node: refused at once, not after the 60 s TTFT SLO.
-        with pytest.raises(SlinferError) as err:
-            async for _ in s.c.generate(
-                "tiny-fit", prompt_token_ids=[5] * 1000, max_tokens=1000, ignore_eos=True
-            ):
-                pass
-        assert loop.time() - t0 < 30.0
-        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
-        assert "can never fit" in err.value.message and "tight" not in err.value.message
-        assert "largest node offers" in err.value.message
-        # A request that fits is served on the same node.
+
+        # 1000 + 1000 tokens are within the model's context (2048) but their KV plus the
+        # weights exceed the only node: refused at once (not after the 60 s TTFT SLO), from
+        # the node's estimate before any instance exists and from measured figures after.
+        async def refused() -> SlinferError:
+            with pytest.raises(SlinferError) as err:
+                async for _ in s.c.generate(
+                    "tiny-fit", prompt_token_ids=[5] * 1000, max_tokens=1000, ignore_eos=True
+                ):
+                    pass
+            return err.value
+
+        before = s.workers[0].stats().node.instances
+        err = await refused()
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "can never fit" in err.message and "tight" not in err.message
+        assert "largest node offers" in err.message
+        assert s.workers[0].stats().node.instances == before == 0, "nothing was loaded for it"
+        # A request that fits is served on the same node; then its instance's measured
+        # figures refuse the large one again.
         result = await s.c.complete(
             "tiny-fit", prompt_token_ids=[5] * 24, max_tokens=8, ignore_eos=True
         )
         assert result.completion.completion_tokens == 8
+        err = await refused()
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION and "can never fit" in err.message
         assert s.workers[0].memory.counters.peak_measured_bytes <= tight
     finally:
         await s.stop()
         etcd.stop()
 
 
-async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
+async def test_watermark_keeps_resizes_few(tiny_models, profile_dir, limit):
     """The same steady stream, watermark 0.25 against no watermark: fewer resizes."""
     counts = {}
     for w in (0.25, 0.0):
@@ -248,7 +274,7 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
             workers=[
                 {
                     "node_id": f"wm-{int(w * 100)}",
-                    "memory_bytes": LIMIT,
+                    "memory_bytes": limit,
                     "num_threads": 1,
                     "profile_dir": profile_dir,
                 }
@@ -287,7 +313,7 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
             finals = [f for fs in await asyncio.gather(*(client(c) for c in range(6))) for f in fs]
             assert len(finals) == 30 and all(f.completion_tokens >= 16 for f in finals)
             counts[w] = worker.memory.counters.resizes - base
-            assert worker.memory.counters.peak_measured_bytes <= LIMIT
+            assert worker.memory.counters.peak_measured_bytes <= limit
         finally:
             await s.stop()
             etcd.stop()
@@ -296,9 +322,10 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
     assert counts[0.25] < counts[0.0], counts
 
 
-async def test_two_replicas_racing_never_oversubscribe(stack):
-    """Forty loads of 300 kB race through two memory-service replicas onto a 3 MB node: the
-    etcd transactions let exactly as many through as fit."""
+async def test_two_replicas_racing_never_oversubscribe(stack, limit):
+    """Forty loads of a tenth of the node race through two memory-service replicas: the etcd
+    transactions let exactly as many through as fit."""
+    LIMIT, size = limit, limit // 10  # noqa: N806
     from slinfer.services.memory.server import create as create_memory
 
     second = create_memory(stack.etcd)
@@ -312,7 +339,7 @@ async def test_two_replicas_racing_never_oversubscribe(stack):
             change = memory_pb2.InstanceChange(
                 node_id="mem-0", instance_id=f"race-{i}", request_id=f"race-{i}", revision=0
             )
-            req = memory_pb2.LoadWeightsRequest(change=change, weights_bytes=300_000)
+            req = memory_pb2.LoadWeightsRequest(change=change, weights_bytes=size)
             return await stubs[i % 2].LoadWeights(req, timeout=60)
 
         answers = await asyncio.gather(*(load(i) for i in range(40)))
@@ -320,9 +347,9 @@ async def test_two_replicas_racing_never_oversubscribe(stack):
         rejected = [a for a in answers if a.status == memory_pb2.LEDGER_STATUS_REJECTED]
         book = await stubs[0].GetLedger(memory_pb2.GetLedgerRequest(node_id="mem-0"))
         assert book.planned_bytes <= LIMIT and book.actual_bytes <= LIMIT
-        assert len(applied) == LIMIT // 300_000  # 10 fit, whatever the interleaving
+        assert len(applied) == LIMIT // size == 10  # whatever the interleaving
         assert len(rejected) == 40 - len(applied)
-        assert book.planned_bytes == 300_000 * len(applied)
+        assert book.planned_bytes == size * len(applied)
         assert "would plan more than node mem-0" in rejected[0].message
         for i in applied:  # leave the node empty for the other tests
             change = memory_pb2.InstanceChange(
@@ -343,7 +370,9 @@ async def test_two_replicas_racing_never_oversubscribe(stack):
         await second.stop()
 
 
-async def test_without_a_memory_service_the_worker_checks_measured_memory(tiny_models, profile_dir):
+async def test_without_a_memory_service_the_worker_checks_measured_memory(
+    tiny_models, profile_dir, limit
+):
     """No memory service registered: loads are checked against measured free memory, as
     before the service existed, and nothing waits for a ledger."""
     from slinfer.services.common.errors import NoCapacity
@@ -351,7 +380,7 @@ async def test_without_a_memory_service_the_worker_checks_measured_memory(tiny_m
 
     etcd = start_etcd()
     worker = WorkerService(
-        WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=LIMIT, num_threads=1,
+        WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=limit, num_threads=1,
                      profile_dir=profile_dir)
     )  # fmt: skip
     await worker.start()
@@ -360,16 +389,16 @@ async def test_without_a_memory_service_the_worker_checks_measured_memory(tiny_m
         req = worker_pb2.LoadInstanceRequest(
             instance_id="solo", model_id="tiny", path=path, kv_capacity_tokens=1024
         )
-        inst, _ = await worker.load_instance(req)
+        inst, _ = await worker.lifecycle.load(req)
         assert inst.stats.kv_capacity_tokens == 1024
         assert worker.stats().node.memory_ledger_bytes == 0  # no ledger: no estimate
         too_big = worker_pb2.LoadInstanceRequest(
             instance_id="big", model_id="tiny", path=path, kv_capacity_tokens=4096
         )
         with pytest.raises(NoCapacity, match="MiB free"):
-            await worker.load_instance(too_big)
+            await worker.lifecycle.load(too_big)
         assert "big" not in worker.instances
-        assert worker.memory_used_bytes() <= LIMIT
+        assert worker.memory_used_bytes() <= limit
     finally:
         await worker.stop()
         etcd.stop()

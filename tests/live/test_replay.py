@@ -11,7 +11,7 @@ from slinfer.replay import ReplayConfig, replay
 from slinfer.services.inprocess import LiveStack
 from slinfer.sim.paths import traces_dir
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

@@ -93,15 +93,19 @@ def test_preemption_redispatches_without_losing_requests() -> None:
         assert node.ledger.actual_bytes <= node.memory_bytes
 
 
-# derandomize: the same 25 examples every run. With random seeds a rare example (sllm+c+s,
-# 13b, a 5k-token prompt; seed 23) leaves a request that never finishes: a known simulator
-# bug, docs/ROADMAP.md, reproduced with `--hypothesis-seed=23`; CI must not depend on luck.
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+def test_requests_attached_while_loading_beyond_its_kv_still_leave() -> None:
+    """sllm+c+s admits by count: four long prompts join a 13B instance while it loads, one
+    token more than its KV holds. When the weights are in, the youngest is evicted and retried
+    (it used to wait for ever: the shortfall was resolved only after dispatches and grants)."""
+    rows = [(0.0, 0, 1, 1)] * 5 + [(0.0, 0, 353, 1), (1.0, 0, 1, 1)]
+    rows += [(1.0, 0, 3011, 1), (1.0, 0, 3642, 1), (1.0, 0, 5320, 1), (1.0, 0, 5320, 1)]
+    sim = make_sim(synthetic_trace(rows), SystemName.SLLM_C_S, model="13b")
+    result = sim.run()
+    assert result.completed + result.dropped == len(rows) == len(sim.outcomes)
+    assert result.kv_evictions >= 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.lists(
         st.tuples(

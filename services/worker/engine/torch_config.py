@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-# CPU features with native bf16 dot products (oneDNN uses them, AMX above all). Without them
-# torch's bf16 GEMMs convert to fp32 on the fly: batch-1 decode, memory-bound, still gains from
-# the halved weight traffic, but prefill, compute-bound, runs 4-6x slower than in fp32
-# (measured in docs/ENGINE.md), and prefill decides the TTFT SLO.
-FAST_BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+from .dtype import (
+    CPU_DTYPE_ENV,
+    FAST_BF16_CPU_FLAGS,
+    DTypePolicy,
+    cpu_dtype_from_env,
+    is_bf16,
+    read_cpu_flags,
+)
 
-
-class DTypePolicy(enum.Enum):
-    AUTO = "auto"  # bf16 where the CPU has native bf16 kernels, fp32 otherwise
-    FP32 = "fp32"
-    BF16 = "bf16"
+__all__ = [
+    "CPU_DTYPE_ENV",
+    "FAST_BF16_CPU_FLAGS",
+    "DTypePolicy",
+    "TorchEngineConfig",
+    "cpu_dtype_from_env",
+    "dtype_name",
+    "read_cpu_flags",
+    "resolve_dtype",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +59,12 @@ class TorchEngineConfig:
             raise ValueError(f"{self.model_dir} is not a model directory (no config.json)")
 
 
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
 def resolve_dtype(policy: DTypePolicy, cpu_flags: frozenset[str]) -> torch.dtype:
-    if policy is DTypePolicy.FP32:
-        return torch.float32
-    if policy is DTypePolicy.BF16:
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_flags & FAST_BF16_CPU_FLAGS else torch.float32
+    return torch.bfloat16 if is_bf16(policy, cpu_flags) else torch.float32
+
+
+def dtype_name(policy: DTypePolicy, cpu_flags: frozenset[str] | None = None) -> str:
+    """The dtype `policy` resolves to on this CPU, as perf-table keys spell it ("float32",
+    "bfloat16"; services/worker/calibration.py)."""
+    flags = read_cpu_flags() if cpu_flags is None else cpu_flags
+    return str(resolve_dtype(policy, flags)).replace("torch.", "")

@@ -100,8 +100,13 @@ class TorchEngine:
                 request=request,
                 arrival=next(self._arrivals),
                 token_ids=context,
-                # Text of resumed tokens was streamed by the earlier dispatch: start after it.
-                text=TextStream(self.tokenizer, context, sampling.stop),
+                # Text of resumed tokens was streamed by the earlier dispatch: replayed, not sent.
+                text=TextStream.resumed(
+                    self.tokenizer,
+                    request.prompt_token_ids,
+                    request.resumed_token_ids,
+                    sampling.stop,
+                ),
                 generator=make_generator(sampling.seed) if sampling.temperature > 0 else None,
             )
         )

@@ -45,23 +45,14 @@ from slinfer.services.worker.engine.vllm_config import (
     validate_sampling,
 )
 from slinfer.services.worker.engine.vllm_probe import BatchProbe, PoolInfo, read_pool, used_tokens
+from slinfer.services.worker.engine.vllm_text import TrackedRequest
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
     "abort": FinishReason.ABORT,
 }
-_RECENT_BATCHES = 64
-
-
-@dataclass(slots=True)
-class _Tracked:
-    prompt_tokens: int
-    resumed_tokens: int
-    generated: int = 0
-    resumed_ids: tuple[int, ...] = ()
-    new_ids: list[int] = field(default_factory=list)
-    streamed: str = ""  # text sent for new_ids so far
+_RECENT_BATCHES = 64  # batch sizes kept for stats()
 
 
 @dataclass(slots=True)
@@ -97,6 +88,7 @@ class VllmEngine:
         self._num_threads = num_threads
         self._shape = ModelShape.read(self.model_path)
         self._dtype = resolve_dtype(self._options.dtype, device)
+        self.dtype = self._dtype  # "float32" / "bfloat16": part of the perf-table key
         self._block_size = self._options.block_size or (32 if device == "cpu" else 16)
         if device == "cpu":
             self._shape.check_cpu_attention()
@@ -112,7 +104,7 @@ class VllmEngine:
         self._closed = False
         self._owned_ptrs: set[int] = set()
         self._tokenizer: Any = None
-        self._requests: dict[str, _Tracked] = {}
+        self._requests: dict[str, TrackedRequest] = {}
         self._counters = _Counters()
         self._probe = BatchProbe()
         self._pool = PoolInfo()
@@ -247,7 +239,8 @@ class VllmEngine:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=remaining,
-            stop=list(sampling.stop) or None,
+            # A resumed request's stop strings are matched by its own text stream (vllm_text.py).
+            stop=(list(sampling.stop) or None) if not request.resumed_token_ids else None,
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
@@ -256,10 +249,11 @@ class VllmEngine:
             self._llm.add_request(request.request_id, TokensPrompt(prompt_token_ids=tokens), params)
         except (VLLMClientError, ValueError, TypeError) as exc:
             raise InvalidRequest(f"vLLM refused the request: {exc}") from exc
-        self._requests[request.request_id] = _Tracked(
-            prompt_tokens=len(request.prompt_token_ids),
-            resumed_tokens=len(request.resumed_token_ids),
-            resumed_ids=tuple(request.resumed_token_ids),
+        self._requests[request.request_id] = TrackedRequest.start(
+            self._tokenizer,
+            request.prompt_token_ids,
+            request.resumed_token_ids,
+            sampling.stop,
         )
 
     def _admit_kv(self, num_tokens: int) -> None:
@@ -322,34 +316,24 @@ class VllmEngine:
         completion = output.outputs[0]
         request_id = output.request_id
         tracked = self._requests[request_id]
-        new_tokens = tuple(completion.token_ids)
-        tracked.generated += len(new_tokens)
+        text, used, stopped = tracked.text(completion, output.finished, self._tokenizer)
+        finished = output.finished or stopped
         reason = _FINISH_REASONS.get(completion.finish_reason) if output.finished else None
-        tracked.new_ids.extend(new_tokens)
-        text = completion.text
-        tracked.streamed += text
-        if output.finished:
+        if stopped:  # a stop string vLLM was not asked to match
+            reason = FinishReason.STOP
+            if not output.finished:
+                self._llm.abort_request([request_id])
+        if finished:
             del self._requests[request_id]
-            if completion.stop_reason is None:  # not a stop string: flush held-back bytes
-                text += self._tail(tracked)
         return RequestOutput(
             request_id=request_id,
-            new_token_ids=new_tokens,
+            new_token_ids=tuple(completion.token_ids)[:used],
             text_delta=text,
-            finished=output.finished,
+            finished=finished,
             finish_reason=reason,
             prompt_tokens=tracked.prompt_tokens,
             completion_tokens=tracked.resumed_tokens + tracked.generated,
         )
-
-    def _tail(self, tracked: _Tracked) -> str:
-        """Text vLLM's incremental detokenizer held back at the end (an incomplete UTF-8
-        sequence): the full decode, as transformers' `decode` and the PyTorch engine give it."""
-        decode = self._tokenizer.decode
-        base = decode(list(tracked.resumed_ids), skip_special_tokens=True)
-        full = decode([*tracked.resumed_ids, *tracked.new_ids], skip_special_tokens=True)
-        sent = base + tracked.streamed
-        return full[len(sent) :] if full.startswith(sent) else ""
 
     # --- memory -----------------------------------------------------------------------------
 

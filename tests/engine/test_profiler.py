@@ -7,6 +7,8 @@ from slinfer.services.worker.engine.torch_config import TorchEngineConfig
 from slinfer.services.worker.engine.torch_engine import TorchEngine
 from slinfer.services.worker.profiler import ProfileCache, ProfileGrid, measure, profile_key
 
+from .helpers import understate_cached_tables
+
 
 def test_measure_gives_tables_the_policy_reads(tiny_models, tmp_path) -> None:
     engine = TorchEngine(TorchEngineConfig(model_dir=tiny_models["llama"], kv_capacity_tokens=2048))
@@ -51,8 +53,11 @@ def test_tables_measured_on_a_busy_machine_are_measured_again(tiny_models, tmp_p
     cache = ProfileCache(tmp_path)
     first = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
     assert not first.cached
+    # Tables that do not over-state the cost are reused (pinned faster than any measurement:
+    # the first one may itself have run on a busy moment).
+    (pinned,) = understate_cached_tables(cache).values()
     again = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
-    assert again.cached and again.tables["prefill_ms"] == first.tables["prefill_ms"]
+    assert again.cached and again.tables["prefill_ms"] == pinned["prefill_ms"]
     # Overwrite the cache with tables 1000x too slow, as a loaded machine would measure.
     slow = {
         "prefill_ms": [[n, ms * 1000] for n, ms in first.tables["prefill_ms"]],

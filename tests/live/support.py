@@ -1,0 +1,100 @@
+"""What several live test modules share: perf tables seeded for the workers' dtype, the
+footprint of a model as the workers will load it, and holds that keep a stream mid-way or a
+load in flight for exactly as long as a test needs (events, not sleeps)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slinfer.services.worker.engine.base import IterationResult, Phase
+from slinfer.services.worker.engine.dtype import cpu_dtype_from_env
+from slinfer.services.worker.engine.torch_config import TorchEngineConfig, dtype_name
+from slinfer.services.worker.profiler import ProfileCache, profile_key
+
+
+def seed_perf_tables(root: Path, model_dir: Path, tables: dict[str, Any], threads: int = 1) -> Path:
+    """Put `tables` in a profile cache under the key a worker of this environment looks up
+    (its engine dtype: SLINFER_CPU_DTYPE, else what the CPU picks)."""
+    dtype = dtype_name(cpu_dtype_from_env())
+    ProfileCache(root).put(profile_key(model_dir, "torch", dtype, threads, "cpu"), tables)
+    return root
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """A model as the workers of this environment load it (measured, not assumed)."""
+
+    weights_bytes: int
+    kv_bytes_per_token: int
+
+    def bytes(self, kv_tokens: int) -> int:
+        return self.weights_bytes + kv_tokens * self.kv_bytes_per_token
+
+
+def measure_footprint(model_dir: Path) -> Footprint:
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
+
+    engine = TorchEngine(
+        TorchEngineConfig(model_dir, kv_capacity_tokens=16, dtype=cpu_dtype_from_env())
+    )
+    try:
+        stats = engine.stats()
+        return Footprint(stats.weights_bytes, stats.kv_bytes_per_token)
+    finally:
+        engine.close()
+
+
+@contextlib.contextmanager
+def hold_iterations(engine: Any) -> Iterator[None]:
+    """The engine runs no iteration until the block exits: its steps come back idle, so the
+    device loop waits and retries, while aborts and resizes still run between them. A stream
+    stays mid-way for as long as the test needs, whatever the CPU's speed."""
+
+    def idle() -> IterationResult:
+        return IterationResult(phase=Phase.IDLE, batch_size=0, context_tokens=0, duration_s=0.0)
+
+    engine.step = idle  # shadows the method on this instance only
+    try:
+        yield
+    finally:
+        del engine.step
+
+
+@contextlib.contextmanager
+def hold_executor(executor: Executor) -> Iterator[None]:
+    """Occupy a one-thread executor (a worker's loader) until the block exits: what is
+    submitted meanwhile waits behind it."""
+    gate = threading.Event()
+    done = executor.submit(gate.wait)
+    try:
+        yield
+    finally:
+        gate.set()
+        done.result()
+
+
+@contextlib.contextmanager
+def recorded_token_ids(stack: Any) -> Iterator[dict[str, list[int]]]:
+    """Token ids of every request the scheduler streams meanwhile, by request id (white-box:
+    the gateway's chunks carry text and token counts, the worker's responses the ids)."""
+    dispatcher = stack.scheduler.dispatcher
+    original = dispatcher.generate
+    seen: dict[str, list[int]] = {}
+
+    async def generate(model, req, prompt_ids, sampling):  # noqa: ANN001, ANN202
+        ids = seen.setdefault(req.request_id, [])
+        async for placed, resp in original(model, req, prompt_ids, sampling):
+            ids.extend(resp.token_ids)
+            yield placed, resp
+
+    dispatcher.generate = generate
+    try:
+        yield seen
+    finally:
+        del dispatcher.generate
