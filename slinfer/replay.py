@@ -101,7 +101,8 @@ class ReplaySummary:
         }
 
 
-def _lengths(req: TraceRequest, scale: float, max_len: int) -> tuple[int, int]:
+def request_lengths(req: TraceRequest, scale: float, max_len: int) -> tuple[int, int]:
+    """(input, output) tokens the replay sends for a trace request (bench/ reuses it)."""
     n_in = max(1, round(req.input_tokens * scale))
     n_out = max(1, round(req.output_tokens * scale))
     if n_in + n_out > max_len:  # keep the output, clip the prompt to the context
@@ -118,7 +119,7 @@ async def _one(
     t0: float,
     rng: random.Random,
 ) -> ReplayRecord:
-    n_in, n_out = _lengths(req, cfg.length_scale, model.max_model_len or 2048)
+    n_in, n_out = request_lengths(req, cfg.length_scale, model.max_model_len or 2048)
     vocab = max(model.vocab_size, 64)
     ids = [rng.randrange(10, vocab - 10) for _ in range(n_in)]
     policy = SloPolicy(tpot_s=model.tpot_slo_s or 0.25)

@@ -30,6 +30,8 @@ from loguru import logger
 from slinfer.policy import DEFAULT_CONFIG, InstancePhase, PolicyConfig, SystemName, system_spec
 from slinfer.policy.packing import PackWatch, pack_plan
 from slinfer.policy.preemption import recently_moved
+from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common import keys
 from slinfer.services.common.errors import (
     FailedPrecondition,
@@ -40,8 +42,6 @@ from slinfer.services.common.store import Store
 from slinfer.services.consolidator import metrics
 from slinfer.services.consolidator.plans import PlanLog, new_plan
 from slinfer.services.consolidator.view import ConsolidationView
-from slinfer.services.scheduler.state import ClusterWatcher
-from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import consolidator_pb2, worker_pb2
 
 _PREEMPT_KINDS = (

@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.cluster.state import ClusterView
 
 
 class UsageIntegral:

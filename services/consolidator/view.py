@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from slinfer.policy import DEFAULT_CONFIG, DeviceKind, DeviceView, InstanceView
-from slinfer.services.scheduler.live_view import ViewBuilder, device_view
-from slinfer.services.scheduler.state import ClusterView
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.services.cluster.live_view import ViewBuilder, device_view
+from slinfer.services.cluster.state import ClusterView
+from slinfer.services.cluster.tracker import LiveRequest, Tracker
 
 
 def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:

@@ -22,16 +22,16 @@ from loguru import logger
 
 from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide, system_spec
 from slinfer.policy.headroom import give_up_at_s
+from slinfer.services.cluster.live_view import ViewBuilder
+from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
-from slinfer.services.scheduler.live_view import ViewBuilder
 from slinfer.services.scheduler.preemption import PreemptionClient
 from slinfer.services.scheduler.redispatch import without_node
-from slinfer.services.scheduler.state import ClusterWatcher
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
 _TRANSIENT = (

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from slinfer.services.cluster.tracker import Tracker
 from slinfer.services.common import keys
 from slinfer.services.common.store import Registration, Store
-from slinfer.services.scheduler.tracker import Tracker
 
 
 class LeaseWriter:

@@ -14,13 +14,13 @@ import time
 import uuid
 from typing import Any
 
+from slinfer.services.cluster.live_view import PendingLoad
+from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.errors import WorkerUnavailable
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
-from slinfer.services.scheduler.live_view import PendingLoad
 from slinfer.services.scheduler.placement_live import candidate_nodes
-from slinfer.services.scheduler.state import ClusterWatcher
-from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import worker_pb2
 
 _ENGINES = {"torch": 1, "vllm": 2}

@@ -15,6 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from slinfer.policy import InstanceView
+from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.tracker import LiveRequest, Tracker
+from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.engine_types import SamplingParams
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.admission import Admission, Placement
@@ -23,9 +26,6 @@ from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
 from slinfer.services.scheduler.reclaim import reclaim_idle
 from slinfer.services.scheduler.relay import Relay
-from slinfer.services.scheduler.state import ClusterWatcher
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
-from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import worker_pb2
 
 __all__ = ["DispatchConfig", "Dispatcher", "Placement"]

@@ -26,11 +26,11 @@ from loguru import logger
 from slinfer.policy import PolicyConfig
 from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.ledger import LedgerOp
+from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.tracker import Tracker
 from slinfer.services.common.errors import NeverFits
 from slinfer.services.common.model_dir import ModelDir, node_dtype_bytes
 from slinfer.services.memory.client import MemoryClient
-from slinfer.services.scheduler.state import ClusterWatcher
-from slinfer.services.scheduler.tracker import Tracker
 from slinfer.v1 import memory_pb2
 
 KV_BLOCK_TOKENS = 16  # the PyTorch engine's KV block (torch_config.TorchEngineConfig)

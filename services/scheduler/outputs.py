@@ -14,9 +14,9 @@ from typing import Any
 
 from loguru import logger
 
+from slinfer.services.cluster.tracker import Tracker
 from slinfer.services.common import keys
 from slinfer.services.common.store import Store
-from slinfer.services.scheduler.tracker import Tracker
 
 _ATTEMPTS = 5
 

@@ -17,8 +17,8 @@ import grpc
 from loguru import logger
 
 from slinfer.policy.preemption import PreemptionDecision, PreemptKind
+from slinfer.services.cluster.state import ClusterView
 from slinfer.services.scheduler import metrics
-from slinfer.services.scheduler.state import ClusterView
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
 LEADER_KIND = "consolidator"

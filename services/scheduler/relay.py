@@ -21,6 +21,8 @@ from typing import Any
 import grpc
 from loguru import logger
 
+from slinfer.services.cluster.tracker import LiveRequest, Tracker
+from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.convert import sampling_to_pb
 from slinfer.services.common.engine_types import SamplingParams
 from slinfer.services.common.errors import WorkerUnavailable
@@ -30,8 +32,6 @@ from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
 from slinfer.services.scheduler.redispatch import StreamProgress
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
-from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import common_pb2, worker_pb2
 
 # Submit refusals worth deciding again for: full, draining/unloading, or already gone.

@@ -18,6 +18,9 @@ import grpc
 from loguru import logger
 
 from slinfer.policy import SloPolicy
+from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.tracker import LiveRequest
+from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common import keys
 from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
 from slinfer.services.common.engine_types import FinishReason
@@ -30,10 +33,7 @@ from slinfer.services.scheduler.budget import LeaseWriter
 from slinfer.services.scheduler.dispatch import DispatchConfig, Dispatcher
 from slinfer.services.scheduler.outputs import publish_outputs
 from slinfer.services.scheduler.prompts import Message, Prompts
-from slinfer.services.scheduler.state import ClusterWatcher
 from slinfer.services.scheduler.status import cluster_status
-from slinfer.services.scheduler.tracker import LiveRequest
-from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import gateway_pb2, gateway_pb2_grpc, worker_pb2
 
 SERVICE_NAME = "slinfer.v1.Gateway"

@@ -99,6 +99,9 @@ class NodeContext:
             "prefill_share": round(cal.prefill.share(time.time()), 4),
             "perf_ratio": round(cal.ratio.value, 4),
             "load_bytes_per_s": round(cal.load_bytes_per_s, 1),
+            # Wall time of an iteration beyond the engine's own step: what the simulator adds
+            # per iteration when it models this node (sim/live.py).
+            "iteration_overhead_s": round(cal.overhead_s, 6),
         }
 
     async def register(self) -> None:

@@ -26,10 +26,10 @@ from transformers import AutoTokenizer
 
 from slinfer import Chunk, Completion
 from slinfer.models import build_random_model
+from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.inprocess import LiveStack
-from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.services.worker.engine.base import SamplingParams
 from slinfer.v1 import common_pb2, consolidator_pb2, consolidator_pb2_grpc, worker_pb2
 from tests.live.support import hold_executor, hold_iterations, seed_perf_tables

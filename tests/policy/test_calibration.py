@@ -12,9 +12,9 @@ import pytest
 
 from slinfer.policy.calibration import RATIO_MAX, IterationRatio, PrefillShare
 from slinfer.policy.placement import new_instance
-from slinfer.services.scheduler.live_view import ViewBuilder
-from slinfer.services.scheduler.state import ClusterView
-from slinfer.services.scheduler.tracker import Tracker
+from slinfer.services.cluster.live_view import ViewBuilder
+from slinfer.services.cluster.state import ClusterView
+from slinfer.services.cluster.tracker import Tracker
 
 TABLES = {
     "prefill_ms": [[1, 10.0], [1024, 100.0]],

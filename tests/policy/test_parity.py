@@ -3,7 +3,7 @@
 The same cluster snapshot — nodes with their measured prefill share and iteration ratio,
 instances with their requests, the model's tables, the shared Ō — is built twice: as the
 simulator's entities (sim/state.py) and as the etcd records the live scheduler's view
-builder reads (services/scheduler/live_view.py, fed a ClusterView and a Tracker). Both are
+builder reads (services/cluster/live_view.py, fed a ClusterView and a Tracker). Both are
 handed to `policy.decide` for the same requests; every decision must be the same.
 """
 
@@ -20,9 +20,9 @@ from slinfer.policy.model_spec import ModelSpec
 from slinfer.policy.perf_model import DEFAULT_SAFETY, PerfModel
 from slinfer.policy.systems import SystemName
 from slinfer.policy.types import DeviceKind
-from slinfer.services.scheduler.live_view import ViewBuilder
-from slinfer.services.scheduler.state import ClusterView
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.services.cluster.live_view import ViewBuilder
+from slinfer.services.cluster.state import ClusterView
+from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.sim.state import Clock, SimInstance, SimNode, SimRequest
 
 MODEL = "m"

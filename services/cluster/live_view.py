@@ -29,9 +29,9 @@ from slinfer.policy.baselines import derived_caps
 from slinfer.policy.model_spec import ConcurrencyCaps
 from slinfer.policy.perf_model import DEFAULT_SAFETY
 from slinfer.policy.slo import SloPolicy
+from slinfer.services.cluster.state import ClusterView
+from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.common.model_dir import FP32_BYTES, ModelDir, inspect_model_dir
-from slinfer.services.scheduler.state import ClusterView
-from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
 _PHASES = {
     "loading": InstancePhase.LOADING,
