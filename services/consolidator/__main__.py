@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument(
         "--advisory",
         action="store_true",
-        help="log and list plans (ListPlans, slinfer_consolidator_plans_total) without "
+        help="log and list plans (ListPlans, slinfer:consolidator_plans_total) without "
         "carrying them out",
     )
     parser.add_argument(

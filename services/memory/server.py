@@ -16,6 +16,7 @@ from loguru import logger
 
 from services.common.errors import InvalidArgument, RevisionConflict, StaleRevision, status_of
 from services.common.presence import PresenceService
+from services.memory import metrics
 from services.memory.ledger import LedgerOp, LedgerOutcome, LedgerRequest, LedgerStatus
 from services.memory.state import LedgerStore, NodeBook, approval_dict
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
@@ -70,6 +71,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
                 return outcome, book.ledger.planned_bytes, book.ledger.capacity_bytes
 
             outcome, planned, capacity = await self.ledgers.transact(change.node_id, submit)
+            metrics.LEDGER_CHANGES.labels(op.value, outcome.status.value).inc()
             _raise_refusal(outcome, change.node_id, change.revision)
             message = ""
             if outcome.status is LedgerStatus.REJECTED:

@@ -17,6 +17,7 @@ from loguru import logger
 
 from services.common import keys
 from services.common.store import Registration, Store
+from services.scheduler import metrics
 from services.scheduler.policy import DEFAULT_CONFIG, time_slice
 from services.scheduler.policy.types import InstanceLike
 from services.scheduler.tracker import Tracker
@@ -36,6 +37,7 @@ class LeaseWriter:
         self.node_of, self.view_of, self.scheduler_id = node_of, view_of, scheduler_id
         self._dirty: set[str] = set()
         self._written: dict[str, str] = {}  # instance -> key written
+        self._gauged: dict[str, tuple[str, str, str]] = {}  # instance -> time-slice labels
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
@@ -75,15 +77,24 @@ class LeaseWriter:
         node = self.node_of(iid)
         if not requests or node is None:
             key = self._written.pop(iid, None)
+            labels = self._gauged.pop(iid, None)
+            if labels is not None:
+                with contextlib.suppress(KeyError):
+                    metrics.TIME_SLICE.remove(*labels)
             if key is not None:
                 await self.store.delete(key)
             return
         view = self.view_of(iid)
         key = keys.lease(node, iid)
+        share = time_slice(view, DEFAULT_CONFIG.slo_margin) if view else None
+        if share is not None:
+            labels = (node, iid, requests[0].model_id)
+            metrics.TIME_SLICE.labels(*labels).set(share)
+            self._gauged[iid] = labels
         value = {
             "instance_id": iid,
             "scheduler": self.scheduler_id,
-            "time_slice": time_slice(view, DEFAULT_CONFIG.slo_margin) if view else None,
+            "time_slice": share,
             "batch": len(requests),
             "requests": {r.request_id: r.lease_entry() for r in requests},
         }

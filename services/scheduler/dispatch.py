@@ -344,6 +344,7 @@ class Dispatcher:
                 )
                 stub = self.workers.stub(placement.address)
                 call = stub.Submit(submit)
+                req.submitted_at_s = req.submitted_at_s or time.time()
                 self.last_used[iid] = time.monotonic()
                 ended = answered = False  # ended: the worker closed the request itself
                 try:

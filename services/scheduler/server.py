@@ -27,6 +27,7 @@ from services.scheduler.budget import LeaseWriter
 from services.scheduler.dispatch import DispatchConfig, Dispatcher
 from services.scheduler.policy import SloPolicy
 from services.scheduler.prompts import Message, Prompts
+from services.scheduler.request_metrics import RequestClock
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.status import cluster_status
 from services.scheduler.tracker import LiveRequest
@@ -58,25 +59,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def Generate(self, request, context) -> AsyncIterator[gateway_pb2.GenerateResponse]:  # noqa: N802
         rid = request.request_id or uuid.uuid4().hex
         model_id = request.model
-        status = "error"
         try:
             async for resp in self.s.generate(request, rid):
-                if resp.HasField("final"):
-                    status = FINISH_FROM_PB.get(resp.final.finish_reason, FinishReason.STOP).value
                 yield resp
         except asyncio.CancelledError:
-            status = "cancelled"
+            self.s.count_error(model_id, "cancelled")
             logger.info("client gone: request={} model={}", rid, model_id)
             raise
         except Exception as exc:
             code, message = status_of(exc)
-            status = code.name.lower()
+            self.s.count_error(model_id, code.name.lower())
             if code == grpc.StatusCode.INTERNAL:
                 logger.exception("generate failed: request={} model={}", rid, model_id)
             await context.abort(code, message)
-        finally:
-            if model_id in self.s.watcher.view.models:
-                metrics.REQUESTS.labels(model_id, status).inc()
 
     async def DeployModel(self, request, context):  # noqa: N802
         try:
@@ -205,9 +200,19 @@ class SchedulerService:
     async def _gauge_loop(self) -> None:
         while True:
             view = self.watcher.view
-            for node_id in view.nodes:
+            kinds: dict[str, int] = {}
+            for node_id, node in view.nodes.items():
                 metrics.INSTANCES.labels(node_id).set(len(view.instances_on(node_id)))
+                kind = str(node.get("kind", "cpu"))
+                kinds[kind] = kinds.get(kind, 0) + 1
+            for kind in {"cpu", "gpu", *kinds}:
+                metrics.NODES.labels(kind).set(kinds.get(kind, 0))
             await asyncio.sleep(2.0)
+
+    def count_error(self, model_id: str, code: str) -> None:
+        """Errors of deployed models only: an unknown name must not grow the label set."""
+        if model_id in self.watcher.view.models:
+            metrics.REQUEST_ERRORS.labels(model_id, code).inc()
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -250,31 +255,33 @@ class SchedulerService:
             ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
             tpot_slo_s=slo.tpot_s,
         )
-        first_at: float | None = None
-        last_at = arrival
+        clock = RequestClock(request.model, arrival, prompt_tokens=len(prompt_ids))
+        clock.start()
         final: worker_pb2.SubmitResponse | None = None
         placement = None
-        async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
-            placement = placed
-            now = time.monotonic()
-            if resp.token_ids and first_at is None:
-                first_at = now
-            if resp.token_ids:
-                last_at = now
-            if resp.text:
-                yield gateway_pb2.GenerateResponse(
-                    request_id=rid,
-                    chunk=gateway_pb2.TextChunk(text=resp.text, tokens=len(resp.token_ids)),
+        try:
+            async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
+                placement = placed
+                now = time.monotonic()
+                clock.on_queued(
+                    live.submitted_at_s - arrival_wall if live.submitted_at_s is not None else None
                 )
-            if resp.finished:
-                final = resp
-        assert final is not None and placement is not None
-        ttft = (first_at or last_at) - arrival
-        n = final.completion_tokens
-        tpot = (last_at - first_at) / (n - 1) if first_at is not None and n > 1 else 0.0
-        metrics.TTFT.labels(request.model).observe(ttft)
-        if n > 1:
-            metrics.TPOT.labels(request.model).observe(tpot)
+                clock.on_tokens(len(resp.token_ids), now)
+                if resp.text:
+                    yield gateway_pb2.GenerateResponse(
+                        request_id=rid,
+                        chunk=gateway_pb2.TextChunk(text=resp.text, tokens=len(resp.token_ids)),
+                    )
+                if resp.finished:
+                    final = resp
+            assert final is not None and placement is not None
+            end = time.monotonic()
+            n = final.completion_tokens
+            reason = FINISH_FROM_PB.get(final.finish_reason, FinishReason.STOP).value
+            tpot = clock.finish(reason, n, end)
+            ttft = clock.first_at - arrival if clock.first_at is not None else 0.0
+        finally:
+            clock.close()
         yield gateway_pb2.GenerateResponse(
             request_id=rid,
             final=gateway_pb2.Completion(

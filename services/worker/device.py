@@ -99,6 +99,7 @@ class Device:
             self.iteration_s_total += result.duration_s
             metrics.ITERATION_SECONDS.labels(result.phase.value).observe(result.duration_s)
             metrics.BATCH_SIZE.labels(inst.model_id).observe(result.batch_size)
+            metrics.DEVICE_SECONDS.labels(self.name, inst.model_id).inc(result.duration_s)
             if self.iteration_s_total > 0:
                 metrics.ARBITER_OVERHEAD.labels(self.name).set(self.overhead_ratio)
         if result.phase is Phase.DECODE and result.batch_size:

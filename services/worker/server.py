@@ -45,6 +45,7 @@ from services.worker.engine.registry import (
     default_engine,
     prepare_engine,
 )
+from services.worker.gauges import WorkerGauges
 from services.worker.instance import Instance, InstanceState
 from services.worker.leases import watch_leases
 from services.worker.memory_agent import MemoryAgent
@@ -152,6 +153,7 @@ class WorkerService:
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"loader-{self.node_id}")
         self._lease_task: asyncio.Task[None] | None = None
         self._scale_task: asyncio.Task[None] | None = None
+        self._gauge_task: asyncio.Task[None] | None = None
         self.instances = self.device.instances
         self.registration: Registration | None = None
         self.server: grpc.aio.Server | None = None
@@ -191,6 +193,7 @@ class WorkerService:
             name="leases",
         )
         self._scale_task = asyncio.create_task(self._publish_perf_scales(), name="perf-scale")
+        self._gauge_task = asyncio.create_task(WorkerGauges(self).run(), name="gauges")
         await self.memory.start()
         await set_serving(health, [SERVICE_NAME], True)
         logger.info("worker {} ({}) serving on {}", self.node_id, self.config.kind, self.address)
@@ -201,6 +204,8 @@ class WorkerService:
             with contextlib.suppress(Exception):
                 await self.unload_instance(inst.instance_id)
         await self.memory.stop()
+        if self._gauge_task:
+            self._gauge_task.cancel()
         if self._scale_task:
             self._scale_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -342,7 +347,7 @@ class WorkerService:
             )
         inst.state = InstanceState.READY
         inst.idle_since = time.monotonic()
-        metrics.LOAD_SECONDS.observe(inst.load_s)
+        metrics.LOAD_SECONDS.labels(inst.model_id).observe(inst.load_s)
         metrics.INSTANCES.labels(self.node_id).set(len(self.instances))
         await self._publish(inst)
         fut.set_result(inst)

@@ -6,7 +6,6 @@ import time
 from typing import TYPE_CHECKING
 
 from services.common.convert import ENGINE_TO_PB
-from services.worker import metrics
 from services.worker.instance import Instance, InstanceState
 from slinfer.v1 import common_pb2, worker_pb2
 
@@ -46,9 +45,6 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
 def worker_stats(w: WorkerService) -> worker_pb2.WorkerStats:
     rec = w.node_record()
     used = w.memory_used_bytes()
-    metrics.KV_BYTES.labels(w.node_id).set(
-        sum(i.stats.kv_bytes_allocated for i in w.instances.values() if i.stats)
-    )
     node = common_pb2.NodeStatus(
         node_id=w.node_id,
         kind=common_pb2.DEVICE_KIND_GPU if w.config.kind == "gpu" else common_pb2.DEVICE_KIND_CPU,
