@@ -29,6 +29,7 @@ BENCH_PORTS = {
     "memory_port": 51052,
     "consolidator_port": 51053,
     "worker_port": 51061,
+    "http_port": 51080,
     "metrics_base": 9600,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -19,7 +20,10 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def cli_stack(tmp_path_factory, tiny_models):
     home = tmp_path_factory.mktemp("slinfer-home")
-    ports = {name: free_port() for name in ("gateway", "etcd", "memory", "consolidator", "worker")}
+    ports = {
+        name: free_port()
+        for name in ("gateway", "etcd", "memory", "consolidator", "worker", "http")
+    }
     metrics_base = free_port() // 100 * 100 - 1000
     env = {
         **os.environ,
@@ -45,6 +49,8 @@ def cli_stack(tmp_path_factory, tiny_models):
             str(ports["consolidator"]),
             "--worker-port",
             str(ports["worker"]),
+            "--http-port",
+            str(ports["http"]),
             "--metrics-base",
             str(metrics_base),
             "--worker-memory",
@@ -115,17 +121,36 @@ def test_grpcurl_lists_services_and_calls_list_models(cli_stack) -> None:
 
 
 def test_every_service_exposes_metrics(cli_stack) -> None:
-    env, _ports, base = cli_stack
-    _run(env, "generate", "tiny", "metrics please", "--raw", "--max-tokens", "4")
+    env, ports, base = cli_stack
+    res = _run(env, "generate", "tiny", "metrics please", "--raw", "--max-tokens", "4",
+               "--temperature", "0")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    body = json.dumps({"model": "tiny", "prompt": "over HTTP", "max_tokens": 2}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{ports['http']}/v1/completions",
+        data=body,
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert json.loads(r.read())["usage"]["completion_tokens"] >= 1
     pages = {}
     for name, offset in (("scheduler", 1), ("memory", 2), ("consolidator", 3), ("worker", 11)):
         with urllib.request.urlopen(f"http://127.0.0.1:{base + offset}/metrics", timeout=5) as r:
             pages[name] = r.read().decode()
-    assert 'slinfer_gateway_requests_total{model="tiny"' in pages["scheduler"]
-    assert "slinfer_gateway_ttft_seconds_bucket" in pages["scheduler"]
-    assert "slinfer_gateway_tpot_seconds_bucket" in pages["scheduler"]
-    assert 'slinfer_gateway_instances{node="cpu-0"}' in pages["scheduler"]
-    assert "slinfer_worker_batch_size_bucket" in pages["worker"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/metrics", timeout=5) as r:
+        pages["http"] = r.read().decode()
+    assert re.search(
+        r'slinfer:request_success_total\{finished_reason="(stop|length)",model_name="tiny"\}',
+        pages["scheduler"],
+    )
+    for histogram in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
+        assert f'slinfer:{histogram}_bucket{{le="+Inf",model_name="tiny"}}' in pages["scheduler"]
+    assert 'slinfer:instances{node="cpu-0"}' in pages["scheduler"]
+    assert 'slinfer:nodes{kind="cpu"} 1.0' in pages["scheduler"]
+    assert "slinfer:worker_batch_size_bucket" in pages["worker"]
+    assert 'slinfer:kv_cache_usage_perc{model_name="tiny"}' in pages["worker"]
+    assert 'slinfer:ledger_bytes{kind="planned",node="cpu-0"}' in pages["memory"]
+    assert "slinfer:http_requests_total" in pages["http"]
     assert "process_resident_memory_bytes" in pages["memory"]
     assert "process_resident_memory_bytes" in pages["consolidator"]
 
