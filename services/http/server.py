@@ -64,7 +64,8 @@ def create_app(config: HttpConfig) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc, request.url.path)
+        # The route's template, not the path: a model id must not become a label value.
+        return _error(exc, getattr(request.scope.get("route"), "path", "other"))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
