@@ -11,23 +11,23 @@ from services.consolidator.server import create
 from services.scheduler.policy import SystemName
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.consolidator", description=__doc__)
-    common_args(parser, 50053)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m services.consolidator", description=__doc__)
+    common_args(p, 50053)
+    p.add_argument(
         "--system",
         choices=[s.value for s in SystemName],
         default=SystemName.SLINFER.value,
         help="the schedulers' system; preemption and packing are on only where it preempts "
         "(slinfer, slinfer-gpu), off for slinfer-no-defrag and the baselines",
     )
-    parser.add_argument(
+    p.add_argument(
         "--advisory",
         action="store_true",
         help="log and list plans (ListPlans, slinfer:consolidator_plans_total) without "
         "carrying them out",
     )
-    parser.add_argument(
+    p.add_argument(
         "--pack-every",
         type=float,
         default=30.0,
@@ -35,10 +35,15 @@ def main() -> None:
         help="periodic bin-packing: every SECONDS, drain the least loaded node whose "
         "instances fit elsewhere (0: off; default 30)",
     )
-    parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
-    parser.add_argument("--l-min-tokens", type=int, default=1024, help="as the schedulers'")
-    ns = parser.parse_args()
+    p.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
+    p.add_argument("--l-min-tokens", type=int, default=1024, help="as the schedulers'")
+    return p
+
+
+def main() -> None:
+    parser_ = parser()
+    ns = parser_.parse_args()
     configure_logging("consolidator")
     try:
         service = create(
@@ -52,7 +57,7 @@ def main() -> None:
             l_min_tokens=ns.l_min_tokens,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser_.error(str(exc))
     start_metrics(ns.metrics_port)
     asyncio.run(run_until_signal(service.start, service.stop))
 

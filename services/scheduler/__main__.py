@@ -13,54 +13,59 @@ from services.scheduler.policy import SystemName
 from services.scheduler.server import SchedulerConfig, SchedulerService
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.scheduler", description=__doc__)
-    common_args(parser, 50051)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m services.scheduler", description=__doc__)
+    common_args(p, 50051)
+    p.add_argument(
         "--keep-alive",
         type=float,
         default=300.0,
         help="default seconds an idle instance stays loaded (scale to zero after)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--system",
         default="slinfer",
         choices=[n.value for n in SystemName],
         help="scheduling system (slinfer: token-level sharing; sllm+c: exclusive instances, "
         "ServerlessLLM-style)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--queue-grace",
         type=float,
         default=0.0,
         help="extra seconds past its TTFT deadline a request may wait for capacity before "
         "RESOURCE_EXHAUSTED",
     )
-    parser.add_argument(
+    p.add_argument(
         "--l-min", type=int, default=1024, help="KV demand floor L_min in tokens (DESIGN.md §3)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--prefill-on-leftover",
         action="store_true",
         help="check prefill deadlines on the device share decoding leaves (docs/EVALUATION.md)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--kv-tokens", type=int, default=4096, help="default KV capacity (tokens) of a new instance"
     )
-    parser.add_argument(
+    p.add_argument(
         "--kv-scaling",
         default="forward",
         choices=[m.value for m in KvScaling],
         help="KV scaling through the memory service: forward (forecast with the mean output "
         "length, L_min and watermark) or reactive (grow only when full; a baseline)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--watermark",
         type=float,
         default=0.25,
         help="watermark hysteresis w of forward-looking KV scaling (0: none; DESIGN.md §3)",
     )
-    ns = parser.parse_args()
+    return p
+
+
+def main() -> None:
+    parser_ = parser()
+    ns = parser_.parse_args()
     configure_logging("scheduler")
     config = SchedulerConfig(
         etcd=ns.etcd,
