@@ -1,4 +1,4 @@
-# One image for every slinfer service (scheduler, memory, consolidator, cpu-worker).
+# One image for every slinfer service (scheduler, memory, consolidator, cpu-worker, http).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -13,5 +13,5 @@ COPY sim ./sim
 COPY bench ./bench
 RUN pip install .
 ENV SLINFER_HOME=/data
-EXPOSE 50051 50052 50053 50061
+EXPOSE 50051 50052 50053 50061 8000
 CMD ["python", "-m", "services.scheduler", "--listen", "0.0.0.0:50051"]
