@@ -402,8 +402,10 @@ def status(ctx: click.Context) -> None:
 def _register() -> None:
     from slinfer.cli_consolidate import drain, plans, preempt
     from slinfer.cli_replay import replay
+    from slinfer.cli_top import top
 
     main.add_command(replay)
+    main.add_command(top)
     for command in (drain, preempt, plans):
         main.add_command(command)
 

@@ -6,15 +6,36 @@ prefill), then as running until it ends, however it ends. Times are monotonic se
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 from services.scheduler import metrics
+
+Phase = Literal["waiting", "running"]
+_GAUGES = {"waiting": metrics.WAITING, "running": metrics.RUNNING}
+
+
+@dataclass
+class ActiveRequests:
+    """The gateway's requests by model and phase: the gauges and GetClusterStatus read it."""
+
+    waiting: Counter[str] = field(default_factory=Counter)
+    running: Counter[str] = field(default_factory=Counter)
+
+    def add(self, model_id: str, phase: Phase, n: int) -> None:
+        getattr(self, phase)[model_id] += n
+        _GAUGES[phase].labels(model_id).inc(n)
+
+    def total(self, phase: Phase) -> int:
+        return sum(getattr(self, phase).values())
 
 
 @dataclass
 class RequestClock:
     model_id: str
     arrival_s: float
+    active: ActiveRequests
     prompt_tokens: int = 0
     first_at: float | None = None
     last_at: float | None = None
@@ -23,7 +44,7 @@ class RequestClock:
 
     def start(self) -> None:
         """The request passed validation: it waits for its first token from now."""
-        metrics.WAITING.labels(self.model_id).inc()
+        self.active.add(self.model_id, "waiting", 1)
         self._open = True
 
     def on_queued(self, queue_s: float | None) -> None:
@@ -41,8 +62,8 @@ class RequestClock:
             metrics.TTFT.labels(self.model_id).observe(now - self.arrival_s)
             metrics.PROMPT_TOKENS.labels(self.model_id).inc(self.prompt_tokens)
             if self._open:
-                metrics.WAITING.labels(self.model_id).dec()
-                metrics.RUNNING.labels(self.model_id).inc()
+                self.active.add(self.model_id, "waiting", -1)
+                self.active.add(self.model_id, "running", 1)
             n_gaps = n - 1
         else:
             n_gaps = n
@@ -69,5 +90,4 @@ class RequestClock:
         if not self._open:
             return
         self._open = False
-        gauge = metrics.WAITING if self.first_at is None else metrics.RUNNING
-        gauge.labels(self.model_id).dec()
+        self.active.add(self.model_id, "waiting" if self.first_at is None else "running", -1)

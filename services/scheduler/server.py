@@ -27,7 +27,7 @@ from services.scheduler.budget import LeaseWriter
 from services.scheduler.dispatch import DispatchConfig, Dispatcher
 from services.scheduler.policy import SloPolicy
 from services.scheduler.prompts import Message, Prompts
-from services.scheduler.request_metrics import RequestClock
+from services.scheduler.request_metrics import ActiveRequests, RequestClock
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.status import cluster_status
 from services.scheduler.tracker import LiveRequest
@@ -104,7 +104,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def GetClusterStatus(self, request, context):  # noqa: N802
         try:
-            return await cluster_status(self.s.watcher.view, self.s.workers)
+            return await cluster_status(self.s.watcher.view, self.s.workers, self.s.active)
         except Exception as exc:
             await _abort(context, exc)
 
@@ -125,6 +125,7 @@ class SchedulerService:
         self.workers = WorkerClients()
         self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch)
         self.prompts = Prompts()
+        self.active = ActiveRequests()
         self.dispatcher.tokenizer_of = self.prompts.tokenizer
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
@@ -255,7 +256,7 @@ class SchedulerService:
             ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
             tpot_slo_s=slo.tpot_s,
         )
-        clock = RequestClock(request.model, arrival, prompt_tokens=len(prompt_ids))
+        clock = RequestClock(request.model, arrival, self.active, prompt_tokens=len(prompt_ids))
         clock.start()
         final: worker_pb2.SubmitResponse | None = None
         placement = None

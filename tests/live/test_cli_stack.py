@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -120,8 +121,9 @@ def test_grpcurl_lists_services_and_calls_list_models(cli_stack) -> None:
     assert "slinfer.v1.Worker" in listed.stdout.split()
 
 
-def test_every_service_exposes_metrics(cli_stack) -> None:
+def test_every_service_exposes_metrics(cli_stack, tiny_models) -> None:
     env, ports, base = cli_stack
+    _run(env, "deploy", "tiny", str(tiny_models["llama"]))  # ALREADY_EXISTS is fine
     res = _run(env, "generate", "tiny", "metrics please", "--raw", "--max-tokens", "4",
                "--temperature", "0")  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -148,7 +150,13 @@ def test_every_service_exposes_metrics(cli_stack) -> None:
     assert 'slinfer:instances{node="cpu-0"}' in pages["scheduler"]
     assert 'slinfer:nodes{kind="cpu"} 1.0' in pages["scheduler"]
     assert "slinfer:worker_batch_size_bucket" in pages["worker"]
-    assert 'slinfer:kv_cache_usage_perc{model_name="tiny"}' in pages["worker"]
+    # The worker's level gauges refresh every second: wait for one refresh at most.
+    deadline = time.monotonic() + 10
+    while 'slinfer:kv_cache_usage_perc{model_name="tiny"}' not in pages["worker"]:
+        assert time.monotonic() < deadline, "kv_cache_usage_perc never appeared"
+        time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + 11}/metrics", timeout=5) as r:
+            pages["worker"] = r.read().decode()
     assert 'slinfer:ledger_bytes{kind="planned",node="cpu-0"}' in pages["memory"]
     assert "slinfer:http_requests_total" in pages["http"]
     assert "process_resident_memory_bytes" in pages["memory"]
@@ -195,3 +203,39 @@ def test_cli_and_grpcurl_drive_the_consolidator(cli_stack, tiny_models) -> None:
     assert "preempt (operator)" in res.stdout and "undrain" in res.stdout
     res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "2")
     assert res.returncode == 0, "the node takes work again after undo"
+
+
+def test_top_once_shows_nodes_instances_slices_batch_kv_and_requests(cli_stack, tiny_models):
+    """`slinfer top --once` renders one frame while a request streams through the HTTP API."""
+    import httpx
+
+    env, ports, _ = cli_stack
+    _run(env, "deploy", "tiny", str(tiny_models["llama"]))  # ALREADY_EXISTS is fine
+    body = {
+        "model": "tiny",
+        "prompt": "Count:",
+        "max_tokens": 1900,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+    }
+    url = f"http://127.0.0.1:{ports['http']}/v1/completions"
+    with httpx.stream("POST", url, json=body, timeout=120) as resp:
+        lines = resp.iter_lines()
+        assert next(line for line in lines if line.startswith("data: {"))  # decoding now
+        frame = _run(env, "top", "--once", timeout=60)
+        still = next(line for line in lines if line.startswith("data: "))
+        assert '"finish_reason":null' in still, "the request must still run during the frame"
+    assert frame.returncode == 0, frame.stderr
+    out = frame.stdout
+    assert "nodes" in out and "instances" in out
+    node = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("cpu-0"))
+    assert " cpu " in node and " up " in node
+    row = next(line for line in out.splitlines() if "tiny-" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    _iid, model, node_id, state, time_slice, batch, running, waiting, kv, *_ = cells
+    assert (model, node_id, state) == ("tiny", "cpu-0", "ready")
+    assert time_slice.endswith("%") and batch == "1" and running == "1" and waiting == "0"
+    used, cap = (int(x) for x in kv.split("/"))
+    assert 0 < used <= cap
+    assert re.search(r"requests: 0 waiting, 1 running", out)
