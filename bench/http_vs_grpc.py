@@ -9,7 +9,9 @@ after the other, alternating which goes first: `--streams` concurrent streaming 
 exactly `--tokens` greedy tokens (ignore_eos). The gRPC side is the slinfer SDK reading every
 chunk; the HTTP side is an httpx client reading every server-sent event and parsing its JSON
 (what an OpenAI client does). tokens/s = completion tokens of the round / its wall time.
-Reported: per-round figures, the medians, and the ratio HTTP / gRPC of the medians.
+Reported: per-round figures, the medians, the ratio HTTP / gRPC of the medians, and the CPU
+each process spent per token (from /proc), which shows the HTTP front's own cost apart from
+the machine's noise.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -66,6 +69,12 @@ async def _http_stream(http: httpx.AsyncClient, url: str, tokens: int) -> int:
     return n
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _round(path: str, streams: int, tokens: int, grpc_c, http_c, url) -> dict[str, float]:
     t0 = time.perf_counter()
     if path == "grpc":
@@ -104,7 +113,11 @@ async def run(
                     order = ("grpc", "http") if r % 2 == 0 else ("http", "grpc")
                     row = {}
                     for p in order:
+                        c0 = {n: cpu_s(pid) for n, pid in ps.stack.pids.items()}
                         row[p] = await _round(p, streams, tokens, ps.client, http, url)
+                        for n, pid in ps.stack.pids.items():  # CPU ms per token, per process
+                            used = cpu_s(pid) - c0[n]
+                            row[p][f"cpu_ms_per_token_{n}"] = 1000 * used / row[p]["tokens"]
                     row["ratio"] = row["http"]["tok_s"] / row["grpc"]["tok_s"]
                     rows.append(row)
                     print(
@@ -112,6 +125,10 @@ async def run(
                         f"http={row['http']['tok_s']:.1f} tok/s ratio={row['ratio']:.3f}",
                         flush=True,
                     )
+                http_cpu = statistics.median(r["http"]["cpu_ms_per_token_http"] for r in rows)
+                sched_cpu = statistics.median(
+                    r[p]["cpu_ms_per_token_scheduler"] for r in rows for p in ("grpc", "http")
+                )
                 med_g = statistics.median(r["grpc"]["tok_s"] for r in rows)
                 med_h = statistics.median(r["http"]["tok_s"] for r in rows)
                 results[str(streams)] = {
@@ -120,6 +137,8 @@ async def run(
                     "http_tok_s_median": med_h,
                     "ratio_of_medians": med_h / med_g,
                     "ratio_median": statistics.median(r["ratio"] for r in rows),
+                    "http_front_cpu_ms_per_token_median": http_cpu,
+                    "scheduler_cpu_ms_per_token_median": sched_cpu,
                 }
     return results
 
@@ -138,11 +157,15 @@ def main() -> None:
     results = asyncio.run(run(ns.rounds, streams, ns.tokens, ns.worker_threads or None))
     cpu = _cpu()
     print(f"\nCPU: {cpu['model']} ({', '.join(cpu['avx512']) or 'no AVX-512'})")
-    print(f"{'streams':>8}{'gRPC tok/s':>12}{'HTTP tok/s':>12}{'HTTP/gRPC':>11}")
+    print(
+        f"{'streams':>8}{'gRPC tok/s':>12}{'HTTP tok/s':>12}{'HTTP/gRPC':>11}"
+        f"{'HTTP front CPU ms/tok':>23}{'scheduler CPU ms/tok':>22}"
+    )
     for s, r in results.items():
         print(
             f"{s:>8}{r['grpc_tok_s_median']:>12.1f}{r['http_tok_s_median']:>12.1f}"
-            f"{r['ratio_of_medians']:>11.3f}"
+            f"{r['ratio_of_medians']:>11.3f}{r['http_front_cpu_ms_per_token_median']:>23.2f}"
+            f"{r['scheduler_cpu_ms_per_token_median']:>22.2f}"
         )
     if ns.json:
         with open(ns.json, "w") as fh:

@@ -37,7 +37,7 @@ def render(st: gateway_pb2.ClusterStatus, gateway: str, now: float | None = None
         ", ",
         f"{st.requests_running} running",
     )
-    nodes = Table(title="nodes", title_justify="left", expand=True)
+    nodes = Table(title="nodes", title_justify="left")
     for col in ("node", "kind", "state", "instances", "memory used MiB", "planned MiB", "of MiB"):
         nodes.add_column(col, justify="left" if col in ("node", "kind", "state") else "right")
     for n in st.nodes:
@@ -51,7 +51,7 @@ def render(st: gateway_pb2.ClusterStatus, gateway: str, now: float | None = None
             _mib(n.memory_planned_bytes),
             _mib(n.memory_bytes),
         )
-    inst = Table(title="instances", title_justify="left", expand=True)
+    inst = Table(title="instances", title_justify="left")
     for col in (
         "instance", "model", "node", "state", "time slice", "batch", "running", "waiting",
         "KV tokens used/cap", "KV MiB", "KV planned/actual MiB", "idle s",

@@ -66,12 +66,13 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T], call: Any)
 def _prepare(
     kind: Kind, body: bytes, request_id: str
 ) -> tuple[gateway_pb2.GenerateRequest, Reply, bool]:
+    common: ChatCompletionRequest | CompletionRequest
     if kind == "chat":
-        chat = parse(ChatCompletionRequest, body)
-        req, common = chat_request(chat, request_id), chat
+        common = parse(ChatCompletionRequest, body)
+        req = chat_request(common, request_id)
     else:
-        comp = parse(CompletionRequest, body)
-        req, common = completion_request(comp, request_id), comp
+        common = parse(CompletionRequest, body)
+        req = completion_request(common, request_id)
     usage = bool(common.stream_options and common.stream_options.include_usage)
     return req, Reply(kind, request_id, common.model, include_usage=usage), common.stream
 

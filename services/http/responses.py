@@ -41,7 +41,7 @@ class Reply:
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
-    def object(self) -> str:
+    def object_name(self) -> str:
         return "chat.completion" if self.kind == "chat" else "text_completion"
 
     def full(self, text: str, final: gateway_pb2.Completion) -> dict[str, object]:
@@ -57,7 +57,7 @@ class Reply:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
         return {
             "id": self.id,
-            "object": self.object,
+            "object": self.object_name,
             "created": self.created,
             "model": self.model,
             "choices": [choice],
