@@ -309,3 +309,21 @@ async def test_unreachable_gateway_is_503_and_not_ready(stack) -> None:
         assert health.status_code == 200, "liveness does not depend on the gateway"
     finally:
         await http.stop()
+
+
+async def test_unreachable_etcd_is_not_ready(stack) -> None:
+    from services.common.etcd_process import free_port
+
+    http = HttpService(
+        HttpConfig(
+            etcd=f"127.0.0.1:{free_port()}", gateway=stack.scheduler.address, listen="127.0.0.1:0"
+        )
+    )
+    await http.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            ready = await client.get(f"http://{http.address}/ready")
+        assert ready.status_code == 503
+        assert ready.json()["gateway"] == "ok" and "does not answer" in ready.json()["etcd"]
+    finally:
+        await http.stop()
