@@ -9,7 +9,8 @@ after the other, alternating which goes first: `--streams` concurrent streaming 
 exactly `--tokens` greedy tokens (ignore_eos). The gRPC side is the slinfer SDK reading every
 chunk; the HTTP side is an httpx client reading every server-sent event and parsing its JSON
 (what an OpenAI client does). tokens/s = completion tokens of the round / its wall time.
-Reported: per-round figures, the medians, the ratio HTTP / gRPC of the medians, and the CPU
+Reported: per-round figures, the medians, the ratio HTTP / gRPC of the medians, the median
+of the rounds' paired ratios (robust to the load drifting between rounds), and the CPU
 each process spent per token (from /proc), which shows the HTTP front's own cost apart from
 the machine's noise.
 """
@@ -158,13 +159,14 @@ def main() -> None:
     cpu = _cpu()
     print(f"\nCPU: {cpu['model']} ({', '.join(cpu['avx512']) or 'no AVX-512'})")
     print(
-        f"{'streams':>8}{'gRPC tok/s':>12}{'HTTP tok/s':>12}{'HTTP/gRPC':>11}"
-        f"{'HTTP front CPU ms/tok':>23}{'scheduler CPU ms/tok':>22}"
+        f"{'streams':>8}{'gRPC tok/s':>12}{'HTTP tok/s':>12}{'ratio of medians':>18}"
+        f"{'median paired ratio':>21}{'HTTP front CPU ms/tok':>23}{'scheduler CPU ms/tok':>22}"
     )
     for s, r in results.items():
         print(
             f"{s:>8}{r['grpc_tok_s_median']:>12.1f}{r['http_tok_s_median']:>12.1f}"
-            f"{r['ratio_of_medians']:>11.3f}{r['http_front_cpu_ms_per_token_median']:>23.2f}"
+            f"{r['ratio_of_medians']:>18.3f}{r['ratio_median']:>21.3f}"
+            f"{r['http_front_cpu_ms_per_token_median']:>23.2f}"
             f"{r['scheduler_cpu_ms_per_token_median']:>22.2f}"
         )
     if ns.json:
