@@ -94,6 +94,7 @@ async def generate(request: Request, gateway: GatewayClient, kind: Kind) -> Resp
         raise from_grpc(exc.code(), exc.details() or "", prompt_field) from None
     except ClientGone:
         metrics.DISCONNECTS.labels(endpoint).inc()
+        metrics.REQUESTS.labels(endpoint, "499").inc()
         logger.info("client gone before the answer: request={} model={}", request_id, reply.model)
         return Response(status_code=499)
     headers = {"X-Request-Id": request_id}

@@ -46,21 +46,35 @@ def _error(exc: ApiError, endpoint: str) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
+@dataclass
+class _Clients:
+    """The app's connections, opened and closed with its lifespan."""
+
+    gateway: GatewayClient | None = None
+    ready: ReadinessProbe | None = None
+
+    def gw(self) -> GatewayClient:
+        assert self.gateway is not None, "used outside the app's lifespan"
+        return self.gateway
+
+    def probe(self) -> ReadinessProbe:
+        assert self.ready is not None, "used outside the app's lifespan"
+        return self.ready
+
+
 def create_app(config: HttpConfig) -> FastAPI:
-    state: dict[str, object] = {}
+    clients = _Clients()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        gateway = GatewayClient(config.gateway)
-        state["gateway"], state["ready"] = gateway, ReadinessProbe(config.etcd, gateway)
+        clients.gateway = GatewayClient(config.gateway)
+        clients.ready = ReadinessProbe(config.etcd, clients.gateway)
         yield
-        await state["ready"].close()  # type: ignore[attr-defined]
-        await gateway.close()
+        await clients.ready.close()
+        await clients.gateway.close()
 
     app = FastAPI(title="slinfer", lifespan=lifespan, docs_url=None, redoc_url=None)
-
-    def gw() -> GatewayClient:
-        return state["gateway"]  # type: ignore[return-value]
+    gw = clients.gw
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -78,7 +92,7 @@ def create_app(config: HttpConfig) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        r = await state["ready"].check()  # type: ignore[attr-defined]
+        r = await clients.probe().check()
         body = {"ready": r.ready, "etcd": r.etcd, "gateway": r.gateway}
         return JSONResponse(body, status_code=200 if r.ready else 503)
 
