@@ -210,9 +210,12 @@ def test_top_once_shows_nodes_instances_slices_batch_kv_and_requests(cli_stack, 
     import httpx
 
     env, ports, _ = cli_stack
-    _run(env, "deploy", "tiny", str(tiny_models["llama"]))  # ALREADY_EXISTS is fine
+    # Its own model id, with SLOs a loaded machine meets: this test is about the view.
+    res = _run(env, "deploy", "top-m", str(tiny_models["llama"]), "--ttft-slo", "60",
+               "--tpot-slo", "5")  # fmt: skip
+    assert res.returncode == 0, res.stderr
     body = {
-        "model": "tiny",
+        "model": "top-m",
         "prompt": "Count:",
         "max_tokens": 1900,
         "ignore_eos": True,
@@ -221,6 +224,7 @@ def test_top_once_shows_nodes_instances_slices_batch_kv_and_requests(cli_stack, 
     }
     url = f"http://127.0.0.1:{ports['http']}/v1/completions"
     with httpx.stream("POST", url, json=body, timeout=120) as resp:
+        assert resp.status_code == 200, resp.read()
         lines = resp.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))  # decoding now
         frame = _run(env, "top", "--once", timeout=60)
@@ -231,10 +235,10 @@ def test_top_once_shows_nodes_instances_slices_batch_kv_and_requests(cli_stack, 
     assert "nodes" in out and "instances" in out
     node = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("cpu-0"))
     assert " cpu " in node and " up " in node
-    row = next(line for line in out.splitlines() if "tiny-" in line)
+    row = next(line for line in out.splitlines() if "top-m-" in line)
     cells = [c.strip() for c in row.strip("│ ").split("│")]
     _iid, model, node_id, state, time_slice, batch, running, waiting, kv, *_ = cells
-    assert (model, node_id, state) == ("tiny", "cpu-0", "ready")
+    assert (model, node_id, state) == ("top-m", "cpu-0", "ready")
     assert time_slice.endswith("%") and batch == "1" and running == "1" and waiting == "0"
     used, cap = (int(x) for x in kv.split("/"))
     assert 0 < used <= cap
