@@ -140,9 +140,9 @@ def _convert_gguf(gguf_path: Path):  # -> tuple[LlamaForCausalLM, PreTrainedToke
     )
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # Copy into a plain LlamaForCausalLM so nothing GGUF-specific leaks into the saved config.
-    config = LlamaConfig(
-        **{k: v for k, v in loaded.config.to_dict().items() if k not in ("quantization_config",)}
-    )
+    config = LlamaConfig(**{
+        k: v for k, v in loaded.config.to_dict().items() if k not in ("quantization_config",)
+    })
     config.architectures = ["LlamaForCausalLM"]
     config.dtype = "float32"
     if tokenizer.eos_token_id is not None:
@@ -181,7 +181,9 @@ def build_random_model(
         torch.manual_seed(seed)
         model = model_cls(config)
     model.eval()
-    _save_atomically(out_dir, lambda d: _save_model(d, model, tokenizer, _TOKENIZER_CLASS[arch]))
+    _save_atomically(
+        out_dir, lambda d: _save_model(d, model, tokenizer, _TOKENIZER_CLASS[arch])
+    )
     return out_dir
 
 
@@ -246,12 +248,10 @@ def _build_tokenizer(arch: str, vocab_size: int = 512):
     backend = Tokenizer(models.BPE())
     if arch == "qwen2":
         backend.normalizer = normalizers.NFC()
-        backend.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(_QWEN2_PRETOKENIZE_REGEX), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_QWEN2_PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
     else:
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
