@@ -14,4 +14,4 @@ COPY bench ./bench
 RUN pip install .
 ENV SLINFER_HOME=/data
 EXPOSE 50051 50052 50053 50061 8000
-CMD ["python", "-m", "services.scheduler", "--listen", "0.0.0.0:50051"]
+CMD ["python", "-m", "slinfer.services.scheduler", "--listen", "0.0.0.0:50051"]

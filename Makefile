@@ -45,7 +45,7 @@ test-fast: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy services/scheduler/policy services/memory/policy.py services/consolidator/policy.py sim
+	$(BIN)/mypy slinfer/policy slinfer/policy/kv_scaling.py slinfer/policy/preemption.py sim
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

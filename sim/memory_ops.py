@@ -1,6 +1,6 @@
 """Instances and memory in the simulator: the memory service's side (DESIGN.md §3).
 
-Every footprint change goes through the node's `Ledger` (services/memory/policy.py), exactly as
+Every footprint change goes through the node's `Ledger` (slinfer/policy/kv_scaling.py), exactly as
 the live memory service will: loads, KV resizes from the watermark rule, evictions. An approved
 change is carried out by the simulated worker between its iterations (at once when the instance
 is not running, else at the end of the running grant), then reported with `complete`, which
@@ -9,7 +9,7 @@ releases deferred increases in queue order.
 
 from __future__ import annotations
 
-from services.memory.policy import (
+from slinfer.policy.kv_scaling import (
     Approval,
     LedgerOp,
     LedgerRequest,
@@ -19,11 +19,11 @@ from services.memory.policy import (
     watermark_may_move,
     watermark_target,
 )
-from services.scheduler.policy.systems import Sharing
-from services.scheduler.policy.types import InstancePhase
-from sim.events import Phase
-from sim.state import RequestState, SimInstance, SimNode, SimRequest
-from sim.world import World
+from slinfer.policy.systems import Sharing
+from slinfer.policy.types import InstancePhase
+from slinfer.sim.events import Phase
+from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
+from slinfer.sim.world import World
 
 
 class MemoryOps(World):

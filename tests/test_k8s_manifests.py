@@ -62,8 +62,8 @@ def _containers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def _service_of(container: dict[str, Any]) -> str | None:
     cmd = container.get("command", [])
-    if cmd[:2] == ["python", "-m"] and cmd[2].startswith("services."):
-        return cmd[2].split(".", 1)[1]
+    if cmd[:2] == ["python", "-m"] and cmd[2].startswith("slinfer.services."):
+        return cmd[2].removeprefix("slinfer.services.")
     return None
 
 
@@ -95,7 +95,7 @@ def _parsed(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     env = _env(container)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    module = importlib.import_module(f"services.{_service_of(container)}.__main__")
+    module = importlib.import_module(f"slinfer.services.{_service_of(container)}.__main__")
     return module.parser().parse_args([_expand(a, env) for a in container.get("args", [])])
 
 
@@ -216,7 +216,7 @@ def _bytes(quantity: str) -> int:
 
 
 def test_probes_point_at_ports_and_paths_that_exist() -> None:
-    from services.http.server import HttpConfig, create_app
+    from slinfer.services.http.server import HttpConfig, create_app
 
     http_routes = {r.path for r in create_app(HttpConfig(etcd="etcd:2379")).routes}
     for workload, c in _containers():

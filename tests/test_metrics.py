@@ -49,7 +49,7 @@ _PROMQL_WORDS = {
 def _families() -> dict[str, tuple[str, list[str], object]]:
     """name -> (type, label names, the collector) for every metric the services register."""
     for service in SERVICES:
-        importlib.import_module(f"services.{service}.metrics")
+        importlib.import_module(f"slinfer.services.{service}.metrics")
     out: dict[str, tuple[str, list[str], object]] = {}
     for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001
         labels = list(getattr(collector, "_labelnames", ()))
@@ -65,7 +65,7 @@ def exported_series() -> set[str]:
 
 
 def test_vllm_named_metrics_have_the_prefix_label_and_buckets() -> None:
-    from services.common import metric_buckets
+    from slinfer.services.common import metric_buckets
 
     fams = _families()
     for metric, buckets in VLLM_NAMED.items():
@@ -81,7 +81,7 @@ def test_vllm_named_metrics_have_the_prefix_label_and_buckets() -> None:
 
 def test_buckets_equal_the_installed_vllm() -> None:
     vllm_buckets = pytest.importorskip("vllm.v1.metrics.buckets")
-    from services.common import metric_buckets
+    from slinfer.services.common import metric_buckets
 
     for family in (
         "REQUEST_LATENCY_BUCKETS",

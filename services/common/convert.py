@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineKind,
     FinishReason,
     InvalidRequest,

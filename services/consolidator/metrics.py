@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge
 
-from services.common.metric_buckets import name
+from slinfer.services.common.metric_buckets import name
 
 PLANS = Counter(
     name("consolidator_plans"),

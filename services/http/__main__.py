@@ -1,4 +1,4 @@
-"""`python -m services.http`: the OpenAI-compatible HTTP API in front of the gateway."""
+"""`python -m slinfer.services.http`: the OpenAI-compatible HTTP API in front of the gateway."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import os
 
-from services.common.cli_args import run_until_signal
-from services.common.serving import configure_logging
-from services.http.server import HttpConfig, HttpService
+from slinfer.services.common.cli_args import run_until_signal
+from slinfer.services.common.serving import configure_logging
+from slinfer.services.http.server import HttpConfig, HttpService
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m services.http", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m slinfer.services.http", description=__doc__)
     p.add_argument(
         "--listen",
         default=os.environ.get("SLINFER_HTTP_LISTEN", "127.0.0.1:8000"),

@@ -20,10 +20,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
 
-from services.http import metrics
-from services.http.errors import ApiError, from_grpc
-from services.http.gateway import GatewayClient, forwarded
-from services.http.protocol import (
+from slinfer.services.http import metrics
+from slinfer.services.http.errors import ApiError, from_grpc
+from slinfer.services.http.gateway import GatewayClient, forwarded
+from slinfer.services.http.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     Kind,
@@ -31,7 +31,7 @@ from services.http.protocol import (
     completion_request,
     parse,
 )
-from services.http.responses import DONE, Reply, sse
+from slinfer.services.http.responses import DONE, Reply, sse
 from slinfer.v1 import gateway_pb2
 
 T = TypeVar("T")

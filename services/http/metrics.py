@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Histogram
 
-from services.common.metric_buckets import REQUEST_LATENCY_BUCKETS, name
+from slinfer.services.common.metric_buckets import REQUEST_LATENCY_BUCKETS, name
 
 REQUESTS = Counter(
     name("http_requests"), "HTTP API calls by endpoint and status code", ["endpoint", "status"]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.http.errors import ApiError, invalid
+from slinfer.services.http.errors import ApiError, invalid
 from slinfer.v1 import common_pb2, gateway_pb2
 
 _M = TypeVar("_M", bound="BaseModel")

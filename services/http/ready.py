@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from services.common.store import Store
-from services.http.gateway import GatewayClient
+from slinfer.services.common.store import Store
+from slinfer.services.http.gateway import GatewayClient
 
 CHECK_TIMEOUT_S = 2.0
 

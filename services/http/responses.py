@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from services.http.protocol import Kind
+from slinfer.services.http.protocol import Kind
 from slinfer.v1 import common_pb2, gateway_pb2
 
 FINISH = {

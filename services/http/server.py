@@ -20,11 +20,11 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from services.http import metrics
-from services.http.errors import ApiError, from_grpc
-from services.http.gateway import GatewayClient, forwarded
-from services.http.generate import generate
-from services.http.ready import ReadinessProbe
+from slinfer.services.http import metrics
+from slinfer.services.http.errors import ApiError, from_grpc
+from slinfer.services.http.gateway import GatewayClient, forwarded
+from slinfer.services.http.generate import generate
+from slinfer.services.http.ready import ReadinessProbe
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from services.common import keys
-from services.common.errors import NodeNotFound, StoreUnavailable
-from services.common.store import Store
-from services.memory import metrics
-from services.memory.ledger import Approval, Ledger
+from slinfer.policy.ledger import Approval, Ledger
+from slinfer.services.common import keys
+from slinfer.services.common.errors import NodeNotFound, StoreUnavailable
+from slinfer.services.common.store import Store
+from slinfer.services.memory import metrics
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 The scheduler owns the requests, so it knows each instance's forward-looking demand: on
 admission, on every token batch and when a request finishes it asks the pure `plan_kv`
-(services/memory/policy.py, the same rule the simulator applies) whether the instance's KV
+(slinfer/policy/kv_scaling.py, the same rule the simulator applies) whether the instance's KV
 allocation should move, and if so sends `ScaleKV` with the instance revision it decided on.
 A stale revision (another caller moved the instance meanwhile) is re-read and the decision
 taken again. The worker applies approvals between iterations; deferred increases wait in the
@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from services.common.errors import NeverFits
-from services.memory.client import MemoryClient
-from services.memory.ledger import LedgerOp
-from services.memory.policy import KvAllocation, KvScalingConfig, plan_kv
-from services.scheduler.state import ClusterWatcher
-from services.scheduler.tracker import Tracker
+from slinfer.policy.kv_scaling import KvAllocation, KvScalingConfig, plan_kv
+from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common.errors import NeverFits
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.tracker import Tracker
 from slinfer.v1 import memory_pb2
 
 KV_BLOCK_TOKENS = 16  # the PyTorch engine's KV block (torch_config.TorchEngineConfig)

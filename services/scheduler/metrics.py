@@ -6,7 +6,7 @@ Per-request latencies and token counts carry vLLM's names and buckets under `sli
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.common.metric_buckets import (
+from slinfer.services.common.metric_buckets import (
     INTER_TOKEN_LATENCY_BUCKETS,
     MODEL,
     REQUEST_LATENCY_BUCKETS,

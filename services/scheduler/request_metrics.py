@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from services.scheduler import metrics
+from slinfer.services.scheduler import metrics
 
 Phase = Literal["waiting", "running"]
 _GAUGES = {"waiting": metrics.WAITING, "running": metrics.RUNNING}

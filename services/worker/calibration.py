@@ -17,11 +17,11 @@ from typing import Any
 
 from loguru import logger
 
-from services.common.model_dir import inspect_model_dir
-from services.scheduler.policy import DeviceKind, ModelSpec, PerfModel
-from services.scheduler.policy.perf_model import DEFAULT_SAFETY
-from services.worker.engine.base import Engine
-from services.worker.profiler import (
+from slinfer.policy import DeviceKind, ModelSpec, PerfModel
+from slinfer.policy.perf_model import DEFAULT_SAFETY
+from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.worker.engine.base import Engine
+from slinfer.services.worker.profiler import (
     ProfileCache,
     ProfileGrid,
     cpu_name,

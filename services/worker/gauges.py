@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from services.worker import metrics
+from slinfer.services.worker import metrics
 
 if TYPE_CHECKING:
-    from services.worker.server import WorkerService
+    from slinfer.services.worker.server import WorkerService
 
 PERIOD_S = 1.0
 

@@ -6,7 +6,7 @@ are slinfer's own. docs/METRICS.md lists them.
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.common.metric_buckets import MODEL, name
+from slinfer.services.common.metric_buckets import MODEL, name
 
 KV_USAGE = Gauge(
     name("kv_cache_usage_perc"),

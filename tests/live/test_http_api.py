@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from services.http.server import HttpConfig, HttpService
-from services.inprocess import LiveStack
+from slinfer.services.http.server import HttpConfig, HttpService
+from slinfer.services.inprocess import LiveStack
 from slinfer.v1 import worker_pb2, worker_pb2_grpc
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.live]
@@ -298,7 +298,7 @@ async def test_health_and_ready(stack) -> None:
 
 
 async def test_unreachable_gateway_is_503_and_not_ready(stack) -> None:
-    from services.common.etcd_process import free_port
+    from slinfer.services.common.etcd_process import free_port
 
     http = HttpService(
         HttpConfig(etcd=stack.etcd, gateway=f"127.0.0.1:{free_port()}", listen="127.0.0.1:0")
@@ -322,7 +322,7 @@ async def test_unreachable_gateway_is_503_and_not_ready(stack) -> None:
 
 
 async def test_unreachable_etcd_is_not_ready(stack) -> None:
-    from services.common.etcd_process import free_port
+    from slinfer.services.common.etcd_process import free_port
 
     http = HttpService(
         HttpConfig(

@@ -8,13 +8,13 @@ import time
 import pytest
 import pytest_asyncio
 
-from services.common import keys
-from services.inprocess import LiveStack
-from services.worker.calibration import hardware_label
-from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
-from services.worker.profiler import ProfileCache, profile_key
 from slinfer import Completion
 from slinfer.models import build_random_model
+from slinfer.services.common import keys
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.worker.calibration import hardware_label
+from slinfer.services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
+from slinfer.services.worker.profiler import ProfileCache, profile_key
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

