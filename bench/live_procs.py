@@ -29,6 +29,7 @@ BENCH_PORTS = {
     "memory_port": 51052,
     "consolidator_port": 51053,
     "worker_port": 51061,
+    "http_port": 51080,
     "metrics_base": 9600,
 }
 
@@ -110,9 +111,9 @@ def arbiter_overhead_pct(ports: Sequence[int]) -> tuple[float, int]:
     iterations = 0
     for port in ports:
         m = scrape(port)
-        arbiter += metric_sum(m, "slinfer_worker_arbiter_seconds_sum")
-        iteration += metric_sum(m, "slinfer_worker_iteration_seconds_sum")
-        iterations += int(metric_sum(m, "slinfer_worker_iteration_seconds_count"))
+        arbiter += metric_sum(m, "slinfer:worker_arbiter_seconds_sum")
+        iteration += metric_sum(m, "slinfer:worker_iteration_seconds_sum")
+        iterations += int(metric_sum(m, "slinfer:worker_iteration_seconds_count"))
     return (100.0 * arbiter / iteration if iteration > 0 else 0.0), iterations
 
 

@@ -22,6 +22,7 @@ from slinfer.policy.ledger import Approval, Ledger
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NodeNotFound, StoreUnavailable
 from slinfer.services.common.store import Store
+from slinfer.services.memory import metrics
 
 T = TypeVar("T")
 
@@ -105,6 +106,17 @@ class NodeBook:
         }
 
 
+def record_ledger(book: NodeBook) -> None:
+    ledger = book.ledger
+    for kind, value in (
+        ("planned", ledger.planned_bytes),
+        ("actual", ledger.actual_bytes),
+        ("reported", book.reported_bytes),
+        ("capacity", ledger.capacity_bytes),
+    ):
+        metrics.LEDGER_BYTES.labels(book.node_id, kind).set(value)
+
+
 class LedgerStore:
     def __init__(self, store: Store):
         self.store = store
@@ -140,6 +152,7 @@ class LedgerStore:
             else:
                 ok = await self.store.update(key, value, mod_revision)
             if ok:
+                record_ledger(book)
                 return result
             logger.debug("ledger of node={} changed under us (attempt {})", node_id, attempt + 1)
         raise StoreUnavailable(

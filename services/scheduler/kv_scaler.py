@@ -195,6 +195,7 @@ class KvScaler:
         ]
         if not nodes:
             return
+
         def need(node: dict[str, Any]) -> int:
             if measured is not None:
                 return measured[0] + measured[1] * tokens

@@ -125,6 +125,7 @@ class Relay:
         )
         stub = self.workers.stub(placement.address)
         call = stub.Submit(submit)
+        req.submitted_at_s = req.submitted_at_s or time.time()
         self.cold.last_used[iid] = time.monotonic()
         ended = answered = False  # ended: the worker closed the request itself
         try:

@@ -33,6 +33,7 @@ from slinfer.services.scheduler.budget import LeaseWriter
 from slinfer.services.scheduler.dispatch import DispatchConfig, Dispatcher
 from slinfer.services.scheduler.outputs import publish_outputs
 from slinfer.services.scheduler.prompts import Message, Prompts
+from slinfer.services.scheduler.request_metrics import ActiveRequests, RequestClock
 from slinfer.services.scheduler.status import cluster_status
 from slinfer.v1 import gateway_pb2, gateway_pb2_grpc, worker_pb2
 
@@ -60,25 +61,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def Generate(self, request, context) -> AsyncIterator[gateway_pb2.GenerateResponse]:  # noqa: N802
         rid = request.request_id or uuid.uuid4().hex
         model_id = request.model
-        status = "error"
         try:
             async for resp in self.s.generate(request, rid):
-                if resp.HasField("final"):
-                    status = FINISH_FROM_PB.get(resp.final.finish_reason, FinishReason.STOP).value
                 yield resp
         except asyncio.CancelledError:
-            status = "cancelled"
+            self.s.count_error(model_id, "cancelled")
             logger.info("client gone: request={} model={}", rid, model_id)
             raise
         except Exception as exc:
             code, message = status_of(exc)
-            status = code.name.lower()
+            self.s.count_error(model_id, code.name.lower())
             if code == grpc.StatusCode.INTERNAL:
                 logger.exception("generate failed: request={} model={}", rid, model_id)
             await context.abort(code, message)
-        finally:
-            if model_id in self.s.watcher.view.models:
-                metrics.REQUESTS.labels(model_id, status).inc()
 
     async def DeployModel(self, request, context):  # noqa: N802
         try:
@@ -111,7 +106,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def GetClusterStatus(self, request, context):  # noqa: N802
         try:
-            return await cluster_status(self.s.watcher.view, self.s.workers)
+            return await cluster_status(self.s.watcher.view, self.s.workers, self.s.active)
         except Exception as exc:
             await _abort(context, exc)
 
@@ -132,6 +127,7 @@ class SchedulerService:
         self.workers = WorkerClients()
         self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch)
         self.prompts = Prompts()
+        self.active = ActiveRequests()
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
         self.leases: LeaseWriter | None = None
@@ -165,7 +161,9 @@ class SchedulerService:
             self.registration,
             self.dispatcher.tracker,
             self.dispatcher.node_of,
+            self.dispatcher.instance_view,
             self.service_id,
+            self.config.dispatch.policy.slo_margin,
         )
         self.leases.start()
         self.dispatcher.on_change = self.leases.touch
@@ -214,8 +212,13 @@ class SchedulerService:
         published_waiting = 0
         while True:
             view = self.watcher.view
-            for node_id in view.nodes:
+            kinds: dict[str, int] = {}
+            for node_id, node in view.nodes.items():
                 metrics.INSTANCES.labels(node_id).set(len(view.instances_on(node_id)))
+                kind = str(node.get("kind", "cpu"))
+                kinds[kind] = kinds.get(kind, 0) + 1
+            for kind in {"cpu", "gpu", *kinds}:
+                metrics.NODES.labels(kind).set(kinds.get(kind, 0))
             # How many requests wait for capacity: packing never runs while any does.
             waiting = self.dispatcher.waiting
             if waiting != published_waiting and self.registration is not None:
@@ -223,6 +226,11 @@ class SchedulerService:
                     await self.registration.update({**self.registration.value, "waiting": waiting})
                     published_waiting = waiting
             await asyncio.sleep(0.5)
+
+    def count_error(self, model_id: str, code: str) -> None:
+        """Errors of deployed models only: an unknown name must not grow the label set."""
+        if model_id in self.watcher.view.models:
+            metrics.REQUEST_ERRORS.labels(model_id, code).inc()
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -265,37 +273,37 @@ class SchedulerService:
             ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
             tpot_slo_s=slo.tpot_s,
         )
-        first_at: float | None = None
-        last_at = arrival
+        clock = RequestClock(request.model, arrival, self.active, prompt_tokens=len(prompt_ids))
+        clock.start()
         final: worker_pb2.SubmitResponse | None = None
         placement = None
         # Tokens whose text the worker holds back (part of a character, a possible stop
         # string) ride with the chunk that carries their text, or with a last empty chunk:
         # the chunks' `tokens` add up to completion_tokens, each token counted once.
         pending = 0
-        async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
-            placement = placed
-            now = time.monotonic()
-            if resp.token_ids and first_at is None:
-                first_at = now
-            if resp.token_ids:
-                last_at = now
-                pending += len(resp.token_ids)
-            if resp.text or (resp.finished and pending):
-                yield gateway_pb2.GenerateResponse(
-                    request_id=rid,
-                    chunk=gateway_pb2.TextChunk(text=resp.text, tokens=pending),
+        try:
+            async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
+                placement = placed
+                clock.on_queued(
+                    live.submitted_at_s - arrival_wall if live.submitted_at_s is not None else None
                 )
-                pending = 0
-            if resp.finished:
-                final = resp
-        assert final is not None and placement is not None
-        ttft = (first_at or last_at) - arrival
-        n = final.completion_tokens
-        tpot = (last_at - first_at) / (n - 1) if first_at is not None and n > 1 else 0.0
-        metrics.TTFT.labels(request.model).observe(ttft)
-        if n > 1:
-            metrics.TPOT.labels(request.model).observe(tpot)
+                clock.on_tokens(len(resp.token_ids), time.monotonic())
+                pending += len(resp.token_ids)
+                if resp.text or (resp.finished and pending):
+                    yield gateway_pb2.GenerateResponse(
+                        request_id=rid,
+                        chunk=gateway_pb2.TextChunk(text=resp.text, tokens=pending),
+                    )
+                    pending = 0
+                if resp.finished:
+                    final = resp
+            assert final is not None and placement is not None
+            n = final.completion_tokens
+            reason = FINISH_FROM_PB.get(final.finish_reason, FinishReason.STOP).value
+            tpot = clock.finish(reason, n, time.monotonic())
+            ttft = clock.first_at - arrival if clock.first_at is not None else 0.0
+        finally:
+            clock.close()
         yield gateway_pb2.GenerateResponse(
             request_id=rid,
             final=gateway_pb2.Completion(

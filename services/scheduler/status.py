@@ -9,6 +9,7 @@ import grpc
 from slinfer.services.cluster.state import ClusterView
 from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.convert import DEVICE_FROM_NAME
+from slinfer.services.scheduler.request_metrics import ActiveRequests
 from slinfer.v1 import common_pb2, gateway_pb2, worker_pb2
 
 _STATES = {
@@ -27,7 +28,23 @@ async def _stats(workers: WorkerClients, address: str) -> worker_pb2.WorkerStats
         return None
 
 
-async def cluster_status(view: ClusterView, workers: WorkerClients) -> gateway_pb2.ClusterStatus:
+def _with_etcd_figures(view: ClusterView, out: gateway_pb2.ClusterStatus) -> None:
+    """Leases (time slice, batch) and the memory ledger (planned/actual) beside live stats."""
+    for inst in out.instances:
+        lease = view.leases.get(inst.instance_id) or {}
+        inst.time_slice = float(lease.get("time_slice") or 0.0)
+        inst.batch = int(lease.get("batch") or 0)
+        book = view.ledgers.get(inst.node_id, {}).get("instances", {}).get(inst.instance_id, {})
+        inst.kv_planned_bytes = int(book.get("planned_kv_bytes", 0))
+        inst.kv_actual_bytes = int(book.get("actual_kv_bytes", 0))
+    for n in out.nodes:
+        n.draining = n.node_id in view.drains
+        n.memory_planned_bytes = int(view.ledgers.get(n.node_id, {}).get("planned_bytes", 0))
+
+
+async def cluster_status(
+    view: ClusterView, workers: WorkerClients, active: ActiveRequests | None = None
+) -> gateway_pb2.ClusterStatus:
     nodes = sorted(view.nodes.values(), key=lambda n: n["node_id"])
     live = await asyncio.gather(*(_stats(workers, n["address"]) for n in nodes))
     out = gateway_pb2.ClusterStatus()
@@ -63,7 +80,9 @@ async def cluster_status(view: ClusterView, workers: WorkerClients) -> gateway_p
                 load_s=float(inst.get("load_s", 0.0)),
             )
         )
-    for n in out.nodes:
-        n.draining = n.node_id in view.drains
+    _with_etcd_figures(view, out)
     out.services.extend(sorted(view.services))
+    if active is not None:
+        out.requests_waiting = active.total("waiting")
+        out.requests_running = active.total("running")
     return out

@@ -151,7 +151,7 @@ class Lifecycle:
             )
         inst.state = InstanceState.READY
         inst.idle_since = time.monotonic()
-        metrics.LOAD_SECONDS.observe(inst.load_s)
+        metrics.LOAD_SECONDS.labels(inst.model_id).observe(inst.load_s)
         metrics.INSTANCES.labels(node.node_id).set(len(node.instances))
         await node.publish(inst)
         logger.info(

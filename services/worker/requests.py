@@ -86,14 +86,14 @@ class Requests:
             if not finished and inst.engine is not None:
                 # Client gone or an error: free the request's KV now (never leak it).
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(node.device.call(inst.engine.abort_request, rid))
+                    await asyncio.shield(node.device.abort(inst, rid))
             metrics.REQUESTS.labels(inst.model_id, status).inc()
 
     async def abort(self, instance_id: str, request_id: str) -> bool:
         inst = self.node.instances.get(instance_id)
         if inst is None or inst.engine is None:
             return False
-        out = await self.node.device.call(inst.engine.abort_request, request_id)
+        out = await self.node.device.abort(inst, request_id)
         queue = inst.streams.get(request_id)
         if out is not None and queue is not None:
             queue.put_nowait(out)

@@ -6,7 +6,6 @@ import time
 from typing import TYPE_CHECKING
 
 from slinfer.services.common.convert import ENGINE_TO_PB
-from slinfer.services.worker import metrics
 from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.v1 import common_pb2, worker_pb2
 
@@ -46,9 +45,6 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
 
 def worker_stats(node: NodeContext, memory: MemoryAgent) -> worker_pb2.WorkerStats:
     rec = node.node_record()
-    metrics.KV_BYTES.labels(node.node_id).set(
-        sum(i.stats.kv_bytes_allocated for i in node.instances.values() if i.stats)
-    )
     status = common_pb2.NodeStatus(
         node_id=node.node_id,
         kind=common_pb2.DEVICE_KIND_GPU

@@ -311,9 +311,7 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir, limit):
             base = worker.memory.counters.resizes
             # A steady stream: ten clients, each sending its next request when one finishes, so
             # the number in flight moves by a tenth or so: within w = 0.25's band, not w = 0's.
-            finals = [
-                f for fs in await asyncio.gather(*(client(c) for c in range(10))) for f in fs
-            ]
+            finals = [f for fs in await asyncio.gather(*(client(c) for c in range(10))) for f in fs]
             assert len(finals) == 30 and all(f.completion_tokens >= 16 for f in finals)
             counts[w] = worker.memory.counters.resizes - base
             assert worker.memory.counters.peak_measured_bytes <= limit
@@ -371,37 +369,3 @@ async def test_two_replicas_racing_never_oversubscribe(stack, limit):
         for c in channels:
             await c.close()
         await second.stop()
-
-
-async def test_without_a_memory_service_the_worker_checks_measured_memory(
-    tiny_models, profile_dir, limit
-):
-    """No memory service registered: loads are checked against measured free memory, as
-    before the service existed, and nothing waits for a ledger."""
-    from slinfer.services.common.errors import NoCapacity
-    from slinfer.services.worker.server import WorkerConfig, WorkerService
-
-    etcd = start_etcd()
-    worker = WorkerService(
-        WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=limit, num_threads=1,
-                     profile_dir=profile_dir)
-    )  # fmt: skip
-    await worker.start()
-    try:
-        path = str(tiny_models["llama"])
-        req = worker_pb2.LoadInstanceRequest(
-            instance_id="solo", model_id="tiny", path=path, kv_capacity_tokens=1024
-        )
-        inst, _ = await worker.lifecycle.load(req)
-        assert inst.stats.kv_capacity_tokens == 1024
-        assert worker.stats().node.memory_ledger_bytes == 0  # no ledger: no estimate
-        too_big = worker_pb2.LoadInstanceRequest(
-            instance_id="big", model_id="tiny", path=path, kv_capacity_tokens=4096
-        )
-        with pytest.raises(NoCapacity, match="MiB free"):
-            await worker.lifecycle.load(too_big)
-        assert "big" not in worker.instances
-        assert worker.memory_used_bytes() <= limit
-    finally:
-        await worker.stop()
-        etcd.stop()

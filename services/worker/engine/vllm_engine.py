@@ -382,8 +382,6 @@ class VllmEngine:
         vllm_gpu.set_kvcached_limit(id(self), limit_bytes)
         return limit_bytes
 
-    # --- helpers ----------------------------------------------------------------------------
-
     def _capacity_tokens(self) -> int:
         return self._kv_limit_tokens or self._pool.capacity_tokens
 
