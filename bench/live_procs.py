@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import tempfile
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +63,7 @@ async def proc_stack(
     keep_logs: Path | None = None,
 ) -> AsyncIterator[ProcStack]:
     """Start the stack; on exit stop it and copy its logs to `keep_logs` when given."""
+    _interrupt_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="slinfer-bench-") as tmp:
         run_dir = Path(tmp)
         cfg = StackConfig(
@@ -84,6 +87,14 @@ async def proc_stack(
             await asyncio.to_thread(stop_stack, stack, run_dir)
             if keep_logs is not None:
                 shutil.copytree(run_dir / "logs", keep_logs, dirs_exist_ok=True)
+
+
+def _interrupt_on_sigterm() -> None:
+    """A benchmark stopped with SIGTERM (`kill`, `timeout`) stops its stack as Ctrl-C does,
+    leaving no services behind: the signal raises KeyboardInterrupt, the stack's exit runs."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def scrape(port: int, timeout_s: float = 5.0) -> dict[str, float]:
