@@ -6,9 +6,9 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
+from slinfer.services.common.records import NodeRecord
 
 FP32_BYTES = 4
 _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
@@ -42,10 +42,10 @@ class ModelDir:
         return self.estimate_bytes(kv_tokens, FP32_BYTES)
 
 
-def node_dtype_bytes(node: dict[str, Any]) -> int:
+def node_dtype_bytes(node: NodeRecord) -> int:
     """Bytes per element of a node's engines, from its etcd record (workers publish
     `dtype_bytes`); fp32, the widest, for a record without it."""
-    return int(node.get("dtype_bytes") or FP32_BYTES)
+    return node.dtype_bytes or FP32_BYTES
 
 
 def _safetensors_parameters(path: Path) -> int:

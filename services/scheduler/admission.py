@@ -15,7 +15,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import grpc
 from loguru import logger
@@ -26,6 +25,7 @@ from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from slinfer.services.common.records import InstanceState, ModelRecord
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
@@ -70,7 +70,7 @@ class Admission:
         self.on_change = on_change
         self.waiting = 0  # requests waiting for capacity now (published for packing)
 
-    def dispatch_view(self, model: dict[str, Any]) -> DispatchView:
+    def dispatch_view(self, model: ModelRecord) -> DispatchView:
         return self.views.build(
             self.watcher.view,
             self.tracker,
@@ -79,7 +79,7 @@ class Admission:
             self.config.default_kv_capacity_tokens,
         )
 
-    def _decide(self, model: dict[str, Any], req: LiveRequest, preempt: bool) -> DispatchDecision:
+    def _decide(self, model: ModelRecord, req: LiveRequest, preempt: bool) -> DispatchDecision:
         system = self.system if preempt else self.no_preempt
         view = self.dispatch_view(model)
         if req.preempted_from is not None:
@@ -90,10 +90,10 @@ class Admission:
                 return d
         return decide(view, req, time.time(), system, self.policy)
 
-    async def _target(self, model: dict[str, Any], req: LiveRequest) -> str | None:
+    async def _target(self, model: ModelRecord, req: LiveRequest) -> str | None:
         """The instance the policy puts the request on now (attached), or None: wait."""
-        model_id = model["model_id"]
-        kv_tokens = int(model.get("kv_capacity_tokens") or self.config.default_kv_capacity_tokens)
+        model_id = model.model_id
+        kv_tokens = model.kv_capacity_tokens or self.config.default_kv_capacity_tokens
         if not self.views.has_profile(self.watcher.view, model_id):
             # Bootstrap: share an in-flight first load, or place one by memory alone.
             iid = self.cold.loading_of(model_id)
@@ -131,12 +131,12 @@ class Admission:
     def _placement(self, iid: str, load_s: float) -> Placement | None:
         view = self.watcher.view
         rec = view.instances.get(iid)
-        node = view.nodes.get(rec.get("node_id", "")) if rec else None
-        if rec is None or node is None or rec.get("state") != "ready":
+        node = view.nodes.get(rec.node_id) if rec else None
+        if rec is None or node is None or rec.state is not InstanceState.READY:
             return None
-        return Placement(iid, node["node_id"], node["address"], load_s)
+        return Placement(iid, node.node_id, node.address, load_s)
 
-    async def admit(self, model: dict[str, Any], req: LiveRequest) -> Placement:
+    async def admit(self, model: ModelRecord, req: LiveRequest) -> Placement:
         """Attach the request to an instance that admits it, starting one if needed."""
         waiting = False
         try:
@@ -153,7 +153,7 @@ class Admission:
             if waiting:
                 self.waiting -= 1
 
-    async def _ready(self, model: dict[str, Any], req: LiveRequest, iid: str) -> Placement | None:
+    async def _ready(self, model: ModelRecord, req: LiveRequest, iid: str) -> Placement | None:
         """Wait for the chosen instance to be ready; None if it failed or went away."""
         self.on_change(iid)
         try:
@@ -168,18 +168,18 @@ class Admission:
                 # The model cannot load (bad files, the engine refuses it): say so now
                 # instead of trying node after node until the deadline.
                 raise FailedPrecondition(
-                    f"model {model['model_id']} failed to load: {exc.details()}"
+                    f"model {model.model_id} failed to load: {exc.details()}"
                 ) from exc
         if placement is None:
             self.tracker.detach(req)  # it failed or went away while we waited
             self.on_change(iid)
         return placement
 
-    async def _wait_or_give_up(self, model: dict[str, Any], req: LiveRequest) -> None:
+    async def _wait_or_give_up(self, model: ModelRecord, req: LiveRequest) -> None:
         remaining = give_up_at_s(req, req.resumed_at_s, self.policy) - time.time()
         if remaining <= 0:
             raise NoCapacity(
-                f"no capacity for model {model['model_id']} within its TTFT SLO "
+                f"no capacity for model {model.model_id} within its TTFT SLO "
                 f"({req.ttft_slo_s:.2f} s): no instance admits the request and no node can "
                 "host another; retry later, relax the SLO or add a worker"
             )

@@ -15,6 +15,7 @@ from loguru import logger
 
 from slinfer.policy import InstancePhase
 from slinfer.policy.keep_alive import reclaim_due
+from slinfer.services.common.records import InstanceState
 from slinfer.services.scheduler import metrics
 from slinfer.v1 import worker_pb2
 
@@ -29,20 +30,20 @@ async def reclaim_idle(
     view = dispatcher.watcher.view
     unloaded = []
     for iid, inst in list(view.instances.items()):
-        if inst.get("state") != "ready" or dispatcher.tracker.busy(iid):
+        if inst.state is not InstanceState.READY or dispatcher.tracker.busy(iid):
             continue
-        model = view.models.get(inst.get("model_id", ""))
+        model = view.models.get(inst.model_id)
         last = dispatcher.last_used.setdefault(iid, now)
         if model is not None:
-            configured = model.get("keep_alive_s")
-            keep_alive = default_keep_alive_s if configured is None else float(configured)
+            configured = model.keep_alive_s
+            keep_alive = default_keep_alive_s if configured is None else configured
             if not reclaim_due(0, InstancePhase.READY, last, keep_alive, now):
                 continue
-        node = view.nodes.get(inst.get("node_id", ""))
+        node = view.nodes.get(inst.node_id)
         if node is None:
             continue
         try:
-            await dispatcher.workers.stub(node["address"]).UnloadInstance(
+            await dispatcher.workers.stub(node.address).UnloadInstance(
                 worker_pb2.UnloadInstanceRequest(instance_id=iid),
                 timeout=dispatcher.config.rpc_timeout_s,
             )
@@ -50,7 +51,7 @@ async def reclaim_idle(
             logger.warning("keep-alive unload of {} failed: {}", iid, exc.details())
             continue
         dispatcher.last_used.pop(iid, None)
-        metrics.UNLOADS.labels(inst.get("model_id", "")).inc()
+        metrics.UNLOADS.labels(inst.model_id).inc()
         unloaded.append(iid)
-        logger.info("scaled to zero: instance={} model={}", iid, inst.get("model_id"))
+        logger.info("scaled to zero: instance={} model={}", iid, inst.model_id)
     return unloaded

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
 from loguru import logger
@@ -26,6 +25,7 @@ from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.convert import sampling_to_pb
 from slinfer.services.common.engine_types import SamplingParams
 from slinfer.services.common.errors import WorkerUnavailable
+from slinfer.services.common.records import ModelRecord
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.admission import Admission, Placement
 from slinfer.services.scheduler.cold_start import ColdStarts
@@ -62,7 +62,7 @@ class Relay:
 
     async def generate(
         self,
-        model: dict[str, Any],
+        model: ModelRecord,
         req: LiveRequest,
         prompt_ids: list[int],
         sampling: SamplingParams,
@@ -90,7 +90,7 @@ class Relay:
                     refusals += 1
                     if refusals > _MAX_REFUSALS:
                         raise WorkerUnavailable(
-                            f"instances of {model['model_id']} kept refusing request "
+                            f"instances of {model.model_id} kept refusing request "
                             f"{req.request_id}; retry later"
                         )
                     await asyncio.sleep(self.admission.policy.retry_interval_s)

@@ -80,8 +80,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             spec = models.spec_from_request(request)
             await models.deploy(self.s.store, spec)
             # Read-your-writes: the watch event may trail the answer to this call.
-            self.s.watcher.view.apply(keys.model(spec["model_id"]), spec)
-            logger.info("deployed model={} path={}", spec["model_id"], spec["path"])
+            self.s.watcher.view.apply(keys.model(spec.model_id), spec.to_etcd())
+            logger.info("deployed model={} path={}", spec.model_id, spec.path)
             return gateway_pb2.DeployModelResponse(
                 model=models.model_info(spec, 0, self.s.defaults)
             )
@@ -215,7 +215,7 @@ class SchedulerService:
             kinds: dict[str, int] = {}
             for node_id, node in view.nodes.items():
                 metrics.INSTANCES.labels(node_id).set(len(view.instances_on(node_id)))
-                kind = str(node.get("kind", "cpu"))
+                kind = node.kind.value
                 kinds[kind] = kinds.get(kind, 0) + 1
             for kind in {"cpu", "gpu", *kinds}:
                 metrics.NODES.labels(kind).set(kinds.get(kind, 0))
@@ -243,34 +243,33 @@ class SchedulerService:
         model = self.watcher.view.models.get(request.model)
         if model is None and keys.valid_name(request.model):
             # Deployed through another replica a moment ago? Ask etcd, not the watch.
-            entry = await self.store.get(keys.model(request.model))
-            model = entry.value if entry is not None else None
+            model = models.read_model(await self.store.get(keys.model(request.model)))
         if model is None:
             raise ModelNotFound(f"model {request.model} is not deployed (see ListModels)")
         sampling = sampling_from_pb(request.sampling)
         messages = [Message(m.role, m.content) for m in request.messages]
         prompt_ids = await asyncio.to_thread(
             self.prompts.encode,
-            model["path"],
+            model.path,
             request.prompt,
             messages,
             list(request.prompt_token_ids),
-            int(model.get("vocab_size", 0)),
+            model.vocab_size,
         )
-        max_len = int(model.get("max_model_len", 0))
+        max_len = model.max_model_len
         if max_len and len(prompt_ids) + sampling.max_tokens > max_len:
             raise InvalidArgument(
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({sampling.max_tokens}) "
                 f"exceeds the model's context of {max_len} tokens; shorten the prompt or "
                 "lower max_tokens"
             )
-        slo = SloPolicy(tpot_s=float(model.get("tpot_slo_s") or self.config.default_tpot_slo_s))
+        slo = SloPolicy(tpot_s=model.tpot_slo_s or self.config.default_tpot_slo_s)
         live = LiveRequest(
             request_id=rid,
             model_id=request.model,
             arrival_s=arrival_wall,
             input_tokens=len(prompt_ids),
-            ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
+            ttft_slo_s=model.ttft_slo_s or slo.ttft_s(len(prompt_ids)),
             tpot_slo_s=slo.tpot_s,
         )
         clock = RequestClock(request.model, arrival, self.active, prompt_tokens=len(prompt_ids))
@@ -321,16 +320,17 @@ class SchedulerService:
     async def delete_model(self, model_id: str) -> int:
         spec = await models.delete(self.store, model_id)
         self.watcher.view.apply(keys.model(model_id), None)
-        self.prompts.forget(spec.get("path", ""))
+        if spec is not None:
+            self.prompts.forget(spec.path)
         unloaded = 0
         view = self.watcher.view
         for inst in view.instances_of(model_id):
-            node = view.nodes.get(inst.get("node_id", ""))
+            node = view.nodes.get(inst.node_id)
             if node is None:
                 continue
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.workers.stub(node["address"]).UnloadInstance(
-                    worker_pb2.UnloadInstanceRequest(instance_id=inst["instance_id"]),
+                await self.workers.stub(node.address).UnloadInstance(
+                    worker_pb2.UnloadInstanceRequest(instance_id=inst.instance_id),
                     timeout=self.config.dispatch.rpc_timeout_s,
                 )
                 unloaded += 1

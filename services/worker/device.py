@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from slinfer.policy.calibration import IterationRatio, PrefillShare
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import DeviceArbiter
 from slinfer.services.worker.engine.base import Engine, IterationResult, Phase
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 
 T = TypeVar("T")
 

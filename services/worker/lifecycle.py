@@ -29,6 +29,7 @@ from slinfer.services.common.errors import (
     InvalidArgument,
 )
 from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.calibration import calibrate
 from slinfer.services.worker.engine.base import (
@@ -37,7 +38,7 @@ from slinfer.services.worker.engine.base import (
     RequestOutput,
 )
 from slinfer.services.worker.engine.registry import EngineSpec, create_engine, default_engine
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
 from slinfer.services.worker.profiler import ProfileCache

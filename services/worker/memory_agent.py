@@ -29,9 +29,10 @@ from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NoCapacity
 from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.records import InstanceState
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 from slinfer.v1 import memory_pb2
 
 if TYPE_CHECKING:

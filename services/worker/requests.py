@@ -21,10 +21,10 @@ from slinfer.services.common.errors import (
     InstanceNotFound,
     InvalidArgument,
 )
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import TrackedRequest
 from slinfer.services.worker.engine.base import EngineRequest, RequestOutput
-from slinfer.services.worker.instance import InstanceState
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
 from slinfer.v1 import worker_pb2
