@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from loguru import logger
 
@@ -105,6 +106,7 @@ class Lifecycle:
         t0, engine = time.perf_counter(), None
         try:
             await self.memory.plan_load(inst)  # weights + initial KV approved (or NoCapacity)
+            spec = replace(spec, kv_elastic=self.memory.manages(inst.instance_id))
             await node.publish(inst)
             # PyTorch weights load on the loader thread: the device keeps running its other
             # instances' iterations meanwhile (only calibration steps the new engine). vLLM's

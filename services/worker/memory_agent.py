@@ -209,6 +209,11 @@ class MemoryAgent:
                     f"within {self.load_wait_s:.0f} s; retry on another node"
                 )
 
+    def manages(self, iid: str) -> bool:
+        """Is the instance's memory planned through the ledger (its KV resized as its
+        requests grow)? Decided at load, for the instance's whole life."""
+        return iid in self._planned
+
     def _approved(self, iid: str, revision: int) -> bool:
         info = self.book.get("instances", {}).get(iid)
         return info is not None and info["revision"] >= revision and not info["deferred"]

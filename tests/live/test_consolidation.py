@@ -284,7 +284,16 @@ async def test_pack_empties_the_least_loaded_node(stack: LiveStack) -> None:
     await worker.lifecycle.load(spare)
     await wait_until(lambda: len(view.nodes_in_use()) == 2, what="both nodes in use")
     cview = svc.watcher.view  # the consolidator plans from its own view of etcd
-    await wait_until(lambda: len(cview.nodes_in_use()) == 2, what="the consolidator's view")
+    # Packing never moves a loading instance: wait until the consolidator sees them ready.
+    await wait_until(
+        lambda: (
+            len(cview.nodes_in_use()) == 2
+            and not cview.drains
+            and cview.state_of("q-spare") is InstanceState.READY
+            and all(i.state is InstanceState.READY for i in cview.instances.values())
+        ),
+        what="the consolidator's view: both nodes in use, no drain, every instance ready",
+    )
     await wait_until(
         lambda: svc.consolidation.policy_config.pack_after_s == 0.0,
         what="the schedulers' policy at the consolidator",

@@ -1,4 +1,5 @@
-"""A worker with no memory service registered checks loads against measured memory."""
+"""A worker with no memory service registered checks loads against measured memory (the
+node's `limit` from tests/live/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ from slinfer.services.common.errors import NoCapacity
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.worker.server import WorkerConfig, WorkerService
 from slinfer.v1 import worker_pb2
-from tests.live.support import Footprint, measure_footprint
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture(scope="module")
-def limit(tiny_models) -> int:
-    """test_memory.py's node: two instances of 1024 and 2048 KV tokens, plus 512 tokens."""
-    tiny: Footprint = measure_footprint(tiny_models["llama"])
-    return 2 * tiny.weights_bytes + (1024 + 2048 + 512) * tiny.kv_bytes_per_token
 
 
 async def test_without_a_memory_service_the_worker_checks_measured_memory(
