@@ -31,6 +31,7 @@ class Phase(enum.Enum):
 class EngineKind(enum.Enum):
     TORCH = "torch"
     VLLM = "vllm"
+    OPENVINO = "openvino"
 
 
 class EngineError(Exception):

@@ -1,0 +1,171 @@
+"""One OpenVINO GenAI ContinuousBatchingPipeline: build, step, add/cancel, rebuild, release.
+
+The pipeline holds the compiled model (weights, repacked for this CPU's kernels) and a KV
+pool of a fixed number of blocks, allocated by its scheduler at the first step and never
+resized. `rebuild(blocks)` is therefore the only way to change the pool: release the old
+pipeline first (never two copies of the weights at once), then build a new one; the
+model directory is already converted and in the page cache, so a rebuild is a cold start
+(`build_s`), timed and counted (`rebuilds`).
+
+Memory reported: `weights_bytes` is the IR's constants (what the plugin keeps, give or take
+its repacking); `kv_bytes_allocated` is `blocks × bytes per block`, measured from the
+pipeline's metrics after a one-token warm-up at build (which also compiles the kernels the
+first request would otherwise pay for).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any
+
+import numpy as np
+from loguru import logger
+
+from services.worker.engine.ov_config import OpenVinoEngineConfig
+from services.worker.engine.ov_convert import OvModel, blob_dir, prepare_ov_model
+from services.worker.engine.ov_requests import OvSequence
+
+_WARMUP_ID = 0
+
+
+class OvPipeline:
+    def __init__(self, config: OpenVinoEngineConfig):
+        self.config = config
+        self.kv_blocks = config.kv_capacity_tokens // _block_size()
+        self.model: OvModel | None = None
+        self.weights_bytes = 0
+        self.kv_bytes_per_token = 0
+        self.build_s = 0.0  # the last build (cold start, or a rebuild's)
+        self.rebuilds = 0
+        self.rebuild_s = 0.0
+        self._pipe: Any = None
+        self._block_bytes = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    @property
+    def kv_bytes_allocated(self) -> int:
+        return self.kv_blocks * self._block_bytes if self._pipe is not None else 0
+
+    def build(self) -> None:
+        if self._pipe is not None:
+            return
+        import openvino_genai as ov_genai
+
+        t0 = time.perf_counter()
+        if self.model is None:
+            self.model = prepare_ov_model(
+                self.config.model_dir,
+                self.config.weights,
+                progress=_log_progress,
+                root=self.config.model_root,
+            )
+            self.weights_bytes = _bin_bytes(self.model.path)
+        scheduler = ov_genai.SchedulerConfig()
+        scheduler.num_kv_blocks = max(self.kv_blocks, 1)
+        scheduler.cache_size = 0
+        scheduler.dynamic_split_fuse = True
+        scheduler.max_num_batched_tokens = self.config.max_batched_tokens
+        scheduler.max_num_seqs = self.config.max_batch_size
+        scheduler.enable_prefix_caching = False
+        blobs = blob_dir() if self.config.cache_blobs else None
+        if blobs is not None:
+            blobs.mkdir(parents=True, exist_ok=True)
+        self._pipe = ov_genai.ContinuousBatchingPipeline(
+            str(self.model.path), scheduler, "CPU", self.config.properties(blobs)
+        )
+        self._warm_up()
+        self.build_s = time.perf_counter() - t0
+
+    def _warm_up(self) -> None:
+        import openvino as ov
+        import openvino_genai as ov_genai
+
+        config = ov_genai.GenerationConfig()
+        config.max_new_tokens = 1
+        config.ignore_eos = True
+        handle = self._pipe.add_request(_WARMUP_ID, ov.Tensor(np.array([[1]], np.int64)), config)
+        while self._pipe.has_non_finished_requests():
+            self._pipe.step()
+        if handle.can_read():
+            handle.read()
+        total = self._pipe.get_metrics().cache_size_in_bytes
+        self._block_bytes = total // max(self.kv_blocks, 1)
+        self.kv_bytes_per_token = self._block_bytes // _block_size()
+
+    def release(self) -> None:
+        if self._pipe is None:
+            return
+        self._pipe = None
+        gc.collect()
+
+    def rebuild(self, kv_blocks: int) -> None:
+        t0 = time.perf_counter()
+        self.release()
+        self.kv_blocks = kv_blocks
+        self.build()
+        self.rebuilds += 1
+        self.rebuild_s += time.perf_counter() - t0
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def add(self, seq: OvSequence, pipeline_id: int) -> None:
+        import openvino as ov
+        import openvino_genai as ov_genai
+
+        sampling = seq.request.sampling
+        config = ov_genai.GenerationConfig()
+        config.max_new_tokens = seq.remaining
+        config.ignore_eos = True  # EOS and stop strings are slinfer's (openvino_engine.py)
+        if sampling.temperature > 0:
+            config.do_sample = True
+            config.temperature = sampling.temperature
+            config.top_p = sampling.top_p
+            seed = sampling.seed if sampling.seed is not None else _os_seed()
+            config.rng_seed = (seed + seq.seed_offset) & 0xFFFFFFFF
+        else:
+            config.do_sample = False
+        ids = ov.Tensor(np.array([seq.token_ids], dtype=np.int64))
+        seq.handle = self._pipe.add_request(pipeline_id, ids, config)
+        seq.pipeline_id = pipeline_id
+
+    def cancel(self, seq: OvSequence) -> None:
+        if seq.handle is not None:
+            seq.handle.cancel()  # the pipeline frees its blocks at the next step
+        seq.handle = None
+
+    def step(self) -> int:
+        """One iteration; returns how many requests it scheduled."""
+        self._pipe.step()
+        return int(self._pipe.get_metrics().scheduled_requests)
+
+    def read(self, seq: OvSequence) -> list[int]:
+        handle = seq.handle
+        if handle is None or not handle.can_read():
+            return []
+        new: list[int] = []
+        for output in handle.read().values():
+            new.extend(int(t) for t in output.generated_ids)
+        return new
+
+
+def _block_size() -> int:
+    from services.worker.engine.ov_config import CPU_BLOCK_SIZE
+
+    return CPU_BLOCK_SIZE
+
+
+def _bin_bytes(path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.bin"))
+
+
+def _os_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little")
+
+
+def _log_progress(stage: str, fraction: float) -> None:
+    logger.info("openvino: {} ({:.0%})", stage, fraction)
