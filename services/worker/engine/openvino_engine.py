@@ -271,7 +271,9 @@ class OpenVinoEngine:
 
     def offload(self) -> None:
         if self._seqs:
-            raise EngineError(f"offload with {len(self._seqs)} requests in flight; abort them first")
+            raise EngineError(
+                f"offload with {len(self._seqs)} requests in flight; abort them first"
+            )
         self._pipeline.release()
 
     def load(self) -> None:

@@ -254,7 +254,8 @@ class _Builder:
         x = ops.add(x, self.linear(attn, f"{p}.self_attn.o_proj"))
         h = _rms(x, ov_weights.vector(self.w[f"{p}.post_attention_layernorm.weight"]), s.rms_eps)
         gate = ops.swish(self.linear(h, f"{p}.mlp.gate_proj"))
-        mlp = self.linear(ops.multiply(gate, self.linear(h, f"{p}.mlp.up_proj")), f"{p}.mlp.down_proj")
+        up = self.linear(h, f"{p}.mlp.up_proj")
+        mlp = self.linear(ops.multiply(gate, up), f"{p}.mlp.down_proj")
         return ops.add(x, mlp)
 
 

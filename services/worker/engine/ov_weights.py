@@ -22,7 +22,8 @@ def _constant(array: np.ndarray, element: ov.Type | None = None) -> ov.Node:
     if element is None:
         return ops.constant(np.ascontiguousarray(array))
     tensor = ov.Tensor(element, ov.Shape(list(array.shape)))
-    tensor.data.view(np.uint8).reshape(-1)[:] = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+    tensor.data.view(np.uint8).reshape(-1)[:] = raw
     return ov.op.Constant(tensor)
 
 

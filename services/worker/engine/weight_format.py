@@ -9,7 +9,7 @@ bf16 or fp32. Both CPU engines take every format:
 | `fp32` | `nn.Linear` weights in fp32 | f32 constants |
 | `bf16` | `nn.Linear` weights in bf16 | bf16 constants, decompressed in the kernel |
 | `int8` | per-channel symmetric int8, `aten._weight_int8pack_mm` | per-channel asymmetric u8 |
-| `int4` | groups of 64, asymmetric, `aten._weight_int4pack_mm_for_cpu` | groups of 64, asymmetric u4 |
+| `int4` | groups of 64, asym., `aten._weight_int4pack_mm_for_cpu` | groups of 64, asym. u4 |
 
 Embeddings, norms and the KV cache keep the activation dtype; the LM head is int8 in both
 quantized formats (int4 costs a small model most of its quality there). `AUTO` resolves to
