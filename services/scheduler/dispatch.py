@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from services.common.convert import sampling_to_pb
+from services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB, sampling_to_pb
 from services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
 from services.memory.client import MemoryClient
 from services.scheduler import metrics
@@ -50,7 +50,8 @@ from services.scheduler.redispatch import (
 from services.scheduler.state import ClusterWatcher
 from services.scheduler.tracker import LiveRequest, Tracker
 from services.scheduler.workers import WorkerClients
-from services.worker.engine.base import SamplingParams
+from services.worker.engine.base import EngineKind, SamplingParams
+from services.worker.engine.weight_format import WeightFormat
 from slinfer.v1 import common_pb2, worker_pb2
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
@@ -160,8 +161,9 @@ class Dispatcher:
             instance_id=iid,
             model_id=model["model_id"],
             path=model["path"],
-            engine={"torch": 1, "vllm": 2}.get(model.get("engine") or "", 0),
+            engine=ENGINE_TO_PB[EngineKind(model["engine"])] if model.get("engine") else 0,
             kv_capacity_tokens=kv_tokens,
+            weights=WEIGHTS_TO_PB[WeightFormat.parse(model.get("weights"))],
         )
         t0 = time.monotonic()
         await self.workers.stub(node["address"]).LoadInstance(

@@ -7,7 +7,14 @@ import time
 from typing import Any
 
 from services.common import keys
-from services.common.convert import DEVICE_FROM_NAME, DEVICE_NAMES, ENGINE_FROM_PB, ENGINE_TO_PB
+from services.common.convert import (
+    DEVICE_FROM_NAME,
+    DEVICE_NAMES,
+    ENGINE_FROM_PB,
+    ENGINE_TO_PB,
+    WEIGHTS_FROM_PB,
+    WEIGHTS_TO_PB,
+)
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -17,6 +24,7 @@ from services.common.errors import (
 from services.common.model_dir import inspect_model_dir
 from services.common.store import Store
 from services.worker.engine.base import EngineKind
+from services.worker.engine.weight_format import WeightFormat
 from slinfer.v1 import gateway_pb2
 
 
@@ -41,8 +49,15 @@ def spec_from_request(req: gateway_pb2.DeployModelRequest) -> dict[str, Any]:
         raise InvalidArgument(f"unknown device {req.device}")
     engine = ENGINE_FROM_PB[req.engine]
     device = DEVICE_NAMES[req.device]
-    if engine is EngineKind.TORCH and device == "gpu":
-        raise InvalidArgument("engine torch runs on CPU nodes; use engine vllm for device gpu")
+    if engine is EngineKind.OPENVINO and device == "gpu":
+        raise InvalidArgument("engine openvino runs on CPU nodes; use engine vllm for device gpu")
+    if req.weights not in WEIGHTS_FROM_PB:
+        raise InvalidArgument(f"unknown weight format {req.weights}")
+    weights = WEIGHTS_FROM_PB[req.weights]
+    if engine is EngineKind.VLLM and weights is not WeightFormat.AUTO:
+        raise InvalidArgument(
+            "engine vllm runs the checkpoint's own weights; deploy it with weights auto"
+        )
     kv = req.kv_capacity_tokens if req.HasField("kv_capacity_tokens") else None
     if kv is not None and kv <= 0:
         raise InvalidArgument(f"kv_capacity_tokens must be > 0, got {kv}")
@@ -61,6 +76,7 @@ def spec_from_request(req: gateway_pb2.DeployModelRequest) -> dict[str, Any]:
             "keep_alive_s", req.keep_alive_s if req.HasField("keep_alive_s") else None, zero_ok=True
         ),
         "kv_capacity_tokens": kv,
+        "weights": weights.value,
         "max_model_len": info.max_model_len,
         "vocab_size": info.vocab_size,
         "architecture": info.architecture,
@@ -89,6 +105,7 @@ def model_info(
         instances=instances,
         created_at=float(spec.get("created_at", 0.0)),
         vocab_size=int(spec.get("vocab_size", 0)),
+        weights=WEIGHTS_TO_PB[WeightFormat.parse(spec.get("weights"))],
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from services.worker.engine.weight_format import WeightFormat
+
 # CPU features with native bf16 dot products (oneDNN uses them, AMX above all). Without them
 # torch's bf16 GEMMs convert to fp32 on the fly: batch-1 decode, memory-bound, still gains from
 # the halved weight traffic, but prefill, compute-bound, runs 4-6x slower than in fp32
@@ -34,10 +36,20 @@ class TorchEngineConfig:
     # than the budget still runs, alone with the decodes, so that nothing starves.
     max_batched_tokens: int = 2048
     max_batch_size: int = 256  # requests in one iteration
+    # How the projections are stored (weight_format.py); None: in the activation dtype, as
+    # transformers loads them. AUTO must be resolved before (registry.resolve_weights).
+    weights: WeightFormat | None = None
+    device: str = "cpu"  # "cpu" or "cuda"
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, DTypePolicy):
             raise ValueError(f"dtype must be a DTypePolicy, got {self.dtype!r}")
+        if self.weights is WeightFormat.AUTO or not (
+            self.weights is None or isinstance(self.weights, WeightFormat)
+        ):
+            raise ValueError(f"weights must be a WeightFormat (not AUTO) or None: {self.weights!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.kv_capacity_tokens < 0:
             raise ValueError(f"kv_capacity_tokens must be >= 0, got {self.kv_capacity_tokens}")
         if self.num_threads is not None and self.num_threads < 1:

@@ -35,10 +35,12 @@ from .detokenizer import TextStream
 from .kv_pool import KVPool, KVSpec
 from .paged_attention import ATTN_IMPLEMENTATION, BATCH_KWARG, SeqChunk, build_paged_batch
 from .paged_attention import register as register_paged_attention
+from .quant_linear import apply_weight_format
 from .sampling import make_generator, sample_next_tokens
 from .scheduler import Scheduler
 from .sequence import SeqStatus, Sequence
 from .torch_config import TorchEngineConfig, read_cpu_flags, resolve_dtype
+from .weight_format import WeightFormat
 
 BATCH_SIZE_HISTORY = 1024  # recent per-iteration batch sizes kept for stats()
 
@@ -55,6 +57,10 @@ class TorchEngine:
         _check_supported(self.hf_config)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         self.dtype = resolve_dtype(config.dtype, read_cpu_flags())
+        # The projections' storage: as configured, else the activation dtype's.
+        self.weights = config.weights or (
+            WeightFormat.BF16 if self.dtype == torch.bfloat16 else WeightFormat.FP32
+        )
         self.kv_spec = _kv_spec(self.hf_config, self.dtype, config.block_size)
         self.max_model_len: int = self.hf_config.max_position_embeddings
         self.vocab_size: int = self.hf_config.vocab_size
@@ -277,6 +283,8 @@ class TorchEngine:
             local_files_only=True,
         )
         model.eval()
+        if self.config.weights is not None:
+            apply_weight_format(model, self.config.weights, self.dtype)
         self._linears = DecodeLinears().install(model)
         tensors = itertools.chain(model.parameters(), model.buffers())
         self._weights_bytes = sum(t.numel() * t.element_size() for t in tensors)
