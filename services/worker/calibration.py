@@ -62,6 +62,11 @@ def calibrate(
     """Runs on the device thread (it steps the engine when measuring)."""
     stats = engine.stats()
     dtype = str(getattr(engine, "dtype", "default")).replace("torch.", "")
+    weights = getattr(engine, "weights", None)
+    # Tables belong to the engine *and* the weight format it runs (an int8 instance is not
+    # timed by its fp32 sibling's tables).
+    if weights is not None:
+        dtype = f"{dtype}+w{weights.value}"
     key = profile_key(model_dir, engine.kind.value, dtype, threads, kind)
     t0 = time.perf_counter()
     vocab = int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
@@ -78,7 +83,11 @@ def calibrate(
     perf = PerfModel.from_tables(
         tables["prefill_ms"], tables["decode_ms"], DEFAULT_SAFETY[device_kind]
     )
-    block = int(getattr(getattr(engine, "kv_spec", None), "block_size", 16) or 16)
+    block = int(
+        getattr(getattr(engine, "kv_spec", None), "block_size", None)
+        or getattr(engine, "block_size", None)
+        or 16
+    )
     spec = ModelSpec(
         name=model_id,
         weights_bytes=max(stats.weights_bytes, 1),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
+from services.worker.engine.weight_format import WeightFormat
 
 if TYPE_CHECKING:
     from services.scheduler.policy import ModelSpec, PerfModel
@@ -30,6 +31,7 @@ class Instance:
     path: str
     engine_kind: EngineKind
     kv_capacity_tokens: int
+    weights: WeightFormat = WeightFormat.AUTO  # resolved at load: what the instance runs
     state: InstanceState = InstanceState.LOADING
     engine: Engine | None = None
     load_s: float = 0.0
@@ -77,6 +79,7 @@ class Instance:
             "model_id": self.model_id,
             "path": self.path,
             "engine": self.engine_kind.value,
+            "weights": self.weights.value,
             "state": self.state.value,
             "kv_capacity_tokens": s.kv_capacity_tokens if s else self.kv_capacity_tokens,
             "kv_bytes_per_token": s.kv_bytes_per_token if s else 0,

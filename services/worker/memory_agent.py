@@ -293,7 +293,11 @@ class MemoryAgent:
         engine, s = inst.engine, inst.stats
         assert engine is not None and s is not None
         bpt = max(s.kv_bytes_per_token, 1)
-        block = int(getattr(getattr(engine, "kv_spec", None), "block_size", 1))
+        block = int(
+            getattr(getattr(engine, "kv_spec", None), "block_size", None)
+            or getattr(engine, "block_size", None)
+            or 1
+        )
         tokens = (kv_bytes // bpt) // block * block  # never beyond the approval
         if s.kv_resizable and tokens != s.kv_capacity_tokens:
             # Timed on the device thread: the wait for the running iteration is not resize work.

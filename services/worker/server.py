@@ -22,7 +22,12 @@ import grpc
 from loguru import logger
 
 from services.common import keys
-from services.common.convert import FINISH_TO_PB, sampling_from_pb
+from services.common.convert import (
+    ENGINE_FROM_PB,
+    FINISH_TO_PB,
+    WEIGHTS_FROM_PB,
+    sampling_from_pb,
+)
 from services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -43,7 +48,9 @@ from services.worker.engine.registry import (
     EngineSpec,
     create_engine,
     default_engine,
+    engine_for,
     prepare_engine,
+    resolve_weights,
 )
 from services.worker.instance import Instance, InstanceState
 from services.worker.leases import watch_leases
@@ -275,19 +282,24 @@ class WorkerService:
             if existing.state is InstanceState.FAILED:
                 raise FailedPrecondition(f"instance {iid} failed to load: {existing.error}")
             return existing, True
-        kind = {1: EngineKind.TORCH, 2: EngineKind.VLLM}.get(req.engine) or default_engine(
-            self.config.kind
+        if req.engine not in ENGINE_FROM_PB or req.weights not in WEIGHTS_FROM_PB:
+            raise InvalidArgument(f"unknown engine {req.engine} or weight format {req.weights}")
+        info = inspect_model_dir(req.path)  # a bad path is refused before anything is planned
+        kind = engine_for(self.config.kind, ENGINE_FROM_PB[req.engine], info.path)
+        weights = resolve_weights(
+            kind,
+            EngineSpec(info.path, req.kv_capacity_tokens, "", None, WEIGHTS_FROM_PB[req.weights]),
         )
-        inspect_model_dir(req.path)  # a bad path is refused before anything is planned
-        inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens)
+        inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens, weights=weights)
         self.instances[iid] = inst
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._loading[iid] = fut
         spec = EngineSpec(
-            path=inspect_model_dir(req.path).path,
+            path=info.path,
             kv_capacity_tokens=req.kv_capacity_tokens,
             device="cuda" if self.config.kind == "gpu" else "cpu",
             num_threads=self.config.num_threads,
+            weights=weights,
         )
         t0, engine = time.perf_counter(), None
         try:
@@ -297,7 +309,7 @@ class WorkerService:
             # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
             # build touches process-wide state (RNG, thread settings, distributed groups), so
             # it runs on the device thread, between iterations.
-            if kind is EngineKind.VLLM:
+            if kind is EngineKind.VLLM or spec.device == "cuda":
                 engine = await self.device.call(create_engine, kind, spec)
             else:
                 engine = await asyncio.get_running_loop().run_in_executor(
@@ -347,10 +359,11 @@ class WorkerService:
         await self._publish(inst)
         fut.set_result(inst)
         logger.info(
-            "loaded instance={} model={} engine={} in {:.2f}s",
+            "loaded instance={} model={} engine={} weights={} in {:.2f}s",
             iid,
             req.model_id,
             kind.value,
+            weights.value,
             inst.load_s,
         )
         return inst, False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from services.common.convert import ENGINE_TO_PB
+from services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB
 from services.worker import metrics
 from services.worker.instance import Instance, InstanceState
 from slinfer.v1 import common_pb2, worker_pb2
@@ -40,6 +40,7 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
         load_s=inst.load_s,
         iterations=s.iterations if s else 0,
         idle_s=inst.idle_s(time.monotonic()),
+        weights=WEIGHTS_TO_PB[inst.weights],
     )
 
 
