@@ -47,15 +47,15 @@ async def test_generate_streams_chunks_then_final(stack: LiveStack) -> None:
 
 
 async def test_greedy_output_equals_transformers_generate(stack: LiveStack, tiny_models) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from tests.reference import reference_model
 
     path = tiny_models["llama"]
     prompt = "The quick brown fox"
     tok = AutoTokenizer.from_pretrained(path)
     engine = stack.engine_of(await _instance_of(stack, "llama"))
-    dtype = getattr(engine, "dtype", torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = reference_model(path, engine)  # the engine's dtype and weight format
     ids = tok(prompt, return_tensors="pt").input_ids
     ref = model.generate(ids, max_new_tokens=16, do_sample=False, min_new_tokens=16)
     expected = tok.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)

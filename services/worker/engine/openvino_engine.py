@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Sequence as Seq
 from pathlib import Path
 
+import torch
+
 from services.worker.engine.base import (
     EngineError,
     EngineKind,
@@ -62,7 +64,8 @@ class OpenVinoEngine:
         self.vocab_size: int = hf_config.vocab_size
         self.max_model_len: int = hf_config.max_position_embeddings
         self.weights = config.weights
-        self.dtype = config.precision  # "bf16" | "f32": part of the perf-table key
+        # The activation dtype, as the PyTorch engine names it (and the perf-table key reads).
+        self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
         self.block_size = CPU_BLOCK_SIZE
         self._pipeline = OvPipeline(config)
         self._seqs: dict[str, OvSequence] = {}
