@@ -34,8 +34,9 @@ _FINISH = {
     common_pb2.FINISH_REASON_LENGTH: "length",
     common_pb2.FINISH_REASON_ABORT: "abort",
 }
-_ENGINES = {"auto": 0, "torch": 1, "vllm": 2}
+_ENGINES = {"auto": 0, "torch": 1, "vllm": 2, "openvino": 3}
 _DEVICES = {"auto": 0, "cpu": 1, "gpu": 2}
+_WEIGHTS = {"auto": 0, "fp32": 1, "bf16": 2, "int8": 3, "int4": 4}
 
 
 class SlinferError(Exception):
@@ -135,6 +136,7 @@ def _deploy_request(model_id: str, path: str, **opts: Any) -> gateway_pb2.Deploy
         path=str(path),
         engine=_ENGINES[opts.pop("engine", "auto") or "auto"],
         device=_DEVICES[opts.pop("device", "auto") or "auto"],
+        weights=_WEIGHTS[opts.pop("weights", "auto") or "auto"],
     )
     for name in ("ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens"):
         value = opts.pop(name, None)

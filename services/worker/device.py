@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -35,6 +37,10 @@ class Device:
         self._task: asyncio.Task[None] | None = None
         self.iterations = 0
         self.iteration_s_total = 0.0
+        # (start, end, instance, phase, batch) of recent iterations as the loop saw them:
+        # perf_counter times around the grant's executor hop, so start-to-start gaps hold the
+        # arbiter's decision, the hop and the dispatch too (bench/engine.py reads them).
+        self.iteration_log: deque[tuple[float, float, str, str, int]] = deque(maxlen=4096)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on the device thread, between iterations."""
@@ -76,7 +82,17 @@ class Device:
                 if not inst.busy or inst.engine is None:
                     break
                 try:
+                    t0 = time.perf_counter()
                     result, stats = await self.call(_step, inst.engine)
+                    self.iteration_log.append(
+                        (
+                            t0,
+                            time.perf_counter(),
+                            inst.instance_id,
+                            result.phase.value,
+                            result.batch_size,
+                        )
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # an engine bug must not stop the other instances
