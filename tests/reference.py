@@ -28,7 +28,8 @@ def _ov_dequantized(w: torch.Tensor, fmt: WeightFormat) -> torch.Tensor:
         return w.to(torch.bfloat16).float()
     else:
         return w.float()
-    return ((q.float() - zero.float()) * scale.half().float()).reshape(n, k)
+    # The graph decompresses in f16: (q - zero) and the scale are f16, so is their product.
+    return ((q.float() - zero.float()).half() * scale.half()).float().reshape(n, k)
 
 
 def reference_model(path: Path, engine) -> torch.nn.Module:

@@ -53,7 +53,9 @@ def slinfer_home() -> Path:
 
 
 def ov_root() -> Path:
-    return slinfer_home() / "openvino"
+    """Converted models and compiled blobs: $SLINFER_OV_CACHE, else $SLINFER_HOME/openvino."""
+    override = os.environ.get("SLINFER_OV_CACHE")
+    return Path(override) if override else slinfer_home() / "openvino"
 
 
 def blob_dir() -> Path:
