@@ -67,4 +67,3 @@ def hf_greedy(tiny_models: dict[str, Path]) -> Callable[[str, list[int], int], l
         return memo[key]
 
     return generate
-

@@ -180,9 +180,7 @@ class _Builder:
         causal = ops.less_equal(ops.unsqueeze(cols, [0]), ops.unsqueeze(rows, [1]))  # [S, L]
         present = ops.unsqueeze(ops.not_equal(am, zero), [1, 2])  # [B, 1, 1, L]
         allowed = ops.logical_and(ops.unsqueeze(causal, [0, 1]), present)
-        return ops.select(
-            allowed, ops.constant(np.float32(0)), ops.constant(np.float32(-np.inf))
-        )
+        return ops.select(allowed, ops.constant(np.float32(0)), ops.constant(np.float32(-np.inf)))
 
     def rope(self, inv_freq: np.ndarray, scaling: float) -> tuple[ov.Node, ov.Node]:
         pos = ops.convert(self.params["position_ids"], ov.Type.f32)  # [B, S]

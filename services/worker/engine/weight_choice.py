@@ -4,9 +4,9 @@ The quality gate (`quality.py`, run by `python -m bench.quality` or `slinfer mod
 records, per model and engine, each format's perplexity ratio to fp32 and whether it passed
 (int8 within 2 %, int4 within 8 %). `choose` walks the engine's formats from fastest to
 slowest (the order measured by `bench/engine.py` on this project's CPUs, docs/ENGINE.md) and
-takes the first that passed; a format without a record is taken only if it is the engine's
-*default* (int8: it passed on every model measured here, with a wide margin), so an
-unmeasured model never gets int4 silently. Records live in `$SLINFER_HOME/quality/`.
+takes the first that passed; a format without a record is taken only if it is int8 (it
+passed on every model measured here, with a wide margin) or unquantized, so an unmeasured
+model never gets int4 silently. Records live in `$SLINFER_HOME/quality/`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ SPEED_ORDER: dict[EngineKind, tuple[WeightFormat, ...]] = {
     ),
     EngineKind.TORCH: (WeightFormat.INT8, WeightFormat.INT4, WeightFormat.BF16, WeightFormat.FP32),
 }
-# What auto takes for a model the gate has not measured.
-UNMEASURED_DEFAULT = WeightFormat.INT8
+# What auto may take for a model the gate has not measured.
+UNMEASURED_OK = frozenset({WeightFormat.INT8, WeightFormat.BF16, WeightFormat.FP32})
 
 
 def quality_dir() -> Path:
@@ -82,6 +82,6 @@ def choose(engine: EngineKind, model_dir: Path, root: Path | None = None) -> Wei
         if result is not None:
             if result.get("passed"):
                 return fmt
-        elif fmt is UNMEASURED_DEFAULT:
+        elif fmt in UNMEASURED_OK:
             return fmt
     return WeightFormat.FP32
