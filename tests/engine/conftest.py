@@ -67,3 +67,4 @@ def hf_greedy(tiny_models: dict[str, Path]) -> Callable[[str, list[int], int], l
         return memo[key]
 
     return generate
+
