@@ -20,7 +20,8 @@ from loguru import logger
 from services.common.model_dir import inspect_model_dir
 from services.scheduler.policy import DeviceKind, ModelSpec, PerfModel
 from services.scheduler.policy.perf_model import DEFAULT_SAFETY
-from services.worker.engine.base import Engine
+from services.worker.engine.base import Engine, EngineKind
+from services.worker.engine.weight_format import WeightFormat
 from services.worker.profiler import (
     ProfileCache,
     ProfileGrid,
@@ -50,6 +51,40 @@ def hardware_label(kind: str, threads: int) -> str:
     return f"{kind}-{threads}t-{digest}"
 
 
+def table_key(
+    model_dir: Path,
+    engine: EngineKind,
+    dtype: str,
+    weights: WeightFormat | None,
+    threads: int,
+    kind: str,
+) -> str:
+    """The cache key of an instance's tables: they belong to the engine *and* the weight
+    format it runs (an int8 instance is never timed by its fp32 sibling's tables)."""
+    if weights is not None:
+        dtype = f"{dtype}+w{weights.value}"
+    return profile_key(model_dir, engine.value, dtype, threads, kind)
+
+
+def auto_table_key(
+    model_dir: Path,
+    threads: int,
+    kind: str = "cpu",
+    engine: EngineKind | None = None,
+    weights: WeightFormat = WeightFormat.AUTO,
+) -> str:
+    """The key a worker of this node kind uses for a deploy with these choices (tests seed
+    tables under it)."""
+    from services.worker.engine.registry import EngineSpec, engine_for, resolve_weights
+    from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
+
+    chosen = engine_for(kind, engine, model_dir)
+    device = "cuda" if kind == "gpu" else "cpu"
+    fmt = resolve_weights(chosen, EngineSpec(model_dir, 0, device, None, weights))
+    dtype = str(resolve_dtype(DTypePolicy.AUTO, read_cpu_flags())).replace("torch.", "")
+    return table_key(model_dir, chosen, dtype, fmt, threads, kind)
+
+
 def calibrate(
     engine: Engine,
     model_id: str,
@@ -62,12 +97,7 @@ def calibrate(
     """Runs on the device thread (it steps the engine when measuring)."""
     stats = engine.stats()
     dtype = str(getattr(engine, "dtype", "default")).replace("torch.", "")
-    weights = getattr(engine, "weights", None)
-    # Tables belong to the engine *and* the weight format it runs (an int8 instance is not
-    # timed by its fp32 sibling's tables).
-    if weights is not None:
-        dtype = f"{dtype}+w{weights.value}"
-    key = profile_key(model_dir, engine.kind.value, dtype, threads, kind)
+    key = table_key(model_dir, engine.kind, dtype, getattr(engine, "weights", None), threads, kind)
     t0 = time.perf_counter()
     vocab = int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
     tables = cache.get(key)

@@ -286,9 +286,12 @@ class WorkerService:
             raise InvalidArgument(f"unknown engine {req.engine} or weight format {req.weights}")
         info = inspect_model_dir(req.path)  # a bad path is refused before anything is planned
         kind = engine_for(self.config.kind, ENGINE_FROM_PB[req.engine], info.path)
+        device = "cuda" if self.config.kind == "gpu" else "cpu"
         weights = resolve_weights(
             kind,
-            EngineSpec(info.path, req.kv_capacity_tokens, "", None, WEIGHTS_FROM_PB[req.weights]),
+            EngineSpec(
+                info.path, req.kv_capacity_tokens, device, None, WEIGHTS_FROM_PB[req.weights]
+            ),
         )
         inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens, weights=weights)
         self.instances[iid] = inst
@@ -297,7 +300,7 @@ class WorkerService:
         spec = EngineSpec(
             path=info.path,
             kv_capacity_tokens=req.kv_capacity_tokens,
-            device="cuda" if self.config.kind == "gpu" else "cpu",
+            device=device,
             num_threads=self.config.num_threads,
             weights=weights,
         )

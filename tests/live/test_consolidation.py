@@ -20,9 +20,9 @@ from services.common.errors import FailedPrecondition
 from services.inprocess import LiveStack
 from services.scheduler.tracker import LiveRequest
 from services.worker import eviction
+from services.worker.calibration import auto_table_key
 from services.worker.engine.base import SamplingParams
-from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
-from services.worker.profiler import ProfileCache, profile_key
+from services.worker.profiler import ProfileCache
 from slinfer import Chunk, Completion
 from slinfer.models import build_random_model
 from slinfer.v1 import common_pb2, consolidator_pb2, consolidator_pb2_grpc, worker_pb2
@@ -48,8 +48,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory, model_dir):
     root = tmp_path_factory.mktemp("consol-profiles")
-    dtype = str(resolve_dtype(DTypePolicy.AUTO, read_cpu_flags())).replace("torch.", "")
-    ProfileCache(root).put(profile_key(model_dir, "torch", dtype, 1, "cpu"), GROWING_TABLES)
+    ProfileCache(root).put(auto_table_key(model_dir, 1), GROWING_TABLES)
     return root
 
 

@@ -10,9 +10,8 @@ import pytest_asyncio
 
 from services.common import keys
 from services.inprocess import LiveStack
-from services.worker.calibration import hardware_label
-from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
-from services.worker.profiler import ProfileCache, profile_key
+from services.worker.calibration import auto_table_key, hardware_label
+from services.worker.profiler import ProfileCache
 from slinfer import Completion
 from slinfer.models import build_random_model
 
@@ -41,9 +40,8 @@ def seeded_profiles(tmp_path_factory, models):
     the Llama directory of a is measured live."""
     root = tmp_path_factory.mktemp("seeded-profiles")
     cache = ProfileCache(root)
-    dtype = str(resolve_dtype(DTypePolicy.AUTO, read_cpu_flags())).replace("torch.", "")
-    for name in ("b", "c"):
-        cache.put(profile_key(models[name], "torch", dtype, 1, "cpu"), FLAT_TABLES)
+    for name in ("b", "c"):  # under the key of the engine and weights a worker picks
+        cache.put(auto_table_key(models[name], 1), FLAT_TABLES)
     return root
 
 

@@ -42,6 +42,7 @@ from services.worker.engine.base import (
 )
 from services.worker.engine.detokenizer import TextStream
 from services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
+from services.worker.engine.ov_graph import MAX_ROPE_POSITIONS
 from services.worker.engine.ov_pipeline import OvPipeline
 from services.worker.engine.ov_requests import OvSequence, OvStatus, blocks, plan_kv
 
@@ -62,7 +63,7 @@ class OpenVinoEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         self.eos_token_ids = _eos_token_ids(self.model_dir, hf_config, self.tokenizer)
         self.vocab_size: int = hf_config.vocab_size
-        self.max_model_len: int = hf_config.max_position_embeddings
+        self.max_model_len: int = min(hf_config.max_position_embeddings, MAX_ROPE_POSITIONS)
         self.weights = config.weights
         # The activation dtype, as the PyTorch engine names it (and the perf-table key reads).
         self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32

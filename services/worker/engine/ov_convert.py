@@ -33,7 +33,7 @@ from services.worker.engine.weight_format import WeightFormat
 
 # Bump when the converter's output changes (graph or quantization): old conversions are
 # then never read again.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: RoPE from float64 cos/sin tables
 OV_MODEL_FILE = "openvino_model.xml"
 _COPIED = ("config.json", "generation_config.json")
 

@@ -81,6 +81,15 @@ class DecoderShape:
         )
 
 
+# RoPE tables cover at most this many positions (32768 x head_dim 128 x 2 x 4 B = 32 MiB);
+# a model with a longer context is served up to it (the engine's max_model_len).
+MAX_ROPE_POSITIONS = 32768
+
+
+def rope_positions(shape: DecoderShape) -> int:
+    return min(shape.max_position_embeddings, MAX_ROPE_POSITIONS)
+
+
 def rope_tables(model_dir: Path) -> tuple[np.ndarray, float]:
     """(inv_freq [head_dim/2], attention scaling) as transformers computes them."""
     from transformers import AutoConfig
@@ -183,14 +192,21 @@ class _Builder:
         return ops.select(allowed, ops.constant(np.float32(0)), ops.constant(np.float32(-np.inf)))
 
     def rope(self, inv_freq: np.ndarray, scaling: float) -> tuple[ov.Node, ov.Node]:
-        pos = ops.convert(self.params["position_ids"], ov.Type.f32)  # [B, S]
-        freqs = ops.multiply(ops.unsqueeze(pos, [2]), ops.constant(inv_freq.reshape(1, 1, -1)))
-        emb = ops.unsqueeze(ops.concat([freqs, freqs], -1), [1])  # [B, 1, S, D]
-        cos, sin = ops.cos(emb), ops.sin(emb)
-        if scaling != 1.0:
-            factor = ops.constant(np.float32(scaling))
-            cos, sin = ops.multiply(cos, factor), ops.multiply(sin, factor)
-        return cos, sin
+        """cos/sin [B, 1, S, D] gathered from tables computed here in float64.
+
+        Not computed in the graph: with bf16 inference the plugin would multiply positions
+        by frequencies in bf16 (8 mantissa bits), and at position 500 the angle is off by
+        radians (measured: perplexity +33 % over 512-token windows). Tables of cos/sin
+        values lose only the value's own rounding."""
+        positions = np.arange(rope_positions(self.s), dtype=np.float64)
+        freqs = positions[:, None] * inv_freq.astype(np.float64)[None, :]
+        emb = np.concatenate([freqs, freqs], axis=-1)
+        tables = []
+        for fn in (np.cos, np.sin):
+            table = ops.constant((fn(emb) * scaling).astype(np.float32))
+            gathered = ops.gather(table, self.params["position_ids"], ops.constant(np.int64(0)))
+            tables.append(ops.unsqueeze(gathered, [1]))  # [B, 1, S, D]
+        return tables[0], tables[1]
 
     def heads(self, x: ov.Node, n: int) -> ov.Node:
         """[B, S, n*D] -> [B, n, S, D]."""

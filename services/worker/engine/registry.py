@@ -33,15 +33,24 @@ def _torch(spec: EngineSpec) -> Engine:
 
     if spec.device not in ("cpu", "cuda"):
         raise InvalidRequest(f"unknown device {spec.device!r} for the PyTorch engine")
-    return TorchEngine(
-        TorchEngineConfig(
+    weights: WeightFormat | None = resolve_weights(EngineKind.TORCH, spec)
+    if spec.device == "cuda":
+        if spec.weights.quantized:
+            raise InvalidRequest(
+                "int8/int4 weights run on PyTorch's CPU kernels; on a GPU deploy fp32 or bf16"
+            )
+        weights = None if spec.weights is WeightFormat.AUTO else spec.weights
+    try:
+        config = TorchEngineConfig(
             model_dir=spec.path,
             kv_capacity_tokens=spec.kv_capacity_tokens,
             num_threads=spec.num_threads,
-            weights=resolve_weights(EngineKind.TORCH, spec),
+            weights=weights,
             device=spec.device,
         )
-    )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
+    return TorchEngine(config)
 
 
 def _openvino(spec: EngineSpec) -> Engine:
@@ -66,7 +75,9 @@ def _openvino(spec: EngineSpec) -> Engine:
 
 
 def resolve_weights(kind: EngineKind, spec: EngineSpec) -> WeightFormat:
-    if spec.weights is not WeightFormat.AUTO:
+    """The format an instance runs; AUTO stays AUTO where the engine keeps the checkpoint's
+    own weights (vLLM, and the PyTorch engine on a GPU: its activation dtype)."""
+    if spec.weights is not WeightFormat.AUTO or spec.device == "cuda":
         return spec.weights
     from services.worker.engine.ov_convert import detect_format, is_exported
     from services.worker.engine.weight_choice import choose

@@ -50,6 +50,10 @@ class TorchEngineConfig:
             raise ValueError(f"weights must be a WeightFormat (not AUTO) or None: {self.weights!r}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and self.weights is not None and self.weights.quantized:
+            raise ValueError(
+                "int8/int4 weights use PyTorch's CPU kernels; on cuda deploy fp32 or bf16"
+            )
         if self.kv_capacity_tokens < 0:
             raise ValueError(f"kv_capacity_tokens must be >= 0, got {self.kv_capacity_tokens}")
         if self.num_threads is not None and self.num_threads < 1:

@@ -56,7 +56,12 @@ class TorchEngine:
         self.hf_config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
         _check_supported(self.hf_config)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        self.dtype = resolve_dtype(config.dtype, read_cpu_flags())
+        self.device = torch.device(config.device)
+        self.dtype = (
+            resolve_dtype(config.dtype, read_cpu_flags())
+            if self.device.type == "cpu"
+            else _cuda_dtype(config)
+        )
         # The projections' storage: as configured, else the activation dtype's.
         self.weights = config.weights or (
             WeightFormat.BF16 if self.dtype == torch.bfloat16 else WeightFormat.FP32
@@ -168,14 +173,18 @@ class TorchEngine:
             last_index = torch.cumsum(torch.tensor([c.num_new for c in chunks]), 0) - 1
         paged = build_paged_batch(pool.layers, pool.spec.block_size, chunks)
         self._linears.active = len(input_ids) == len(batch)  # a pure decode
+        if isinstance(last_index, torch.Tensor):
+            last_index = last_index.to(self.device)
         with torch.inference_mode():
             logits = self._model(
-                input_ids=torch.tensor([input_ids], dtype=torch.long),
-                position_ids=torch.tensor([positions], dtype=torch.long),
+                input_ids=torch.tensor([input_ids], dtype=torch.long, device=self.device),
+                position_ids=torch.tensor([positions], dtype=torch.long, device=self.device),
                 use_cache=False,
                 logits_to_keep=last_index,
                 **{BATCH_KWARG: paged},
             ).logits[0]  # [B, vocab]
+            if self.device.type != "cpu":  # sampling (per-request CPU generators) on the host
+                logits = logits.float().cpu()
             return sample_next_tokens(
                 logits,
                 [s.request.sampling for s in batch],
@@ -283,12 +292,18 @@ class TorchEngine:
             local_files_only=True,
         )
         model.eval()
+        if self.device.type != "cpu":
+            model.to(self.device)
         if self.config.weights is not None:
             apply_weight_format(model, self.config.weights, self.dtype)
         self._linears = DecodeLinears().install(model)
         tensors = itertools.chain(model.parameters(), model.buffers())
         self._weights_bytes = sum(t.numel() * t.element_size() for t in tensors)
-        self._pool = KVPool(self.kv_spec, self._kv_capacity_tokens // self.kv_spec.block_size)
+        self._pool = KVPool(
+            self.kv_spec,
+            self._kv_capacity_tokens // self.kv_spec.block_size,
+            device=str(self.device),
+        )
         self._model = model
 
     def close(self) -> None:
@@ -335,6 +350,17 @@ class TorchEngine:
         wanted = self.config.num_threads
         if wanted is not None and torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
+
+
+def _cuda_dtype(config: TorchEngineConfig) -> torch.dtype:
+    """On a GPU: bf16 where supported (Ampere and later), else fp16; FP32 when forced."""
+    from .torch_config import DTypePolicy
+
+    if config.dtype is DTypePolicy.FP32:
+        return torch.float32
+    if config.dtype is DTypePolicy.BF16 or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
 
 
 def _check_supported(hf_config) -> None:
