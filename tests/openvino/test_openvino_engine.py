@@ -176,10 +176,14 @@ def test_resize_between_iterations_keeps_requests_exact(make_ov, tiny_models) ->
     for _ in range(5):
         collect(results, engine.step())
     engine.resize_kv(512)
+    idle = engine.step()  # the pipeline rebuilds in the background: nothing runs meanwhile
+    assert idle.phase is Phase.IDLE or idle.outputs
+    collect(results, idle)
+    assert engine.wait_ready(60)
     for _ in range(3):
         collect(results, engine.step())
     with pytest.raises(KVCapacityExceeded):
-        engine.resize_kv(32)  # the request holds more than one block
+        engine.resize_kv(0)  # the request holds blocks
     engine.resize_kv(128)
     while engine.has_work():
         collect(results, engine.step())

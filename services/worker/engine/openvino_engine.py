@@ -125,6 +125,8 @@ class OpenVinoEngine:
         if not self._pipeline.loaded:
             raise NotLoaded(f"{self.model_dir.name} is offloaded; load() first")
         started = time.perf_counter()
+        if not self._pipeline.ready:  # a KV resize is rebuilding the pipeline
+            return IterationResult(Phase.IDLE, 0, 0, time.perf_counter() - started)
         outputs = self._schedule()
         running = [s for s in self._seqs.values() if s.status is OvStatus.RUNNING]
         if not running:
@@ -246,7 +248,9 @@ class OpenVinoEngine:
 
     def resize_kv(self, capacity_tokens: int) -> int:
         """Rebuild the pipeline with a pool of `capacity_tokens` (whole blocks), between
-        iterations; requests in flight continue from their tokens so far (recompute)."""
+        iterations: the old one is released now, the new one builds in the background
+        (ov_pipeline.py); requests in flight continue from their tokens so far (recompute)
+        once it is ready. Returns the bytes the new pool allocates."""
         if capacity_tokens < 0:
             raise ValueError(f"capacity_tokens must be >= 0, got {capacity_tokens}")
         new_blocks = capacity_tokens // self.block_size
@@ -262,8 +266,17 @@ class OpenVinoEngine:
             if seq.status is OvStatus.RUNNING:
                 self._pipeline.cancel(seq)
                 seq.status = OvStatus.WAITING
-        self._pipeline.rebuild(new_blocks)
+                seq.fed = 0
+        self._pipeline.start_rebuild(new_blocks)
         return self._pipeline.kv_bytes_allocated
+
+    @property
+    def resize_s(self) -> float:
+        """Time spent rebuilding for resizes (this instance's requests waited meanwhile)."""
+        return self._pipeline.rebuild_s
+
+    def wait_ready(self, timeout_s: float | None = None) -> bool:
+        return self._pipeline.wait(timeout_s)
 
     @property
     def resizes(self) -> int:

@@ -141,8 +141,12 @@ def _rms(x: ov.Output, weight: ov.Node, eps: float) -> ov.Node:
 
 
 def _rotate(x: ov.Node, cos: ov.Node, sin: ov.Node, half: int) -> ov.Node:
-    lo, hi = ops.variadic_split(x, -1, [half, half]).outputs()
-    rotated = ops.concat([ops.negative(hi), lo], -1)
+    """x·cos + rotate_half(x)·sin, in the form of transformers' own graph (slices, a
+    multiplication by -1), which OpenVINO's CPU plugin fuses into one RoPE kernel."""
+    big = np.iinfo(np.int64).max
+    lo = ops.slice(x, _i64(0), _i64(half), _i64(1), _i64(3))
+    hi = ops.slice(x, _i64(half), _i64(big), _i64(1), _i64(3))
+    rotated = ops.concat([ops.multiply(hi, ops.constant(np.float32(-1))), lo], -1)
     return ops.add(ops.multiply(x, cos), ops.multiply(rotated, sin))
 
 

@@ -2,22 +2,25 @@
 
 The pipeline holds the compiled model (weights, repacked for this CPU's kernels) and a KV
 pool of a fixed number of blocks, allocated by its scheduler at the first step and never
-resized. `rebuild(blocks)` is therefore the only way to change the pool: release the old
-pipeline first (never two copies of the weights at once), then build a new one; the
-model directory is already converted and in the page cache, so a rebuild is a cold start
-(`build_s`), timed and counted (`rebuilds`).
+resized. `start_rebuild(blocks)` is therefore the only way to change the pool: the old
+pipeline is released at once (never two copies of the weights), and a new one is built on a
+background thread (the model is already converted and in the page cache: a rebuild costs a
+compilation, `rebuild_s`, counted in `rebuilds`). Until it is ready the instance's requests
+wait (the device keeps running the other instances); `poll()` swaps it in between steps.
 
 Memory reported: `weights_bytes` is the IR's constants (what the plugin keeps, give or take
 its repacking); `kv_bytes_allocated` is `blocks × bytes per block`, measured from the
 pipeline's metrics after a one-token warm-up at build (which also compiles the kernels the
-first request would otherwise pay for).
+first request would otherwise pay for). During a rebuild it is already the new pool's size.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -42,21 +45,35 @@ class OvPipeline:
         self.rebuild_s = 0.0
         self._pipe: Any = None
         self._block_bytes = 0
+        self._pending: Future[Any] | None = None  # a rebuild in progress
 
     @property
     def loaded(self) -> bool:
+        return self._pipe is not None or self._pending is not None
+
+    @property
+    def ready(self) -> bool:
+        """A pipeline is there to step (False while a rebuild runs)."""
+        self.poll()
         return self._pipe is not None
 
     @property
     def kv_bytes_allocated(self) -> int:
-        return self.kv_blocks * self._block_bytes if self._pipe is not None else 0
+        return self.kv_blocks * self._block_bytes if self.loaded else 0
 
     def build(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self.poll()
         if self._pipe is not None:
             return
+        t0 = time.perf_counter()
+        self._pipe = self._new_pipeline()
+        self.build_s = time.perf_counter() - t0
+
+    def _new_pipeline(self) -> Any:
         import openvino_genai as ov_genai
 
-        t0 = time.perf_counter()
         if self.model is None:
             self.model = prepare_ov_model(
                 self.config.model_dir,
@@ -75,41 +92,67 @@ class OvPipeline:
         blobs = blob_dir() if self.config.cache_blobs else None
         if blobs is not None:
             blobs.mkdir(parents=True, exist_ok=True)
-        self._pipe = ov_genai.ContinuousBatchingPipeline(
+        pipe = ov_genai.ContinuousBatchingPipeline(
             str(self.model.path), scheduler, "CPU", self.config.properties(blobs)
         )
-        self._warm_up()
-        self.build_s = time.perf_counter() - t0
+        self._warm_up(pipe)
+        return pipe
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, pipe: Any) -> None:
         import openvino as ov
         import openvino_genai as ov_genai
 
         config = ov_genai.GenerationConfig()
         config.max_new_tokens = 1
         config.ignore_eos = True
-        handle = self._pipe.add_request(_WARMUP_ID, ov.Tensor(np.array([[1]], np.int64)), config)
-        while self._pipe.has_non_finished_requests():
-            self._pipe.step()
+        handle = pipe.add_request(_WARMUP_ID, ov.Tensor(np.array([[1]], np.int64)), config)
+        while pipe.has_non_finished_requests():
+            pipe.step()
         if handle.can_read():
             handle.read()
-        total = self._pipe.get_metrics().cache_size_in_bytes
+        total = pipe.get_metrics().cache_size_in_bytes
         self._block_bytes = total // max(self.kv_blocks, 1)
         self.kv_bytes_per_token = self._block_bytes // _block_size()
 
     def release(self) -> None:
+        if self._pending is not None:  # let a rebuild finish, then drop it too
+            self._pending.result()
+            self.poll()
         if self._pipe is None:
             return
         self._pipe = None
         gc.collect()
 
-    def rebuild(self, kv_blocks: int) -> None:
-        t0 = time.perf_counter()
+    def start_rebuild(self, kv_blocks: int) -> None:
+        """Release the pipeline now; build one with `kv_blocks` on a background thread."""
         self.release()
         self.kv_blocks = kv_blocks
-        self.build()
+        future: Future[Any] = Future()
+        t0 = time.perf_counter()
+
+        def build() -> None:
+            try:
+                future.set_result(self._new_pipeline())
+            except BaseException as exc:  # surfaced by poll() on the device thread
+                future.set_exception(exc)
+            finally:
+                self.rebuild_s += time.perf_counter() - t0
+
+        self._pending = future
         self.rebuilds += 1
-        self.rebuild_s += time.perf_counter() - t0
+        threading.Thread(target=build, name="ov-rebuild", daemon=True).start()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until a rebuild in progress is done (tests, offload)."""
+        if self._pending is not None:
+            self._pending.exception(timeout_s)
+        return self.ready
+
+    def poll(self) -> None:
+        """Swap in a finished rebuild (called from the engine's thread, between steps)."""
+        if self._pending is not None and self._pending.done():
+            future, self._pending = self._pending, None
+            self._pipe = future.result()  # a failed build raises here, on the device thread
 
     # ---- requests -------------------------------------------------------------------------
 
