@@ -46,8 +46,13 @@ class Calibration:
 
 
 def hardware_label(kind: str, threads: int) -> str:
-    """Nodes with the same label share measured tables (same CPU model and thread count)."""
-    digest = hashlib.sha256(f"{cpu_name()}|{threads}".encode()).hexdigest()[:8]
+    """Nodes with the same label share measured tables: same CPU model, thread count and
+    default engine (what `engine=auto` runs there; a model's tables in etcd are per label,
+    so an OpenVINO node's never stand for a PyTorch node's)."""
+    from services.worker.engine.registry import default_engine
+
+    engine = default_engine(kind).value
+    digest = hashlib.sha256(f"{cpu_name()}|{threads}|{engine}".encode()).hexdigest()[:8]
     return f"{kind}-{threads}t-{digest}"
 
 
