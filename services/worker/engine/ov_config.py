@@ -25,7 +25,9 @@ class OpenVinoEngineConfig:
     num_threads: int | None = None  # OpenVINO inference threads; None: all cores
     max_batched_tokens: int = 2048  # token budget of one step (prompt chunks + decodes)
     max_batch_size: int = 256
-    cache_blobs: bool = True  # OpenVINO's compiled-model cache (CACHE_DIR)
+    # OpenVINO's compiled-model cache (CACHE_DIR): off, it did not shorten a build here
+    # (docs/ENGINE.md, "Engines compared").
+    cache_blobs: bool = False
     model_root: Path | None = None  # where conversions are cached; default $SLINFER_HOME
 
     def __post_init__(self) -> None:
