@@ -23,9 +23,7 @@ from loguru import logger
 
 from services.common import keys
 from services.common.convert import (
-    ENGINE_FROM_PB,
     FINISH_TO_PB,
-    WEIGHTS_FROM_PB,
     sampling_from_pb,
 )
 from services.common.errors import (
@@ -35,22 +33,17 @@ from services.common.errors import (
     InvalidArgument,
     status_of,
 )
-from services.common.model_dir import inspect_model_dir
 from services.common.serving import make_server, set_serving
 from services.common.store import Registration, Store
 from services.scheduler.policy import DeviceKind
-from services.worker import eviction, metrics
+from services.worker import eviction, loading, metrics
 from services.worker.arbiter import DeviceArbiter, TrackedRequest
-from services.worker.calibration import calibrate, hardware_label
+from services.worker.calibration import hardware_label
 from services.worker.device import Device
-from services.worker.engine.base import EngineKind, EngineRequest, RequestOutput
+from services.worker.engine.base import EngineRequest, RequestOutput
 from services.worker.engine.registry import (
-    EngineSpec,
-    create_engine,
     default_engine,
-    engine_for,
     prepare_engine,
-    resolve_weights,
 )
 from services.worker.instance import Instance, InstanceState
 from services.worker.leases import watch_leases
@@ -268,108 +261,7 @@ class WorkerService:
     # ---- instances -------------------------------------------------------------------------
 
     async def load_instance(self, req: worker_pb2.LoadInstanceRequest) -> tuple[Instance, bool]:
-        iid = req.instance_id
-        if not keys.valid_name(iid) or not keys.valid_name(req.model_id):
-            raise InvalidArgument("instance_id and model_id must be 1-64 of [A-Za-z0-9._-]")
-        if req.kv_capacity_tokens <= 0:
-            raise InvalidArgument("kv_capacity_tokens must be > 0")
-        existing = self.instances.get(iid)
-        if existing is not None:
-            if existing.model_id != req.model_id:
-                raise AlreadyExists(f"instance {iid} exists for model {existing.model_id}")
-            if iid in self._loading:
-                await asyncio.shield(self._loading[iid])
-            if existing.state is InstanceState.FAILED:
-                raise FailedPrecondition(f"instance {iid} failed to load: {existing.error}")
-            return existing, True
-        if req.engine not in ENGINE_FROM_PB or req.weights not in WEIGHTS_FROM_PB:
-            raise InvalidArgument(f"unknown engine {req.engine} or weight format {req.weights}")
-        info = inspect_model_dir(req.path)  # a bad path is refused before anything is planned
-        kind = engine_for(self.config.kind, ENGINE_FROM_PB[req.engine], info.path)
-        device = "cuda" if self.config.kind == "gpu" else "cpu"
-        weights = resolve_weights(
-            kind,
-            EngineSpec(
-                info.path, req.kv_capacity_tokens, device, None, WEIGHTS_FROM_PB[req.weights]
-            ),
-        )
-        inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens, weights=weights)
-        self.instances[iid] = inst
-        fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-        self._loading[iid] = fut
-        spec = EngineSpec(
-            path=info.path,
-            kv_capacity_tokens=req.kv_capacity_tokens,
-            device=device,
-            num_threads=self.config.num_threads,
-            weights=weights,
-        )
-        t0, engine = time.perf_counter(), None
-        try:
-            await self.memory.plan_load(inst)  # weights + initial KV approved (or NoCapacity)
-            await self._publish(inst)
-            # PyTorch weights load on the loader thread: the device keeps running its other
-            # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
-            # build touches process-wide state (RNG, thread settings, distributed groups), so
-            # it runs on the device thread, between iterations.
-            if kind is EngineKind.VLLM or spec.device == "cuda":
-                engine = await self.device.call(create_engine, kind, spec)
-            else:
-                engine = await asyncio.get_running_loop().run_in_executor(
-                    self.loader, create_engine, kind, spec
-                )
-            inst.load_s = time.perf_counter() - t0
-            cal = await self.device.call(
-                calibrate,
-                engine,
-                req.model_id,
-                spec.path,
-                self.config.kind,
-                self.threads,
-                self.config.profile_grid,
-                self.profiles,
-            )
-            inst.stats = await self.device.call(engine.stats)
-            await self.memory.settle_load(inst)
-        except Exception as exc:
-            self.instances.pop(iid, None)
-            if engine is not None:
-                with contextlib.suppress(Exception):
-                    await self.device.call(engine.close)
-            await self.memory.release(inst)
-            with contextlib.suppress(Exception):
-                await self.store.delete(keys.instance(iid))
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise their own copy
-            raise
-        finally:
-            self._loading.pop(iid, None)
-        inst.engine = engine
-        inst.perf, inst.spec, inst.profile, inst.profile_s = (
-            cal.perf,
-            cal.spec,
-            cal.tables,
-            cal.profile_s,
-        )
-        with contextlib.suppress(Exception):
-            await self.store.put(
-                keys.profile(req.model_id, self.label), {**cal.tables, "label": self.label}
-            )
-        inst.state = InstanceState.READY
-        inst.idle_since = time.monotonic()
-        metrics.LOAD_SECONDS.observe(inst.load_s)
-        metrics.INSTANCES.labels(self.node_id).set(len(self.instances))
-        await self._publish(inst)
-        fut.set_result(inst)
-        logger.info(
-            "loaded instance={} model={} engine={} weights={} in {:.2f}s",
-            iid,
-            req.model_id,
-            kind.value,
-            weights.value,
-            inst.load_s,
-        )
-        return inst, False
+        return await loading.load_instance(self, req)
 
     async def unload_instance(self, instance_id: str) -> int:
         inst = self.instances.get(instance_id)
