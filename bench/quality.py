@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from services.worker.engine.base import EngineKind
-from services.worker.engine.quality import as_record, run_gate
+from services.worker.engine.quality import as_record, reference, run_gate
 from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
 from services.worker.engine.weight_choice import choose, save_result
 from services.worker.engine.weight_format import WeightFormat
@@ -38,10 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     dtype = resolve_dtype(DTypePolicy.AUTO, read_cpu_flags())
     formats = tuple(WeightFormat(f) for f in args.formats.split(","))
     rows = []
+    ref = reference(args.model, max_tokens=args.max_tokens, threads=args.threads)
     for name in args.engines.split(","):
         engine = EngineKind(name)
         for r in run_gate(
-            args.model, engine, formats, dtype, max_tokens=args.max_tokens, threads=args.threads
+            args.model,
+            engine,
+            formats,
+            dtype,
+            max_tokens=args.max_tokens,
+            threads=args.threads,
+            ref_data=ref,
         ):
             rows.append(as_record(r))
             if not args.no_save:
@@ -55,8 +62,11 @@ def main(argv: list[str] | None = None) -> None:
             )
     for name in args.engines.split(","):
         print(f"weights=auto for {name}: {choose(EngineKind(name), args.model).value}")
-    if args.json:
-        args.json.write_text(json.dumps({"dtype": str(dtype), "rows": rows}, indent=1))
+    if args.json:  # merged with an earlier run's rows (one row per engine and format)
+        old = json.loads(args.json.read_text())["rows"] if args.json.is_file() else []
+        keep = {(r["engine"], r["weights"]) for r in rows}
+        merged = [r for r in old if (r["engine"], r["weights"]) not in keep] + rows
+        args.json.write_text(json.dumps({"dtype": str(dtype), "rows": merged}, indent=1))
 
 
 if __name__ == "__main__":

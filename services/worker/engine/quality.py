@@ -115,6 +115,27 @@ def ov_logits(model_dir: Path, fmt: WeightFormat, precision: str, threads: int |
     return run
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """The gate text's windows and transformers' fp32 results on them (computed once)."""
+
+    chunks: list[list[int]]
+    results: list[tuple[float, np.ndarray]]  # (nll sum, top-1 ids) per window
+
+
+def reference(
+    model_dir: Path, window: int = 512, max_tokens: int = 8192, threads: int | None = None
+) -> Reference:
+    from transformers import AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    chunks = list(windows(tok(gate_text()).input_ids, window, max_tokens))
+    fp32 = hf_logits(model_dir, torch.float32, None)
+    return Reference(chunks, [_nll_and_top1(fp32(c), c) for c in chunks])
+
+
 def run_gate(
     model_dir: Path,
     engine: EngineKind,
@@ -123,17 +144,13 @@ def run_gate(
     window: int = 512,
     max_tokens: int = 8192,
     threads: int | None = None,
+    ref_data: Reference | None = None,
 ) -> list[GateResult]:
     """Measure each format of `engine` against transformers' fp32 model."""
-    from transformers import AutoTokenizer
-
+    data = ref_data or reference(model_dir, window, max_tokens, threads)
     if threads:
         torch.set_num_threads(threads)
-    tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    chunks = list(windows(tok(gate_text()).input_ids, window, max_tokens))
-    reference = hf_logits(model_dir, torch.float32, None)
-    ref = [_nll_and_top1(reference(c), c) for c in chunks]
-    del reference
+    chunks, ref = data.chunks, data.results
     count = sum(len(c) - 1 for c in chunks)
     ref_ppl = math.exp(sum(n for n, _ in ref) / count)
     precision = "bf16" if dtype == torch.bfloat16 else "f32"
