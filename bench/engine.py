@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         prefill: float | None,
         cold: float | None,
     ) -> None:
-        floor = streamed / (bandwidth * 1e9) * 1000
+        floor = streamed / (bandwidth * 1e9) * 1000 if streamed else None
         q = quality.get((engine.split("-")[0], weights), {})
         for b, ms in times.items():
             rows.append(
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                     "batch": b,
                     "context": args.context,
                     "step_ms": round(ms, 2),
-                    "floor_ms": round(floor, 2),
-                    "floor_ratio": round(ms / floor, 2),
+                    "floor_ms": round(floor, 2) if floor else None,
+                    "floor_ratio": round(ms / floor, 2) if floor else None,
                     "tokens_per_s": round(b * 1000 / ms, 1),
                     "prefill_256_ms": round(prefill, 1) if prefill is not None else None,
                     "cold_start_s": round(cold, 3) if cold is not None else None,
@@ -98,8 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     ov_formats = [WeightFormat.INT8, WeightFormat.INT4, WeightFormat.BF16, WeightFormat.FP32]
     if args.quick:
         torch_cfgs, ov_formats = [("bf16", None)], [WeightFormat.INT8]
+    streamed_by_dtype: dict[str, int] = {}
     for dtype, fmt in torch_cfgs:
         t = runs.torch_run(args.model, dtype, fmt, *common)
+        if fmt is None:
+            streamed_by_dtype[dtype] = t.streamed_bytes
         add(
             "torch",
             (fmt.value if fmt else dtype),
@@ -138,8 +141,8 @@ def main(argv: list[str] | None = None) -> None:
             rows[-1]["first_request_load_s"] = round(load_s, 3)
     for dtype in ("bf16", "fp32") if not args.quick else ("bf16",):
         ms = runs.hf_generate_step_ms(args.model, dtype, args.threads, args.context, args.steps)
-        add("hf-generate", dtype, {1: ms}, 0, None, None)
-        rows[-1]["floor_ms"] = rows[-1]["floor_ratio"] = None
+        # the same weights as the PyTorch engine's rows of that dtype stream per token
+        add("hf-generate", dtype, {1: ms}, streamed_by_dtype.get(dtype, 0), None, None)
     report = {
         "cpu": _cpu(),
         "threads": args.threads,

@@ -46,6 +46,7 @@ class OvPipeline:
         self._pipe: Any = None
         self._block_bytes = 0
         self._pending: Future[Any] | None = None  # a rebuild in progress
+        self._cancelled = False  # requests cancelled since the last step
 
     @property
     def loaded(self) -> bool:
@@ -120,7 +121,10 @@ class OvPipeline:
             self.poll()
         if self._pipe is None:
             return
+        if self._cancelled:  # let its scheduler free the cancelled requests' blocks first
+            self._pipe.step()
         self._pipe = None
+        self._cancelled = False
         gc.collect()
 
     def start_rebuild(self, kv_blocks: int) -> None:
@@ -179,11 +183,13 @@ class OvPipeline:
     def cancel(self, seq: OvSequence) -> None:
         if seq.handle is not None:
             seq.handle.cancel()  # the pipeline frees its blocks at the next step
+            self._cancelled = True
         seq.handle = None
 
     def step(self) -> int:
         """One iteration; returns how many requests it scheduled."""
         self._pipe.step()
+        self._cancelled = False
         return int(self._pipe.get_metrics().scheduled_requests)
 
     def read(self, seq: OvSequence) -> list[int]:
