@@ -98,7 +98,7 @@ class KvScaler:
             node_planned = node_planned_now
         alloc = KvAllocation(
             kv_bytes_per_token=max(int(rec.get("kv_bytes_per_token") or 1), 1),
-            block_tokens=KV_BLOCK_TOKENS,
+            block_tokens=int(rec.get("kv_block_tokens") or KV_BLOCK_TOKENS),
             allocated_bytes=planned_kv,
             node_free_bytes=int(book["capacity_bytes"]) - node_planned,
         )

@@ -110,8 +110,10 @@ class ViewBuilder:
         """Real figures from a loaded instance when there is one, fp32 estimates otherwise."""
         model_id = model["model_id"]
         rec = next((i for i in cluster.instances_of(model_id) if i.get("weights_bytes")), None)
+        block = 16
         if rec is not None:
             weights, bpt = int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+            block = int(rec.get("kv_block_tokens") or 16)
         else:
             info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
             self._dirs[model["path"]] = info
@@ -122,7 +124,7 @@ class ViewBuilder:
             weights_bytes=max(weights, 1),
             kv_bytes_per_token=max(bpt, 1),
             gpu_block_tokens=16,
-            cpu_block_tokens=16,
+            cpu_block_tokens=block,
             cpu_kv_pool_bytes=kv_tokens * max(bpt, 1),
             caps=MappingProxyType(self.caps(cluster, model)),
         )

@@ -84,6 +84,8 @@ class Instance:
             "kv_capacity_tokens": s.kv_capacity_tokens if s else self.kv_capacity_tokens,
             "kv_bytes_per_token": s.kv_bytes_per_token if s else 0,
             "kv_resizable": s.kv_resizable if s else False,
+            # tokens per KV block: resize targets in whole blocks (OpenVINO 32, PyTorch 16)
+            "kv_block_tokens": _block_tokens(self.engine),
             "weights_bytes": s.weights_bytes if s else 0,
             "max_model_len": s.max_model_len if s else 0,
             "load_s": round(self.load_s, 4),
@@ -91,3 +93,8 @@ class Instance:
             "perf_scale": round(self.perf_scale, 3),
             "error": self.error,
         }
+
+
+def _block_tokens(engine: Engine | None) -> int:
+    spec = getattr(engine, "kv_spec", None)
+    return int(getattr(spec, "block_size", 0) or getattr(engine, "block_size", 0) or 16)
