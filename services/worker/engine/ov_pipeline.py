@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from services.worker.engine.ov_config import OpenVinoEngineConfig
+from services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
 from services.worker.engine.ov_convert import OvModel, blob_dir, prepare_ov_model
 from services.worker.engine.ov_requests import OvSequence
 
@@ -36,7 +36,7 @@ _WARMUP_ID = 0
 class OvPipeline:
     def __init__(self, config: OpenVinoEngineConfig):
         self.config = config
-        self.kv_blocks = config.kv_capacity_tokens // _block_size()
+        self.kv_blocks = config.kv_capacity_tokens // CPU_BLOCK_SIZE
         self.model: OvModel | None = None
         self.weights_bytes = 0
         self.kv_bytes_per_token = 0
@@ -113,7 +113,7 @@ class OvPipeline:
             handle.read()
         total = pipe.get_metrics().cache_size_in_bytes
         self._block_bytes = total // max(self.kv_blocks, 1)
-        self.kv_bytes_per_token = self._block_bytes // _block_size()
+        self.kv_bytes_per_token = self._block_bytes // CPU_BLOCK_SIZE
 
     def release(self) -> None:
         if self._pending is not None:  # let a rebuild finish, then drop it too
@@ -200,12 +200,6 @@ class OvPipeline:
         for output in handle.read().values():
             new.extend(int(t) for t in output.generated_ids)
         return new
-
-
-def _block_size() -> int:
-    from services.worker.engine.ov_config import CPU_BLOCK_SIZE
-
-    return CPU_BLOCK_SIZE
 
 
 def _bin_bytes(path) -> int:

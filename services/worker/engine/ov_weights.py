@@ -18,15 +18,6 @@ import torch
 from services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
 
 
-def _constant(array: np.ndarray, element: ov.Type | None = None) -> ov.Node:
-    if element is None:
-        return ops.constant(np.ascontiguousarray(array))
-    tensor = ov.Tensor(element, ov.Shape(list(array.shape)))
-    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-    tensor.data.view(np.uint8).reshape(-1)[:] = raw
-    return ov.op.Constant(tensor)
-
-
 def _bf16(weight: torch.Tensor) -> ov.Node:
     bits = weight.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16)
     tensor = ov.Tensor(ov.Type.bf16, ov.Shape(list(bits.shape)))

@@ -184,16 +184,15 @@ def prepare_engine(kind: EngineKind) -> float:
     2-core machine), only the model's own load.
     """
     t0 = time.perf_counter()
-    if kind is EngineKind.TORCH:
+    # OpenVINO nodes run models its converter does not know on the PyTorch engine: both.
+    if kind in (EngineKind.TORCH, EngineKind.OPENVINO):
         import transformers  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
         from transformers.models.llama import modeling_llama  # noqa: F401
 
         from services.worker.engine import torch_engine  # noqa: F401
-    elif kind is EngineKind.OPENVINO:
+    if kind is EngineKind.OPENVINO:
         import openvino_genai  # noqa: F401
-        import transformers  # noqa: F401
-        from transformers import AutoTokenizer  # noqa: F401
 
         from services.worker.engine import openvino_engine  # noqa: F401
     # vLLM is left alone: importing it sets process-wide state (docs/VLLM.md) that its
