@@ -153,7 +153,7 @@ def _report(
     }
     for r in range(rounds):
 
-        def t(name: str, b: int) -> float:
+        def t(name: str, b: int, r: int = r) -> float:
             return times[name][b][r]
 
         torch1 = min(t("torch-fp32", 1), t("torch-bf16", 1))
