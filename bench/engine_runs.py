@@ -161,7 +161,9 @@ def ov_standalone(
         },
     )
     out, rid = {}, 0
-    for b in batches:
+    # Every batch shape runs twice and only the second pass is timed: the first compiles the
+    # kernels for its shapes (a worker's long-lived pipeline has them already).
+    for b in [x for x in batches for _ in range(2)]:
         gc = ov_genai.GenerationConfig()
         gc.max_new_tokens = steps + 4
         gc.ignore_eos = True
