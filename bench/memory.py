@@ -1,7 +1,7 @@
 """Forward-looking vs reactive-only KV scaling under memory pressure, live, one run.
 
     .venv/bin/python -m bench.memory [--requests 120] [--rate 4] [--memory-mb 3.5]
-        [--seed 0] [--json docs/memory.json]
+        [--seed 0] [--engine auto|torch|openvino] [--json docs/memory.json]
 
 Three tiny random-weight models (2 Llama, 1 Qwen2) share one CPU worker whose memory is
 limited to a few MB, so that their KV pools contend. The same seeded request stream (Poisson
