@@ -262,14 +262,6 @@ class OpenVinoEngine:
             )
         if new_blocks == self._pipeline.kv_blocks and self._pipeline.loaded:
             return self._pipeline.kv_bytes_allocated
-        if new_blocks < self._pipeline.kv_blocks and self._seqs:
-            # A shrink frees memory nobody waits for yet, and its rebuild would pause this
-            # instance's requests: it waits until they are gone (the memory agent retries; the
-            # ledger counts the memory as in use meanwhile).
-            raise KVCapacityExceeded(
-                f"shrink to {new_blocks * self.block_size} tokens waits until the instance's "
-                f"{len(self._seqs)} requests are done (a rebuild would pause them)"
-            )
         for seq in self._seqs.values():
             if seq.status is OvStatus.RUNNING:
                 self._pipeline.cancel(seq)
