@@ -16,9 +16,9 @@ import json
 import sys
 import time
 
-from services.common.etcd_process import start_etcd
-from services.worker.engine.base import EngineRequest, SamplingParams
 from slinfer.models import build_smollm2
+from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
 
 PROMPT = "What is the capital of France?"
 
@@ -26,8 +26,8 @@ PROMPT = "What is the capital of France?"
 def in_process(path: str, tokens: int) -> dict[str, float]:
     from pathlib import Path
 
-    from services.worker.engine.torch_config import TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     engine = TorchEngine(TorchEngineConfig(model_dir=Path(path), kv_capacity_tokens=4096))
     messages = [{"role": "user", "content": PROMPT}]
@@ -65,7 +65,7 @@ def in_process(path: str, tokens: int) -> dict[str, float]:
 
 
 async def through_gateway(path: str, tokens: int) -> dict[str, float]:
-    from services.inprocess import LiveStack
+    from slinfer.services.inprocess import LiveStack
 
     etcd = start_etcd()
     try:

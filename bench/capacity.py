@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.scheduler.policy.config import PolicyConfig
-from services.scheduler.policy.systems import SystemName, system_spec
-from sim.metrics import RunResult
-from sim.paths import default_trace
-from sim.run import RunSpec, run
+from slinfer.policy.config import PolicyConfig
+from slinfer.policy.systems import SystemName, system_spec
+from slinfer.sim.metrics import RunResult
+from slinfer.sim.paths import default_trace
+from slinfer.sim.run import RunSpec, run
 
 DEFAULT_SYSTEMS = (
     SystemName.SLLM,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine_runs as runs
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 
 def _cpu() -> str:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             t.prefill_256_ms,
             t.cold_start_s,
         )
-    from services.worker.engine.ov_config import OpenVinoEngineConfig
+    from slinfer.services.worker.engine.ov_config import OpenVinoEngineConfig
 
     precision = OpenVinoEngineConfig(args.model, 0).precision
     for fmt in ov_formats:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         alone = runs.ov_standalone(args.model, fmt, *common, precision=precision)
         add("openvino-standalone", fmt.value, alone, streamed, None, None)
         if fmt in (WeightFormat.INT8, WeightFormat.INT4):
-            from services.common.etcd_process import start_etcd
+            from slinfer.services.common.etcd_process import start_etcd
 
             etcd = start_etcd()
             try:

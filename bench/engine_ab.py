@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench.engine_iter import MODEL
-from services.worker.engine.base import EngineRequest, SamplingParams
+from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
 
 ENGINE_DIR = "services/worker/engine"
 
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from services.worker.engine import torch_config, torch_engine
+    from slinfer.services.worker.engine import torch_config, torch_engine
 
     with tempfile.TemporaryDirectory() as tmp:
         base_engine, base_config = load_base(args.base, Path(tmp))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import engine_runs as runs
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 
 class _Worker:
@@ -35,8 +35,8 @@ class _Worker:
         self.model, self.fmt, self.threads = model, fmt, threads
 
     async def start(self) -> None:
-        from services.common.etcd_process import start_etcd
-        from services.inprocess import LiveStack
+        from slinfer.services.common.etcd_process import start_etcd
+        from slinfer.services.inprocess import LiveStack
 
         self.etcd = start_etcd()
         self.stack = await LiveStack.start(
@@ -79,10 +79,10 @@ class _Worker:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from services.worker.engine.ov_config import OpenVinoEngineConfig
-    from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
     from slinfer.models import slinfer_home
+    from slinfer.services.worker.engine.ov_config import OpenVinoEngineConfig
+    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=slinfer_home() / "models/smollm2-135m-instruct")

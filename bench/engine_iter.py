@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.base import EngineRequest, SamplingParams
-from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-from services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
+from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+from slinfer.services.worker.engine.torch_engine import TorchEngine
 
 MODEL = Path.home() / ".cache/slinfer/models/smollm2-135m-instruct"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.worker.engine.base import EngineRequest, Phase, SamplingParams
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.base import EngineRequest, Phase, SamplingParams
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +77,8 @@ def engine_prefill(engine, n: int = 256, repeats: int = 3) -> float:
 def torch_run(
     model: Path, dtype: str, fmt: WeightFormat | None, threads: int, batches, context, steps
 ) -> StepTimes:
-    from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     def make():
         return TorchEngine(
@@ -114,8 +114,8 @@ def _torch_streamed_bytes(engine) -> int:
 
 
 def ov_engine(model: Path, fmt: WeightFormat, threads: int):
-    from services.worker.engine.openvino_engine import OpenVinoEngine
-    from services.worker.engine.ov_config import OpenVinoEngineConfig
+    from slinfer.services.worker.engine.openvino_engine import OpenVinoEngine
+    from slinfer.services.worker.engine.ov_config import OpenVinoEngineConfig
 
     return OpenVinoEngine(OpenVinoEngineConfig(model, 8192, fmt, num_threads=threads))
 
@@ -124,7 +124,7 @@ def ov_streamed_bytes(model: Path, fmt: WeightFormat) -> int:
     """The IR's weight bytes minus the embedding table (a decode reads a few rows of it)."""
     import json
 
-    from services.worker.engine.ov_convert import prepare_ov_model
+    from slinfer.services.worker.engine.ov_convert import prepare_ov_model
 
     path = prepare_ov_model(model, fmt).path
     total = sum(f.stat().st_size for f in path.glob("*.bin"))
@@ -142,7 +142,7 @@ def ov_standalone(
     import openvino as ov
     import openvino_genai as ov_genai
 
-    from services.worker.engine.ov_convert import prepare_ov_model
+    from slinfer.services.worker.engine.ov_convert import prepare_ov_model
 
     path = prepare_ov_model(model, fmt).path
     sc = ov_genai.SchedulerConfig()
@@ -220,7 +220,7 @@ async def worker_steps(
     """The OpenVINO engine inside a live worker, stepped by its arbiter: start-to-start gaps
     of the device loop's iterations at each batch; plus the arbiter's share of the loop, and
     the first request's load time as its completion reported it."""
-    from services.inprocess import LiveStack
+    from slinfer.services.inprocess import LiveStack
 
     stack = await LiveStack.start(
         etcd_endpoint,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineRequest,
     KVNotResizable,
     SamplingParams,
@@ -111,8 +111,8 @@ def main() -> int:
 
     import torch
 
-    from services.worker.engine.vllm_config import VllmOptions
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_config import VllmOptions
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     rows: list[tuple[str, str]] = []
     failures: list[str] = []

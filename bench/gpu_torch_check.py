@@ -42,9 +42,9 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def run(dry_run: bool, requests: int, tokens: int) -> dict[str, object]:
-    from services.common.etcd_process import start_etcd
-    from services.inprocess import LiveStack
     from slinfer.models import build_random_model
+    from slinfer.services.common.etcd_process import start_etcd
+    from slinfer.services.inprocess import LiveStack
 
     if not dry_run:
         import torch

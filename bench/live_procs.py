@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.consolidator.occupancy import UsageIntegral
 from slinfer.client import AsyncClient
+from slinfer.services.consolidator.occupancy import UsageIntegral
 from slinfer.stack import Stack, StackConfig, start_stack, stop_stack
 
 # Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack.

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.live_procs import NodeSampler, arbiter_overhead_pct, proc_stack
-from services.scheduler.policy import SystemName
-from sim.paths import traces_dir
 from slinfer.models import build_smollm2
+from slinfer.policy import SystemName
 from slinfer.replay import ReplayConfig, replay
+from slinfer.sim.paths import traces_dir
 
 # The row fields the JSON promises (issues 5 and 7); everything else goes under "extra".
 JSON_COLUMNS = [

@@ -30,13 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.etcd_process import start_etcd
-from services.inprocess import LiveStack
-from services.memory.policy import KvScaling
-from services.scheduler.dispatch import DispatchConfig
 from slinfer import Completion
 from slinfer.client import SlinferError
 from slinfer.models import build_random_model
+from slinfer.policy.kv_scaling import KvScaling
+from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.dispatch import DispatchConfig
 
 JSON_COLUMNS = [
     "mode",

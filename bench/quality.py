@@ -16,11 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-from services.worker.engine.base import EngineKind
-from services.worker.engine.quality import as_record, reference, run_gate
-from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
-from services.worker.engine.weight_choice import choose, save_result
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.quality import as_record, reference, run_gate
+from slinfer.services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
+from slinfer.services.worker.engine.weight_choice import choose, save_result
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,20 +44,20 @@ def _chat_prompt(path: Path) -> tuple[int, ...]:
 
 def _build(kind: str, path: Path, threads: int):
     if kind == "torch":
-        from services.worker.engine.torch_config import TorchEngineConfig
-        from services.worker.engine.torch_engine import TorchEngine
+        from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+        from slinfer.services.worker.engine.torch_engine import TorchEngine
 
         config = TorchEngineConfig(
             model_dir=path, kv_capacity_tokens=KV_TOKENS, num_threads=threads
         )
         return TorchEngine(config)
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     return VllmEngine(path, kv_capacity_tokens=KV_TOKENS, num_threads=threads)
 
 
 def _run(engine, prompt: tuple[int, ...], batch: int, tokens: int, tag: str) -> dict[str, Any]:
-    from services.worker.engine.base import EngineRequest, SamplingParams
+    from slinfer.services.worker.engine.base import EngineRequest, SamplingParams
 
     sampling = SamplingParams(temperature=0.0, max_tokens=tokens)
     for i in range(batch):
@@ -90,14 +90,14 @@ def child(kind: str, path: Path, tokens: int, threads: int) -> dict:
     t0 = time.perf_counter()
     # Imports are measured apart from the instance: a worker pays them once per process.
     if kind == "vllm":
-        from services.worker.engine import vllm_process
+        from slinfer.services.worker.engine import vllm_process
 
         vllm_process.prepare_environment()
         import vllm  # noqa: F401
     else:
         from transformers import LlamaForCausalLM  # noqa: F401
 
-        from services.worker.engine import torch_engine  # noqa: F401
+        from slinfer.services.worker.engine import torch_engine  # noqa: F401
     import_s = time.perf_counter() - t0
     rss_imported = _rss_mib()
     prompt = _chat_prompt(path)

@@ -6,12 +6,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.consolidator.server import create as create_consolidator
-from services.memory.server import create as create_memory
-from services.scheduler.dispatch import DispatchConfig
-from services.scheduler.server import SchedulerConfig, SchedulerService
-from services.worker.server import WorkerConfig, WorkerService
 from slinfer import AsyncClient
+from slinfer.services.consolidator.server import create as create_consolidator
+from slinfer.services.memory.server import create as create_memory
+from slinfer.services.scheduler.dispatch import DispatchConfig
+from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
+from slinfer.services.worker.server import WorkerConfig, WorkerService
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`python -m sim --trace PATH --system slinfer --model 7b --models 64 --duration 1800`.
+"""`python -m slinfer.sim --trace PATH --system slinfer --model 7b --models 64 --duration 1800`.
 
 Replays a trace on a simulated cluster with one system's policies and prints the metrics.
 """
@@ -10,13 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from services.scheduler.policy.systems import SystemName
-from sim.metrics import RunResult
-from sim.run import RunSpec, run
+from slinfer.policy.systems import SystemName
+from slinfer.sim.metrics import RunResult
+from slinfer.sim.run import RunSpec, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m slinfer.sim", description=__doc__)
     p.add_argument("--trace", type=Path, default=None, help="trace JSON (../shared/traces/…)")
     p.add_argument("--system", default="slinfer", choices=[s.value for s in SystemName])
     p.add_argument("--model", default="7b", help="3b, 7b, 8b, 13b or a profile model name")

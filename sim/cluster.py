@@ -29,9 +29,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from services.scheduler.policy.keep_alive import KeepAlive
-from services.scheduler.policy.model_spec import GIB, MODEL_ALIASES
-from services.scheduler.policy.types import DeviceKind
+from slinfer.policy.keep_alive import KeepAlive
+from slinfer.policy.model_spec import GIB, MODEL_ALIASES
+from slinfer.policy.types import DeviceKind
 
 DEFAULT_SLOTS: Mapping[DeviceKind, Mapping[str, int]] = MappingProxyType(
     {

@@ -2,7 +2,7 @@
 
 Virtual clock, one event queue ordered by `(time, phase, seq)`, a seeded RNG for the engine
 model's optional noise: the same inputs and seed give identical results. A request arrives at
-the gateway, which asks `services.scheduler.policy.dispatch.decide` where it goes; if nowhere,
+the gateway, which asks `slinfer.policy.dispatch.decide` where it goes; if nowhere,
 it retries every `retry_interval_s` until its deadline passes, then is dropped (artifact
 gateway). Instances, memory and devices are handled by the mixins in memory_ops.py and
 execution.py, which call the memory service's and the workers' policies.
@@ -15,18 +15,18 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from services.memory.policy import LedgerOp
-from services.scheduler.policy.dispatch import DispatchKind, decide
-from services.scheduler.policy.headroom import deadline_s
-from services.scheduler.policy.types import DeviceKind
-from services.scheduler.policy.view import DispatchView
-from sim.cluster import ClusterSpec
-from sim.events import Phase
-from sim.execution import ExecutionOps
-from sim.metrics import RunResult, mean_or_none, percentile
-from sim.state import RequestState, SimRequest
-from sim.trace import Trace
-from sim.world import SimConfig
+from slinfer.policy.dispatch import DispatchKind, decide
+from slinfer.policy.headroom import deadline_s
+from slinfer.policy.kv_scaling import LedgerOp
+from slinfer.policy.types import DeviceKind
+from slinfer.policy.view import DispatchView
+from slinfer.sim.cluster import ClusterSpec
+from slinfer.sim.events import Phase
+from slinfer.sim.execution import ExecutionOps
+from slinfer.sim.metrics import RunResult, mean_or_none, percentile
+from slinfer.sim.state import RequestState, SimRequest
+from slinfer.sim.trace import Trace
+from slinfer.sim.world import SimConfig
 
 
 class Simulator(ExecutionOps):

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sim.state import SimInstance, SimRequest
+from slinfer.sim.state import SimInstance, SimRequest
 
 
 class Effect(NamedTuple):

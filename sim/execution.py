@@ -9,12 +9,12 @@ keep-alive. Static 2-way sharing (`sllm+c+s`) throttles a GPU instance after eac
 
 from __future__ import annotations
 
-from services.scheduler.policy.baselines import throttle_wakeup_s, throttles
-from services.scheduler.policy.keep_alive import reclaim_due
-from services.scheduler.policy.types import DeviceKind, InstancePhase
-from sim.events import Phase
-from sim.memory_ops import MemoryOps
-from sim.state import RequestState, SimInstance, SimNode, SimRequest
+from slinfer.policy.baselines import throttle_wakeup_s, throttles
+from slinfer.policy.keep_alive import reclaim_due
+from slinfer.policy.types import DeviceKind, InstancePhase
+from slinfer.sim.events import Phase
+from slinfer.sim.memory_ops import MemoryOps
+from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
 
 
 class ExecutionOps(MemoryOps):

@@ -9,7 +9,7 @@ releases deferred increases in queue order.
 
 from __future__ import annotations
 
-from services.memory.policy import (
+from slinfer.policy.kv_scaling import (
     Approval,
     LedgerOp,
     LedgerRequest,
@@ -19,11 +19,11 @@ from services.memory.policy import (
     watermark_may_move,
     watermark_target,
 )
-from services.scheduler.policy.systems import Sharing
-from services.scheduler.policy.types import InstancePhase
-from sim.events import Phase
-from sim.state import RequestState, SimInstance, SimNode, SimRequest
-from sim.world import World
+from slinfer.policy.systems import Sharing
+from slinfer.policy.types import InstancePhase
+from slinfer.sim.events import Phase
+from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
+from slinfer.sim.world import World
 
 
 class MemoryOps(World):

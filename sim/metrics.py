@@ -16,8 +16,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from services.scheduler.policy.types import DeviceKind
-from sim.state import RequestState, SimRequest
+from slinfer.policy.types import DeviceKind
+from slinfer.sim.state import RequestState, SimRequest
 
 _EPS = 1e-9
 

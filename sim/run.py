@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.systems import SystemName, system_spec
-from sim.cluster import ClusterSpec, default_cluster, load_cluster
-from sim.driver import Simulator
-from sim.metrics import RunResult
-from sim.paths import default_trace, load_profiles
-from sim.trace import load_trace
-from sim.world import SimConfig
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.systems import SystemName, system_spec
+from slinfer.sim.cluster import ClusterSpec, default_cluster, load_cluster
+from slinfer.sim.driver import Simulator
+from slinfer.sim.metrics import RunResult
+from slinfer.sim.paths import default_trace, load_profiles
+from slinfer.sim.trace import load_trace
+from slinfer.sim.world import SimConfig
 
 
 @dataclass(frozen=True, slots=True)

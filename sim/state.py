@@ -8,11 +8,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from services.memory.policy import Ledger, OutputHistory
-from services.scheduler.policy.headroom import deadline_s
-from services.scheduler.policy.model_spec import ModelSpec
-from services.scheduler.policy.perf_model import PerfModel
-from services.scheduler.policy.types import DeviceKind, InstancePhase
+from slinfer.policy.headroom import deadline_s
+from slinfer.policy.kv_scaling import Ledger, OutputHistory
+from slinfer.policy.model_spec import ModelSpec
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.types import DeviceKind, InstancePhase
 
 
 class RequestState(enum.Enum):

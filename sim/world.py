@@ -12,20 +12,20 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from services.memory.policy import Approval, OutputHistory
-from services.scheduler.policy.arbiter import Arbiter
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.model_spec import MODEL_ALIASES, ModelSpec
-from services.scheduler.policy.perf_model import PerfModel
-from services.scheduler.policy.slo import DEFAULT_SLO, SloPolicy
-from services.scheduler.policy.systems import SystemSpec
-from services.scheduler.policy.types import DeviceKind
-from sim.cluster import ClusterSpec
-from sim.engine_model import EngineModel, GrantPlan
-from sim.events import EventQueue, Phase
-from sim.metrics import Counters, RequestRecord, UsageIntegrator, record_of
-from sim.state import RequestState, SimInstance, SimNode, SimRequest
-from sim.trace import Trace
+from slinfer.policy.arbiter import Arbiter
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.kv_scaling import Approval, OutputHistory
+from slinfer.policy.model_spec import MODEL_ALIASES, ModelSpec
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.slo import DEFAULT_SLO, SloPolicy
+from slinfer.policy.systems import SystemSpec
+from slinfer.policy.types import DeviceKind
+from slinfer.sim.cluster import ClusterSpec
+from slinfer.sim.engine_model import EngineModel, GrantPlan
+from slinfer.sim.events import EventQueue, Phase
+from slinfer.sim.metrics import Counters, RequestRecord, UsageIntegrator, record_of
+from slinfer.sim.state import RequestState, SimInstance, SimNode, SimRequest
+from slinfer.sim.trace import Trace
 
 
 @dataclass(frozen=True, slots=True)

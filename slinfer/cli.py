@@ -99,7 +99,7 @@ def up(
     keep_alive: float,
 ) -> None:
     """Start etcd, the scheduler, memory service, consolidator and one CPU worker."""
-    from services.common.etcd_process import EtcdNotInstalled
+    from slinfer.services.common.etcd_process import EtcdNotInstalled
     from slinfer.stack import StackConfig, running_stack, start_stack, stop_stack
 
     if running_stack() is not None:

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.scheduler.policy import SloPolicy
-from sim.metrics import percentile  # the simulator's, so both report alike
-from sim.trace import TraceRequest, load_trace
 from slinfer.client import AsyncClient, Completion, SlinferError
+from slinfer.policy import SloPolicy
+from slinfer.sim.metrics import percentile  # the simulator's, so both report alike
+from slinfer.sim.trace import TraceRequest, load_trace
 
 _EPS = 1e-9
 

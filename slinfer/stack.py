@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.etcd_process import start_etcd
+from slinfer.services.common.etcd_process import start_etcd
 
 
 def home() -> Path:
@@ -92,7 +92,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
     services = {
         "scheduler": (
             [
-                "services.scheduler",
+                "slinfer.services.scheduler",
                 "--listen",
                 f"127.0.0.1:{cfg.gateway_port}",
                 "--metrics-port",
@@ -105,7 +105,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         ),
         "memory": (
             [
-                "services.memory",
+                "slinfer.services.memory",
                 "--listen",
                 f"127.0.0.1:{cfg.memory_port}",
                 "--metrics-port",
@@ -115,7 +115,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         ),
         "consolidator": (
             [
-                "services.consolidator",
+                "slinfer.services.consolidator",
                 "--listen",
                 f"127.0.0.1:{cfg.consolidator_port}",
                 "--metrics-port",
@@ -128,7 +128,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
     ncpu = len(os.sched_getaffinity(0))
     for i in range(cfg.cpu_nodes):
         args = [
-            "services.worker", "--listen", f"127.0.0.1:{cfg.worker_port + i}",
+            "slinfer.services.worker", "--listen", f"127.0.0.1:{cfg.worker_port + i}",
             "--metrics-port", str(b + 11 + i), "--node-id", f"cpu-{i}", "--kind", "cpu",
             "--memory", cfg.worker_memory,
         ]  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.etcd_process import EtcdProcess, start_etcd
+from slinfer.services.common.etcd_process import EtcdProcess, start_etcd
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.base import EngineKind
-from services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
 
 
 def _ov_dequantized(w: torch.Tensor, fmt: WeightFormat) -> torch.Tensor:
-    from services.worker.engine.ov_weights import quantize_asym
+    from slinfer.services.worker.engine.ov_weights import quantize_asym
 
     n, k = w.shape
     if fmt is WeightFormat.INT4 and k % INT4_GROUP_SIZE == 0:
@@ -55,7 +55,7 @@ def reference_model(path: Path, engine) -> torch.nn.Module:
         return model.to(dtype)
     model = model.to(dtype)
     if weights is not None and engine.kind is EngineKind.TORCH and engine.config.weights:
-        from services.worker.engine.quant_linear import apply_weight_format
+        from slinfer.services.worker.engine.quant_linear import apply_weight_format
 
         apply_weight_format(model, weights, dtype)
     return model

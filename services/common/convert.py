@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineKind,
     FinishReason,
     InvalidRequest,
     SamplingParams,
 )
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.weight_format import WeightFormat
 from slinfer.v1 import common_pb2
 
 DEFAULT_MAX_TOKENS = 128

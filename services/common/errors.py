@@ -71,7 +71,7 @@ class WorkerUnavailable(SlinferError):
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message for any exception a handler lets escape."""
-    from services.worker.engine.base import (
+    from slinfer.services.worker.engine.base import (
         InvalidRequest,
         KVCapacityExceeded,
         KVNotResizable,

@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
 
 FP32_BYTES = 4
 _DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1}

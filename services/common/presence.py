@@ -14,9 +14,9 @@ from collections.abc import Callable
 import grpc
 from loguru import logger
 
-from services.common import keys
-from services.common.serving import make_server, set_serving
-from services.common.store import Registration, Store
+from slinfer.services.common import keys
+from slinfer.services.common.serving import make_server, set_serving
+from slinfer.services.common.store import Registration, Store
 
 
 class PresenceService:

@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from services.common.errors import StoreUnavailable
+from slinfer.services.common.errors import StoreUnavailable
 
 _TRANSIENT = (
     aetcd.exceptions.ConnectionFailedError,

@@ -1,18 +1,18 @@
-"""`python -m services.consolidator`: the consolidator service (docs/CONSOLIDATION.md)."""
+"""`python -m slinfer.services.consolidator`: the consolidator service (docs/CONSOLIDATION.md)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from services.common.cli_args import common_args, run_until_signal
-from services.common.serving import configure_logging, start_metrics
-from services.consolidator.server import create
-from services.scheduler.policy import SystemName
+from slinfer.policy import SystemName
+from slinfer.services.common.cli_args import common_args, run_until_signal
+from slinfer.services.common.serving import configure_logging, start_metrics
+from slinfer.services.consolidator.server import create
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.consolidator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m slinfer.services.consolidator", description=__doc__)
     common_args(parser, 50053)
     parser.add_argument(
         "--system",

@@ -1,7 +1,7 @@
 """The consolidator's mechanism (DESIGN.md §4): preempt, drain and pack, carried out live.
 
 Each operation builds the policy's plain view from etcd (view.py), asks the policy module
-(`services.consolidator.policy`, the same module the simulator drives through the policy
+(`slinfer.policy.preemption`, the same module the simulator drives through the policy
 core) for a plan, records it (plans.py) and, unless advisory, carries it out:
 
 - evict: `Worker.UnloadInstance(preempt=true)`: the instance stops taking requests, its
@@ -25,23 +25,23 @@ from typing import Any
 import grpc
 from loguru import logger
 
-import services.consolidator.policy as consolidation_policy
-from services.common import keys
-from services.common.errors import (
+import slinfer.policy.preemption as consolidation_policy
+from slinfer.policy import InstancePhase, PolicyConfig, SystemName, system_spec
+from slinfer.policy.routing import busiest_first
+from slinfer.services.common import keys
+from slinfer.services.common.errors import (
     FailedPrecondition,
     InstanceNotFound,
     InvalidArgument,
     ModelNotFound,
 )
-from services.common.store import Store
-from services.consolidator import metrics
-from services.consolidator.plans import PlanLog, new_plan
-from services.consolidator.view import ConsolidationView
-from services.scheduler.policy import InstancePhase, PolicyConfig, SystemName, system_spec
-from services.scheduler.policy.routing import busiest_first
-from services.scheduler.state import ClusterWatcher
-from services.scheduler.tracker import LiveRequest
-from services.scheduler.workers import WorkerClients
+from slinfer.services.common.store import Store
+from slinfer.services.consolidator import metrics
+from slinfer.services.consolidator.plans import PlanLog, new_plan
+from slinfer.services.consolidator.view import ConsolidationView
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.tracker import LiveRequest
+from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import consolidator_pb2, worker_pb2
 
 _PREEMPT_KINDS = {

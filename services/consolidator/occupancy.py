@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from services.scheduler.state import ClusterView
+from slinfer.services.scheduler.state import ClusterView
 
 
 class UsageIntegral:

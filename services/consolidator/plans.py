@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from loguru import logger
 
-from services.consolidator import metrics
+from slinfer.services.consolidator import metrics
 from slinfer.v1 import consolidator_pb2
 
 KIND_NAMES = {

@@ -18,11 +18,11 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.scheduler.policy.admission import Check, memory_check, shadow_validate
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.shadow import ShadowInstance
-from services.scheduler.policy.time_slice import device_slices, time_slice
-from services.scheduler.policy.types import (
+from slinfer.policy.admission import Check, memory_check, shadow_validate
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.shadow import ShadowInstance
+from slinfer.policy.time_slice import device_slices, time_slice
+from slinfer.policy.types import (
     DeviceKind,
     DeviceLike,
     InstanceLike,

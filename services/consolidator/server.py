@@ -14,13 +14,13 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from services.common.errors import status_of
-from services.common.presence import PresenceService
-from services.consolidator import metrics
-from services.consolidator.consolidation import Consolidation, ConsolidatorConfig
-from services.consolidator.election import LeaderElection
-from services.scheduler.state import ClusterWatcher
-from services.scheduler.workers import WorkerClients
+from slinfer.services.common.errors import status_of
+from slinfer.services.common.presence import PresenceService
+from slinfer.services.consolidator import metrics
+from slinfer.services.consolidator.consolidation import Consolidation, ConsolidatorConfig
+from slinfer.services.consolidator.election import LeaderElection
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Consolidator"

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from services.scheduler.live_view import ViewBuilder
-from services.scheduler.policy import DeviceKind, DeviceView, DispatchView, InstanceView
-from services.scheduler.state import ClusterView
-from services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.policy import DeviceKind, DeviceView, DispatchView, InstanceView
+from slinfer.services.scheduler.live_view import ViewBuilder
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
 
 def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:

@@ -1,17 +1,17 @@
-"""`python -m services.memory`: the memory service."""
+"""`python -m slinfer.services.memory`: the memory service."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from services.common.cli_args import common_args, run_until_signal
-from services.common.serving import configure_logging, start_metrics
-from services.memory.server import create
+from slinfer.services.common.cli_args import common_args, run_until_signal
+from slinfer.services.common.serving import configure_logging, start_metrics
+from slinfer.services.memory.server import create
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.memory", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m slinfer.services.memory", description=__doc__)
     common_args(parser, 50052)
     ns = parser.parse_args()
     configure_logging("memory")

@@ -14,9 +14,9 @@ import uuid
 
 import grpc
 
-from services.common import keys
-from services.common.store import Store
-from services.memory.ledger import LedgerOp
+from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common import keys
+from slinfer.services.common.store import Store
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
 
 _REFRESH = (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED)

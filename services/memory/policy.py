@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from services.memory.ledger import (
+from slinfer.policy.ledger import (
     Approval,
     Footprint,
     Ledger,
@@ -27,7 +27,7 @@ from services.memory.ledger import (
 )
 
 if TYPE_CHECKING:  # the memory service must not import the scheduler at run time
-    from services.scheduler.policy.types import RequestLike
+    from slinfer.policy.types import RequestLike
 
 
 def kv_demand_tokens(

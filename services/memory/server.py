@@ -14,10 +14,15 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from services.common.errors import InvalidArgument, RevisionConflict, StaleRevision, status_of
-from services.common.presence import PresenceService
-from services.memory.ledger import LedgerOp, LedgerOutcome, LedgerRequest, LedgerStatus
-from services.memory.state import LedgerStore, NodeBook, approval_dict
+from slinfer.policy.ledger import LedgerOp, LedgerOutcome, LedgerRequest, LedgerStatus
+from slinfer.services.common.errors import (
+    InvalidArgument,
+    RevisionConflict,
+    StaleRevision,
+    status_of,
+)
+from slinfer.services.common.presence import PresenceService
+from slinfer.services.memory.state import LedgerStore, NodeBook, approval_dict
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Memory"

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from services.common import keys
-from services.common.errors import NodeNotFound, StoreUnavailable
-from services.common.store import Store
-from services.memory.ledger import Approval, Ledger
+from slinfer.policy.ledger import Approval, Ledger
+from slinfer.services.common import keys
+from slinfer.services.common.errors import NodeNotFound, StoreUnavailable
+from slinfer.services.common.store import Store
 
 T = TypeVar("T")
 

@@ -1,20 +1,20 @@
-"""`python -m services.scheduler`: the scheduler, serving the client-facing Gateway API."""
+"""`python -m slinfer.services.scheduler`: the scheduler, serving the client-facing Gateway API."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from services.common.cli_args import common_args, run_until_signal
-from services.common.serving import configure_logging, start_metrics
-from services.memory.policy import KvScaling
-from services.scheduler.dispatch import DispatchConfig
-from services.scheduler.policy import SystemName
-from services.scheduler.server import SchedulerConfig, SchedulerService
+from slinfer.policy import SystemName
+from slinfer.policy.kv_scaling import KvScaling
+from slinfer.services.common.cli_args import common_args, run_until_signal
+from slinfer.services.common.serving import configure_logging, start_metrics
+from slinfer.services.scheduler.dispatch import DispatchConfig
+from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.scheduler", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m slinfer.services.scheduler", description=__doc__)
     common_args(parser, 50051)
     parser.add_argument(
         "--keep-alive",

@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from services.common import keys
-from services.common.store import Registration, Store
-from services.scheduler.policy import DEFAULT_CONFIG, time_slice
-from services.scheduler.policy.types import InstanceLike
-from services.scheduler.tracker import Tracker
+from slinfer.policy import DEFAULT_CONFIG, time_slice
+from slinfer.policy.types import InstanceLike
+from slinfer.services.common import keys
+from slinfer.services.common.store import Registration, Store
+from slinfer.services.scheduler.tracker import Tracker
 
 
 class LeaseWriter:

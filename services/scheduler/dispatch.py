@@ -22,36 +22,36 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB, sampling_to_pb
-from services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
-from services.memory.client import MemoryClient
-from services.scheduler import metrics
-from services.scheduler.dispatch_config import DispatchConfig
-from services.scheduler.kv_scaler import KvScaler
-from services.scheduler.live_view import PendingLoad, ViewBuilder
-from services.scheduler.placement_live import candidate_nodes
-from services.scheduler.policy import (
+from slinfer.policy import (
     DispatchDecision,
     DispatchKind,
     InstancePhase,
     decide,
     system_spec,
 )
-from services.scheduler.policy.routing import busiest_first
-from services.scheduler.preemption import PreemptionClient
-from services.scheduler.reclaim import reclaim_idle
-from services.scheduler.redispatch import (
+from slinfer.policy.routing import busiest_first
+from slinfer.services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB, sampling_to_pb
+from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.scheduler import metrics
+from slinfer.services.scheduler.dispatch_config import DispatchConfig
+from slinfer.services.scheduler.kv_scaler import KvScaler
+from slinfer.services.scheduler.live_view import PendingLoad, ViewBuilder
+from slinfer.services.scheduler.placement_live import candidate_nodes
+from slinfer.services.scheduler.preemption import PreemptionClient
+from slinfer.services.scheduler.reclaim import reclaim_idle
+from slinfer.services.scheduler.redispatch import (
     StreamProgress,
     TokenizerOf,
     flush_response,
     tokenizer_for,
     without_node,
 )
-from services.scheduler.state import ClusterWatcher
-from services.scheduler.tracker import LiveRequest, Tracker
-from services.scheduler.workers import WorkerClients
-from services.worker.engine.base import EngineKind, SamplingParams
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.services.scheduler.workers import WorkerClients
+from slinfer.services.worker.engine.base import EngineKind, SamplingParams
+from slinfer.services.worker.engine.weight_format import WeightFormat
 from slinfer.v1 import common_pb2, worker_pb2
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.

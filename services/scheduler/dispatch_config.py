@@ -1,11 +1,11 @@
-"""The scheduler's dispatch settings (flags of `python -m services.scheduler`)."""
+"""The scheduler's dispatch settings (flags of `python -m slinfer.services.scheduler`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.memory.policy import KvScaling, KvScalingConfig
-from services.scheduler.policy import PolicyConfig, SystemName
+from slinfer.policy import PolicyConfig, SystemName
+from slinfer.policy.kv_scaling import KvScaling, KvScalingConfig
 
 
 @dataclass(frozen=True, slots=True)

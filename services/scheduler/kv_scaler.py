@@ -21,12 +21,12 @@ from typing import Any
 import grpc
 from loguru import logger
 
-from services.common.errors import NeverFits
-from services.memory.client import MemoryClient
-from services.memory.ledger import LedgerOp
-from services.memory.policy import KvAllocation, KvScalingConfig, plan_kv
-from services.scheduler.state import ClusterWatcher
-from services.scheduler.tracker import Tracker
+from slinfer.policy.kv_scaling import KvAllocation, KvScalingConfig, plan_kv
+from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common.errors import NeverFits
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.tracker import Tracker
 from slinfer.v1 import memory_pb2
 
 KV_BLOCK_TOKENS = 16  # the PyTorch engine's KV block (torch_config.TorchEngineConfig)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from services.common.model_dir import FP32_BYTES, inspect_model_dir
-from services.scheduler.policy import (
+from slinfer.policy import (
     DeviceKind,
     DeviceView,
     DispatchView,
@@ -22,12 +21,13 @@ from services.scheduler.policy import (
     PerfModel,
     RequestView,
 )
-from services.scheduler.policy.baselines import derived_caps
-from services.scheduler.policy.model_spec import ConcurrencyCaps
-from services.scheduler.policy.perf_model import DEFAULT_SAFETY
-from services.scheduler.policy.slo import SloPolicy
-from services.scheduler.state import ClusterView
-from services.scheduler.tracker import LiveRequest, Tracker
+from slinfer.policy.baselines import derived_caps
+from slinfer.policy.model_spec import ConcurrencyCaps
+from slinfer.policy.perf_model import DEFAULT_SAFETY
+from slinfer.policy.slo import SloPolicy
+from slinfer.services.common.model_dir import FP32_BYTES, inspect_model_dir
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import LiveRequest, Tracker
 
 _PHASES = {
     "loading": InstancePhase.LOADING,

@@ -6,8 +6,8 @@ import math
 import time
 from typing import Any
 
-from services.common import keys
-from services.common.convert import (
+from slinfer.services.common import keys
+from slinfer.services.common.convert import (
     DEVICE_FROM_NAME,
     DEVICE_NAMES,
     ENGINE_FROM_PB,
@@ -15,16 +15,16 @@ from services.common.convert import (
     WEIGHTS_FROM_PB,
     WEIGHTS_TO_PB,
 )
-from services.common.errors import (
+from slinfer.services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     ModelNotFound,
 )
-from services.common.model_dir import inspect_model_dir
-from services.common.store import Store
-from services.worker.engine.base import EngineKind
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.store import Store
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.weight_format import WeightFormat
 from slinfer.v1 import gateway_pb2
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.common.model_dir import inspect_model_dir
-from services.scheduler.state import ClusterView
+from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.scheduler.state import ClusterView
 
 
 def committed_bytes(view: ClusterView, node_id: str) -> int:

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import grpc
 from loguru import logger
 
-from services.scheduler import metrics
-from services.scheduler.state import ClusterView
-from services.scheduler.tracker import LiveRequest
+from slinfer.services.scheduler import metrics
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import LiveRequest
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
 LEADER_KIND = "consolidator"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
 
 _ROLES = {"system", "user", "assistant"}
 

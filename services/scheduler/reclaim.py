@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import grpc
 from loguru import logger
 
-from services.scheduler import metrics
+from slinfer.services.scheduler import metrics
 from slinfer.v1 import worker_pb2
 
 if TYPE_CHECKING:
-    from services.scheduler.dispatch import Dispatcher
+    from slinfer.services.scheduler.dispatch import Dispatcher
 
 
 async def reclaim_idle(

@@ -25,7 +25,7 @@ from typing import Any
 
 from loguru import logger
 
-from services.scheduler.policy import DispatchView
+from slinfer.policy import DispatchView
 from slinfer.v1 import worker_pb2
 
 # What the worker's detokeniser decodes before the first generated token (detokenizer.py).

@@ -17,21 +17,21 @@ from dataclasses import dataclass
 import grpc
 from loguru import logger
 
-from services.common import keys
-from services.common.convert import FINISH_FROM_PB, sampling_from_pb
-from services.common.errors import InvalidArgument, ModelNotFound, status_of
-from services.common.serving import make_server, set_serving
-from services.common.store import Registration, Store
-from services.scheduler import metrics, models
-from services.scheduler.budget import LeaseWriter
-from services.scheduler.dispatch import DispatchConfig, Dispatcher
-from services.scheduler.policy import SloPolicy
-from services.scheduler.prompts import Message, Prompts
-from services.scheduler.state import ClusterWatcher
-from services.scheduler.status import cluster_status
-from services.scheduler.tracker import LiveRequest
-from services.scheduler.workers import WorkerClients
-from services.worker.engine.base import FinishReason
+from slinfer.policy import SloPolicy
+from slinfer.services.common import keys
+from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
+from slinfer.services.common.errors import InvalidArgument, ModelNotFound, status_of
+from slinfer.services.common.serving import make_server, set_serving
+from slinfer.services.common.store import Registration, Store
+from slinfer.services.scheduler import metrics, models
+from slinfer.services.scheduler.budget import LeaseWriter
+from slinfer.services.scheduler.dispatch import DispatchConfig, Dispatcher
+from slinfer.services.scheduler.prompts import Message, Prompts
+from slinfer.services.scheduler.state import ClusterWatcher
+from slinfer.services.scheduler.status import cluster_status
+from slinfer.services.scheduler.tracker import LiveRequest
+from slinfer.services.scheduler.workers import WorkerClients
+from slinfer.services.worker.engine.base import FinishReason
 from slinfer.v1 import gateway_pb2, gateway_pb2_grpc, worker_pb2
 
 SERVICE_NAME = "slinfer.v1.Gateway"

@@ -14,8 +14,8 @@ from typing import Any
 
 from loguru import logger
 
-from services.common import keys
-from services.common.store import Store
+from slinfer.services.common import keys
+from slinfer.services.common.store import Store
 
 
 @dataclass

@@ -6,9 +6,9 @@ import asyncio
 
 import grpc
 
-from services.common.convert import DEVICE_FROM_NAME
-from services.scheduler.state import ClusterView
-from services.scheduler.workers import WorkerClients
+from slinfer.services.common.convert import DEVICE_FROM_NAME
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.workers import WorkerClients
 from slinfer.v1 import common_pb2, gateway_pb2, worker_pb2
 
 _STATES = {

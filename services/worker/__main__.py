@@ -1,4 +1,4 @@
-"""`python -m services.worker`: a worker for one node (a CPU socket or a GPU)."""
+"""`python -m slinfer.services.worker`: a worker for one node (a CPU socket or a GPU)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import os
 
-from services.common.cli_args import common_args, parse_bytes, run_until_signal
-from services.common.serving import configure_logging, start_metrics
-from services.worker.server import WorkerConfig, WorkerService
+from slinfer.services.common.cli_args import common_args, parse_bytes, run_until_signal
+from slinfer.services.common.serving import configure_logging, start_metrics
+from slinfer.services.worker.server import WorkerConfig, WorkerService
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -29,7 +29,7 @@ def parse_cpus(text: str) -> set[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m slinfer.services.worker", description=__doc__)
     common_args(parser, 50061)
     parser.add_argument(
         "--advertise", default="", help="address the scheduler uses to reach this worker"

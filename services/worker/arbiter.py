@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.scheduler.policy import (
+from slinfer.policy import (
     Arbiter,
     DeviceKind,
     DeviceView,
@@ -26,8 +26,8 @@ from services.scheduler.policy import (
     RequestView,
     SloPolicy,
 )
-from services.worker import metrics
-from services.worker.instance import Instance, InstanceState
+from slinfer.services.worker import metrics
+from slinfer.services.worker.instance import Instance, InstanceState
 
 GRANT_LOG_SIZE = 4096
 
@@ -165,6 +165,6 @@ class DeviceArbiter:
 
     @property
     def policy_margin(self) -> float:
-        from services.scheduler.policy import DEFAULT_CONFIG
+        from slinfer.policy import DEFAULT_CONFIG
 
         return DEFAULT_CONFIG.slo_margin

@@ -17,12 +17,12 @@ from typing import Any
 
 from loguru import logger
 
-from services.common.model_dir import inspect_model_dir
-from services.scheduler.policy import DeviceKind, ModelSpec, PerfModel
-from services.scheduler.policy.perf_model import DEFAULT_SAFETY
-from services.worker.engine.base import Engine, EngineKind
-from services.worker.engine.weight_format import WeightFormat
-from services.worker.profiler import (
+from slinfer.policy import DeviceKind, ModelSpec, PerfModel
+from slinfer.policy.perf_model import DEFAULT_SAFETY
+from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.worker.engine.base import Engine, EngineKind
+from slinfer.services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.profiler import (
     ProfileCache,
     ProfileGrid,
     cpu_name,
@@ -49,7 +49,7 @@ def hardware_label(kind: str, threads: int) -> str:
     """Nodes with the same label share measured tables: same CPU model, thread count and
     default engine (what `engine=auto` runs there; a model's tables in etcd are per label,
     so an OpenVINO node's never stand for a PyTorch node's)."""
-    from services.worker.engine.registry import default_engine
+    from slinfer.services.worker.engine.registry import default_engine
 
     engine = default_engine(kind).value
     digest = hashlib.sha256(f"{cpu_name()}|{threads}|{engine}".encode()).hexdigest()[:8]
@@ -80,8 +80,12 @@ def auto_table_key(
 ) -> str:
     """The key a worker of this node kind uses for a deploy with these choices (tests seed
     tables under it)."""
-    from services.worker.engine.registry import EngineSpec, engine_for, resolve_weights
-    from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
+    from slinfer.services.worker.engine.registry import EngineSpec, engine_for, resolve_weights
+    from slinfer.services.worker.engine.torch_config import (
+        DTypePolicy,
+        read_cpu_flags,
+        resolve_dtype,
+    )
 
     chosen = engine_for(kind, engine, model_dir)
     device = "cuda" if kind == "gpu" else "cpu"

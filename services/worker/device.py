@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from services.worker import metrics
-from services.worker.arbiter import DeviceArbiter
-from services.worker.engine.base import Engine, IterationResult, Phase
-from services.worker.instance import Instance, InstanceState
+from slinfer.services.worker import metrics
+from slinfer.services.worker.arbiter import DeviceArbiter
+from slinfer.services.worker.engine.base import Engine, IterationResult, Phase
+from slinfer.services.worker.instance import Instance, InstanceState
 
 T = TypeVar("T")
 

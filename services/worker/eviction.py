@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from services.common.errors import FailedPrecondition, InstanceNotFound
-from services.worker.engine.base import FinishReason, RequestOutput
-from services.worker.instance import InstanceState
+from slinfer.services.common.errors import FailedPrecondition, InstanceNotFound
+from slinfer.services.worker.engine.base import FinishReason, RequestOutput
+from slinfer.services.worker.instance import InstanceState
 
 if TYPE_CHECKING:
-    from services.worker.server import WorkerService
+    from slinfer.services.worker.server import WorkerService
     from slinfer.v1 import worker_pb2
 
 

@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 if TYPE_CHECKING:
-    from services.scheduler.policy import ModelSpec, PerfModel
-    from services.worker.arbiter import TrackedRequest
+    from slinfer.policy import ModelSpec, PerfModel
+    from slinfer.services.worker.arbiter import TrackedRequest
 
 
 class InstanceState(enum.Enum):

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from services.common import keys
-from services.common.store import Store
-from services.worker.arbiter import LeaseTable
+from slinfer.services.common import keys
+from slinfer.services.common.store import Store
+from slinfer.services.worker.arbiter import LeaseTable
 
 
 async def watch_leases(

@@ -10,24 +10,24 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from services.common import keys
-from services.common.convert import ENGINE_FROM_PB, WEIGHTS_FROM_PB
-from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from services.common.model_dir import inspect_model_dir
-from services.worker import metrics
-from services.worker.calibration import calibrate
-from services.worker.engine.base import EngineKind
-from services.worker.engine.registry import (
+from slinfer.services.common import keys
+from slinfer.services.common.convert import ENGINE_FROM_PB, WEIGHTS_FROM_PB
+from slinfer.services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.worker import metrics
+from slinfer.services.worker.calibration import calibrate
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.registry import (
     EngineSpec,
     create_engine,
     engine_for,
     resolve_weights,
 )
-from services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.v1 import worker_pb2
 
 if TYPE_CHECKING:
-    from services.worker.server import WorkerService
+    from slinfer.services.worker.server import WorkerService
 
 
 async def load_instance(

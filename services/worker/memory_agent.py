@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from loguru import logger
 
-from services.common import keys
-from services.common.errors import NoCapacity
-from services.common.model_dir import FP32_BYTES, inspect_model_dir
-from services.memory.client import MemoryClient
-from services.memory.ledger import LedgerOp
-from services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
-from services.worker.instance import Instance, InstanceState
+from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common import keys
+from slinfer.services.common.errors import NoCapacity
+from slinfer.services.common.model_dir import FP32_BYTES, inspect_model_dir
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
+from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.v1 import memory_pb2
 
 if TYPE_CHECKING:
-    from services.worker.server import WorkerService
+    from slinfer.services.worker.server import WorkerService
 
 _DEFERRED = memory_pb2.LEDGER_STATUS_DEFERRED
 _REJECTED = memory_pb2.LEDGER_STATUS_REJECTED

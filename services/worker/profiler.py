@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.worker.engine.base import Engine, EngineRequest, Phase, SamplingParams
-from services.worker.engine.perf_version import perf_version
+from slinfer.services.worker.engine.base import Engine, EngineRequest, Phase, SamplingParams
+from slinfer.services.worker.engine.perf_version import perf_version
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,35 +21,35 @@ from pathlib import Path
 import grpc
 from loguru import logger
 
-from services.common import keys
-from services.common.convert import (
+from slinfer.policy import DeviceKind
+from slinfer.services.common import keys
+from slinfer.services.common.convert import (
     FINISH_TO_PB,
     sampling_from_pb,
 )
-from services.common.errors import (
+from slinfer.services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
     InstanceNotFound,
     InvalidArgument,
     status_of,
 )
-from services.common.serving import make_server, set_serving
-from services.common.store import Registration, Store
-from services.scheduler.policy import DeviceKind
-from services.worker import eviction, loading, metrics
-from services.worker.arbiter import DeviceArbiter, TrackedRequest
-from services.worker.calibration import hardware_label
-from services.worker.device import Device
-from services.worker.engine.base import EngineRequest, RequestOutput
-from services.worker.engine.registry import (
+from slinfer.services.common.serving import make_server, set_serving
+from slinfer.services.common.store import Registration, Store
+from slinfer.services.worker import eviction, loading, metrics
+from slinfer.services.worker.arbiter import DeviceArbiter, TrackedRequest
+from slinfer.services.worker.calibration import hardware_label
+from slinfer.services.worker.device import Device
+from slinfer.services.worker.engine.base import EngineRequest, RequestOutput
+from slinfer.services.worker.engine.registry import (
     default_engine,
     prepare_engine,
 )
-from services.worker.instance import Instance, InstanceState
-from services.worker.leases import watch_leases
-from services.worker.memory_agent import MemoryAgent
-from services.worker.profiler import ProfileCache, ProfileGrid
-from services.worker.status import instance_status, worker_stats
+from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.leases import watch_leases
+from slinfer.services.worker.memory_agent import MemoryAgent
+from slinfer.services.worker.profiler import ProfileCache, ProfileGrid
+from slinfer.services.worker.status import instance_status, worker_stats
 from slinfer.v1 import common_pb2, worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Worker"

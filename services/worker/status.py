@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB
-from services.worker import metrics
-from services.worker.instance import Instance, InstanceState
+from slinfer.services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB
+from slinfer.services.worker import metrics
+from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.v1 import common_pb2, worker_pb2
 
 if TYPE_CHECKING:
-    from services.worker.server import WorkerService
+    from slinfer.services.worker.server import WorkerService
 
 _STATE_TO_PB = {
     InstanceState.LOADING: common_pb2.INSTANCE_STATE_LOADING,

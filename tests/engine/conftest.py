@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-from services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+from slinfer.services.worker.engine.torch_engine import TorchEngine
 
 # One thread: the test machine is shared, and oversubscribed OpenMP threads make small
 # kernels orders of magnitude slower.

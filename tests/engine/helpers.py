@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineRequest,
     FinishReason,
     IterationResult,
     RequestOutput,
     SamplingParams,
 )
-from services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.engine.torch_engine import TorchEngine
 
 
 def greedy(max_tokens: int, stop: tuple[str, ...] = ()) -> SamplingParams:

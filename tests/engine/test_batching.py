@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.worker.engine.base import Phase
+from slinfer.services.worker.engine.base import Phase
 
 from .helpers import collect, greedy, request, run_to_end
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.decode_linear import MAX_ROWS, DecodeLinears
+from slinfer.services.worker.engine.decode_linear import MAX_ROWS, DecodeLinears
 
 from .helpers import collect, greedy, request
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.worker.engine.base import FinishReason, KVCapacityExceeded
+from slinfer.services.worker.engine.base import FinishReason, KVCapacityExceeded
 
 from .helpers import collect, greedy, request, run_to_end
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.base import KVCapacityExceeded
-from services.worker.engine.kv_pool import KVPool, KVSpec
+from slinfer.services.worker.engine.base import KVCapacityExceeded
+from slinfer.services.worker.engine.kv_pool import KVPool, KVSpec
 
 SPEC = KVSpec(num_layers=2, num_kv_heads=1, head_dim=2, dtype=torch.float32, block_size=4)
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     Engine,
     EngineError,
     FinishReason,
     InvalidRequest,
     NotLoaded,
 )
-from services.worker.engine.torch_config import (
+from slinfer.services.worker.engine.torch_config import (
     DTypePolicy,
     TorchEngineConfig,
     read_cpu_flags,

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from services.worker.engine.paged_attention import (
+from slinfer.services.worker.engine.paged_attention import (
     BATCH_KWARG,
     SeqChunk,
     build_paged_batch,

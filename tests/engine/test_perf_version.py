@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.worker.calibration import calibrate
-from services.worker.engine import perf_version as versions
-from services.worker.engine.base import EngineKind
-from services.worker.profiler import ProfileCache, ProfileGrid, profile_key
+from slinfer.services.worker.calibration import calibrate
+from slinfer.services.worker.engine import perf_version as versions
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.profiler import ProfileCache, ProfileGrid, profile_key
 
 GRID = ProfileGrid(prefill_tokens=(8,), decode_context=(16,), decode_batch=(1,), repeats=1)
 

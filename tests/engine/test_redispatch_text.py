@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from services.scheduler.redispatch import StreamProgress, text_after
-from services.worker.engine.detokenizer import TextStream
+from slinfer.services.scheduler.redispatch import StreamProgress, text_after
+from slinfer.services.worker.engine.detokenizer import TextStream
 from slinfer.v1 import worker_pb2
 
 TEXT = " héllo wörld ☃ snow, and xy then xyz — 日本語 done"

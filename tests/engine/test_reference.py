@@ -42,9 +42,9 @@ def test_smollm2_greedy_matches_and_knows_paris(tmp_path_factory) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
     from slinfer.models import build_smollm2
+    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     model_dir = build_smollm2()
     engine = TorchEngine(TorchEngineConfig(model_dir, 1024, dtype=DTypePolicy.FP32, num_threads=1))
@@ -74,9 +74,9 @@ def test_smollm2_batched_greedy_matches_each_alone() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
     from slinfer.models import build_smollm2
+    from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     model_dir = build_smollm2()
     engine = TorchEngine(TorchEngineConfig(model_dir, 2048, dtype=DTypePolicy.FP32, num_threads=1))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.base import FinishReason, InvalidRequest, SamplingParams
-from services.worker.engine.sampling import top_p_filter
+from slinfer.services.worker.engine.base import FinishReason, InvalidRequest, SamplingParams
+from slinfer.services.worker.engine.sampling import top_p_filter
 
 from .helpers import greedy, request, run_to_end
 

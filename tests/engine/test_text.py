@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.worker.engine.base import FinishReason
-from services.worker.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
+from slinfer.services.worker.engine.base import FinishReason
+from slinfer.services.worker.engine.detokenizer import IncrementalDetokenizer, StopStringMatcher
 
 from .helpers import greedy, request, run_to_end
 

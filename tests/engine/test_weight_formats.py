@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.quant_linear import CastLinear, Int4Linear, Int8Linear
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.quant_linear import CastLinear, Int4Linear, Int8Linear
+from slinfer.services.worker.engine.weight_format import WeightFormat
 from tests.reference import reference_model
 
 from .helpers import greedy, request, run_to_end

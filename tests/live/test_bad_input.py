@@ -6,9 +6,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from services.inprocess import LiveStack
-from services.scheduler.dispatch import DispatchConfig
 from slinfer import SlinferError
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.dispatch import DispatchConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

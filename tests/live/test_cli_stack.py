@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.etcd_process import free_port
+from slinfer.services.common.etcd_process import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -15,16 +15,16 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from services.common import keys
-from services.common.errors import FailedPrecondition
-from services.inprocess import LiveStack
-from services.scheduler.tracker import LiveRequest
-from services.worker import eviction
-from services.worker.calibration import auto_table_key
-from services.worker.engine.base import SamplingParams
-from services.worker.profiler import ProfileCache
 from slinfer import Chunk, Completion
 from slinfer.models import build_random_model
+from slinfer.services.common import keys
+from slinfer.services.common.errors import FailedPrecondition
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.tracker import LiveRequest
+from slinfer.services.worker import eviction
+from slinfer.services.worker.calibration import auto_table_key
+from slinfer.services.worker.engine.base import SamplingParams
+from slinfer.services.worker.profiler import ProfileCache
 from slinfer.v1 import common_pb2, consolidator_pb2, consolidator_pb2_grpc, worker_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -10,15 +10,15 @@ import grpc
 import pytest
 import pytest_asyncio
 
-import services.consolidator.policy as consolidation_policy
-from services.common import keys
-from services.common.errors import FailedPrecondition
-from services.common.etcd_process import start_etcd
-from services.consolidator.server import create as create_consolidator
-from services.inprocess import LiveStack
-from services.scheduler.dispatch import DispatchConfig
-from services.scheduler.policy import SystemName, system_spec
+import slinfer.policy.preemption as consolidation_policy
 from slinfer import Completion
+from slinfer.policy import SystemName, system_spec
+from slinfer.services.common import keys
+from slinfer.services.common.errors import FailedPrecondition
+from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.consolidator.server import create as create_consolidator
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.dispatch import DispatchConfig
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 from tests.live.test_consolidation import (  # noqa: F401  (model_dir, seeded: fixtures)
     PROMPT,
@@ -90,7 +90,7 @@ async def test_advisory_mode_lists_plans_and_changes_nothing(advisory: LiveStack
     ids = [p.plan_id for p in listed.plans]
     assert drain.plan_id in ids and preempt.plan_id in ids
     assert all(p.advisory and not p.executed for p in listed.plans)
-    from services.consolidator import metrics
+    from slinfer.services.consolidator import metrics
 
     advisory_count = metrics.PLANS.labels("preempt_operator", "advisory")._value.get()
     assert advisory_count >= 1

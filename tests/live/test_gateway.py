@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-from services.inprocess import LiveStack
 from slinfer import Chunk, Completion
+from slinfer.services.inprocess import LiveStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -16,13 +16,13 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from services.common.etcd_process import start_etcd
-from services.inprocess import LiveStack
-from services.memory.client import MemoryClient
-from services.memory.ledger import LedgerOp
-from services.scheduler.dispatch import DispatchConfig
 from slinfer import Completion
 from slinfer.client import SlinferError
+from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.memory.client import MemoryClient
+from slinfer.services.scheduler.dispatch import DispatchConfig
 from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -293,7 +293,7 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir):
 async def test_two_replicas_racing_never_oversubscribe(stack):
     """Forty loads of 300 kB race through two memory-service replicas onto a 3 MB node: the
     etcd transactions let exactly as many through as fit."""
-    from services.memory.server import create as create_memory
+    from slinfer.services.memory.server import create as create_memory
 
     second = create_memory(stack.etcd)
     await second.start()
@@ -340,8 +340,8 @@ async def test_two_replicas_racing_never_oversubscribe(stack):
 async def test_without_a_memory_service_the_worker_checks_measured_memory(tiny_models, profile_dir):
     """No memory service registered: loads are checked against measured free memory, as
     before the service existed, and nothing waits for a ledger."""
-    from services.common.errors import NoCapacity
-    from services.worker.server import WorkerConfig, WorkerService
+    from slinfer.services.common.errors import NoCapacity
+    from slinfer.services.worker.server import WorkerConfig, WorkerService
 
     etcd = start_etcd()
     worker = WorkerService(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from services.scheduler.live_view import ViewBuilder
-from services.scheduler.policy import PerfModel
-from services.scheduler.state import ClusterView
-from services.scheduler.tracker import Tracker
-from services.worker.engine.base import EngineKind
-from services.worker.instance import Instance
+from slinfer.policy import PerfModel
+from slinfer.services.scheduler.live_view import ViewBuilder
+from slinfer.services.scheduler.state import ClusterView
+from slinfer.services.scheduler.tracker import Tracker
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.instance import Instance
 
 TABLES = {
     "prefill_ms": [[1, 10.0], [1024, 100.0]],

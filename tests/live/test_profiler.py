@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.scheduler.policy import PerfModel
-from services.worker.engine.torch_config import TorchEngineConfig
-from services.worker.engine.torch_engine import TorchEngine
-from services.worker.profiler import ProfileCache, ProfileGrid, measure, profile_key
+from slinfer.policy import PerfModel
+from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+from slinfer.services.worker.engine.torch_engine import TorchEngine
+from slinfer.services.worker.profiler import ProfileCache, ProfileGrid, measure, profile_key
 
 
 def test_measure_gives_tables_the_policy_reads(tiny_models, tmp_path) -> None:
@@ -44,7 +44,7 @@ def test_too_small_pool_is_refused(tiny_models) -> None:
 
 
 def test_tables_measured_on_a_busy_machine_are_measured_again(tiny_models, tmp_path) -> None:
-    from services.worker.calibration import calibrate
+    from slinfer.services.worker.calibration import calibrate
 
     engine = TorchEngine(TorchEngineConfig(model_dir=tiny_models["llama"], kv_capacity_tokens=2048))
     grid = ProfileGrid(prefill_tokens=(8, 64), decode_context=(32,), decode_batch=(1, 2), repeats=1)

@@ -7,9 +7,9 @@ import json
 import pytest
 import pytest_asyncio
 
-from services.inprocess import LiveStack
-from sim.paths import traces_dir
 from slinfer.replay import ReplayConfig, replay
+from slinfer.services.inprocess import LiveStack
+from slinfer.sim.paths import traces_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

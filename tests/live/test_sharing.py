@@ -8,12 +8,12 @@ import time
 import pytest
 import pytest_asyncio
 
-from services.common import keys
-from services.inprocess import LiveStack
-from services.worker.calibration import auto_table_key, hardware_label
-from services.worker.profiler import ProfileCache
 from slinfer import Completion
 from slinfer.models import build_random_model
+from slinfer.services.common import keys
+from slinfer.services.inprocess import LiveStack
+from slinfer.services.worker.calibration import auto_table_key, hardware_label
+from slinfer.services.worker.profiler import ProfileCache
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

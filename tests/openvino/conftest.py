@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("openvino_genai", reason="OpenVINO GenAI is not installed")
 
-from services.worker.engine.openvino_engine import OpenVinoEngine  # noqa: E402
-from services.worker.engine.ov_config import OpenVinoEngineConfig  # noqa: E402
-from services.worker.engine.torch_config import DTypePolicy  # noqa: E402
-from services.worker.engine.weight_format import WeightFormat  # noqa: E402
+from slinfer.services.worker.engine.openvino_engine import OpenVinoEngine  # noqa: E402
+from slinfer.services.worker.engine.ov_config import OpenVinoEngineConfig  # noqa: E402
+from slinfer.services.worker.engine.torch_config import DTypePolicy  # noqa: E402
+from slinfer.services.worker.engine.weight_format import WeightFormat  # noqa: E402
 
 OvFactory = Callable[..., OpenVinoEngine]
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from services.worker.engine import registry
-from services.worker.engine.base import EngineKind
-from services.worker.engine.ov_convert import detect_format, is_exported, prepare_ov_model
-from services.worker.engine.ov_graph import UnsupportedModel, build_model
-from services.worker.engine.weight_choice import choose, save_result
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine import registry
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.ov_convert import detect_format, is_exported, prepare_ov_model
+from slinfer.services.worker.engine.ov_graph import UnsupportedModel, build_model
+from slinfer.services.worker.engine.weight_choice import choose, save_result
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 pytestmark = pytest.mark.openvino
 

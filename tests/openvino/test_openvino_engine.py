@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineError,
     FinishReason,
     InvalidRequest,
@@ -14,7 +14,7 @@ from services.worker.engine.base import (
     Phase,
     SamplingParams,
 )
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.weight_format import WeightFormat
 from tests.engine.helpers import collect, greedy, request, run_to_end
 from tests.reference import reference_model
 

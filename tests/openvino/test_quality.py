@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.worker.engine.base import EngineKind
-from services.worker.engine.quality import gate_text, reference, run_gate, windows
-from services.worker.engine.weight_choice import choose, save_result
-from services.worker.engine.weight_format import PPL_TOLERANCE, WeightFormat
 from slinfer.models import is_built, slinfer_home
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.quality import gate_text, reference, run_gate, windows
+from slinfer.services.worker.engine.weight_choice import choose, save_result
+from slinfer.services.worker.engine.weight_format import PPL_TOLERANCE, WeightFormat
 
 pytestmark = pytest.mark.openvino
 SMOLLM2 = slinfer_home() / "models" / "smollm2-135m-instruct"
@@ -46,7 +46,11 @@ def test_smollm2_int8_passes_the_gate_on_both_engines(tmp_path) -> None:
     """What auto picks for a measured model passes: SmolLM2 int8 (ppl within 2 %) on both
     engines, with the activation dtype this CPU runs; int4 is measured and, when it fails,
     never chosen."""
-    from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
+    from slinfer.services.worker.engine.torch_config import (
+        DTypePolicy,
+        read_cpu_flags,
+        resolve_dtype,
+    )
 
     dtype = resolve_dtype(DTypePolicy.AUTO, read_cpu_flags())
     ref = reference(SMOLLM2, max_tokens=2048, threads=2)

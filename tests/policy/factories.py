@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.scheduler.policy.model_spec import GIB, ModelSpec
-from services.scheduler.policy.perf_model import PerfModel
-from services.scheduler.policy.types import (
+from slinfer.policy.model_spec import GIB, ModelSpec
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.types import (
     DeviceKind,
     DeviceView,
     InstancePhase,

@@ -6,13 +6,13 @@ prefill 1 ms per input token, flat decode time.
 
 from __future__ import annotations
 
-from services.scheduler.policy.admission import (
+from slinfer.policy.admission import (
     AdmissionReason,
     Check,
     shadow_validate,
 )
-from services.scheduler.policy.config import PolicyConfig
-from services.scheduler.policy.types import DeviceKind, InstancePhase
+from slinfer.policy.config import PolicyConfig
+from slinfer.policy.types import DeviceKind, InstancePhase
 from tests.policy.factories import device, flat_perf, instance, req
 
 EXACT = PolicyConfig(slo_margin=1.0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from services.scheduler.policy.arbiter import Arbiter, Grant, grant_iterations
-from services.scheduler.policy.config import PolicyConfig
-from services.scheduler.policy.types import DeviceKind
+from slinfer.policy.arbiter import Arbiter, Grant, grant_iterations
+from slinfer.policy.config import PolicyConfig
+from slinfer.policy.types import DeviceKind
 from tests.policy.factories import device, instance, req, spec
 
 EXACT = PolicyConfig(slo_margin=1.0)
@@ -45,8 +45,8 @@ def test_grant_sizes() -> None:
 
 
 def test_grant_sizes_from_profiles() -> None:
-    from services.scheduler.policy.model_spec import ModelSpec
-    from sim.paths import load_profiles
+    from slinfer.policy.model_spec import ModelSpec
+    from slinfer.sim.paths import load_profiles
 
     profile = load_profiles()
     grants = {m: ModelSpec.from_profile(profile, m).gpu_decode_grant for m in ("3b", "7b", "13b")}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from services.consolidator.policy import (
+from slinfer.policy.config import PolicyConfig
+from slinfer.policy.model_spec import GIB
+from slinfer.policy.preemption import (
     PreemptKind,
     choose_victim,
     decode_victim,
@@ -11,10 +13,8 @@ from services.consolidator.policy import (
     memory_victim,
     preemption_plan,
 )
-from services.scheduler.policy.config import PolicyConfig
-from services.scheduler.policy.model_spec import GIB
-from services.scheduler.policy.shadow import ShadowInstance
-from services.scheduler.policy.types import DeviceKind, InstancePhase
+from slinfer.policy.shadow import ShadowInstance
+from slinfer.policy.types import DeviceKind, InstancePhase
 from tests.policy.factories import device, flat_perf, instance, req
 
 EXACT = PolicyConfig(slo_margin=1.0)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from services.scheduler.policy.baselines import derived_caps
-from services.scheduler.policy.perf_model import PerfModel
+from slinfer.policy.baselines import derived_caps
+from slinfer.policy.perf_model import PerfModel
 
 
 def _perf(ms_per_request: float, base_ms: float = 100.0) -> PerfModel:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.scheduler.policy.headroom import deadline_s, headroom_s
-from services.scheduler.policy.slo import SloPolicy
-from services.scheduler.policy.time_slice import device_slices, lease, time_slice
-from services.scheduler.policy.types import RequestView
+from slinfer.policy.headroom import deadline_s, headroom_s
+from slinfer.policy.slo import SloPolicy
+from slinfer.policy.time_slice import device_slices, lease, time_slice
+from slinfer.policy.types import RequestView
 from tests.policy.factories import device, flat_perf, instance, req
 
 
@@ -51,7 +51,7 @@ def test_time_slice_is_decode_time_over_tpot() -> None:
 
 
 def test_time_slice_uses_average_context_and_batch() -> None:
-    from services.scheduler.policy.perf_model import PerfModel
+    from slinfer.policy.perf_model import PerfModel
 
     rows = [[1, 10.0], [4, 40.0]]
     perf = PerfModel.from_tables([[1, 1.0]], [(100, rows), (300, [[1, 30.0], [4, 120.0]])])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.memory.ledger import Ledger, LedgerOp, LedgerRequest, LedgerStatus
-from services.memory.policy import KvAllocation, KvScaling, KvScalingConfig, plan_kv
-from services.memory.state import NodeBook
+from slinfer.policy.kv_scaling import KvAllocation, KvScaling, KvScalingConfig, plan_kv
+from slinfer.policy.ledger import Ledger, LedgerOp, LedgerRequest, LedgerStatus
+from slinfer.services.memory.state import NodeBook
 
 
 @dataclass

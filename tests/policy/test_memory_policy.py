@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.memory.policy import (
+from slinfer.policy.kv_scaling import (
     Footprint,
     Ledger,
     LedgerError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.consolidator.occupancy import NodeUsage
-from services.scheduler.state import ClusterView
+from slinfer.services.consolidator.occupancy import NodeUsage
+from slinfer.services.scheduler.state import ClusterView
 
 
 def _view(*placements: tuple[str, str]) -> ClusterView:

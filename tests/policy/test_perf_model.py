@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.scheduler.policy.errors import InvalidProfile, ProfileNotFound
-from services.scheduler.policy.perf_model import Extrapolation, PerfModel
-from services.scheduler.policy.types import DeviceKind
-from sim.paths import load_profiles
+from slinfer.policy.errors import InvalidProfile, ProfileNotFound
+from slinfer.policy.perf_model import Extrapolation, PerfModel
+from slinfer.policy.types import DeviceKind
+from slinfer.sim.paths import load_profiles
 
 PREFILL = [[1, 20], [128, 24], [256, 30], [512, 50], [1024, 89], [2048, 169], [4096, 336]]
 DECODE = [

@@ -7,13 +7,13 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.policy.admission import shadow_validate
-from services.scheduler.policy.config import PolicyConfig
-from services.scheduler.policy.model_spec import ModelSpec
-from services.scheduler.policy.perf_model import PerfModel
-from services.scheduler.policy.time_slice import device_slices
-from services.scheduler.policy.types import DeviceKind, InstanceView, RequestView
-from sim.paths import load_profiles
+from slinfer.policy.admission import shadow_validate
+from slinfer.policy.config import PolicyConfig
+from slinfer.policy.model_spec import ModelSpec
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.time_slice import device_slices
+from slinfer.policy.types import DeviceKind, InstanceView, RequestView
+from slinfer.sim.paths import load_profiles
 from tests.policy.factories import device, instance
 
 PROFILE = load_profiles()
@@ -60,7 +60,7 @@ def test_slices_never_exceed_the_device(arrivals: list, kind: DeviceKind, margin
 @given(arrivals=ARRIVALS)
 def test_planned_memory_never_exceeds_the_gpu(arrivals: list) -> None:
     """Admitted KV demand plus weights stays within the GPU's memory."""
-    from services.memory.policy import kv_demand
+    from slinfer.policy.kv_scaling import kv_demand
 
     insts = [instance(f"i{k}", (), perf=GPU_PERF, model=SPEC, kv_gb=0.0) for k in range(4)]
     memory_gb = 60.0

@@ -7,21 +7,21 @@ from types import MappingProxyType
 
 import pytest
 
-from services.scheduler.policy.baselines import (
+from slinfer.policy.baselines import (
     accepts_instance,
     device_sized_kv_bytes,
     throttle_wakeup_s,
     throttles,
 )
-from services.scheduler.policy.config import PolicyConfig
-from services.scheduler.policy.dispatch import DispatchKind, decide
-from services.scheduler.policy.keep_alive import KeepAlive, reclaim_due
-from services.scheduler.policy.model_spec import GIB, ConcurrencyCaps
-from services.scheduler.policy.placement import place
-from services.scheduler.policy.routing import route
-from services.scheduler.policy.systems import SystemName, system_spec
-from services.scheduler.policy.types import DeviceKind, InstancePhase
-from services.scheduler.policy.view import DispatchView
+from slinfer.policy.config import PolicyConfig
+from slinfer.policy.dispatch import DispatchKind, decide
+from slinfer.policy.keep_alive import KeepAlive, reclaim_due
+from slinfer.policy.model_spec import GIB, ConcurrencyCaps
+from slinfer.policy.placement import place
+from slinfer.policy.routing import route
+from slinfer.policy.systems import SystemName, system_spec
+from slinfer.policy.types import DeviceKind, InstancePhase
+from slinfer.policy.view import DispatchView
 from tests.policy.factories import device, flat_perf, instance, req, spec
 
 EXACT = PolicyConfig(slo_margin=1.0)
@@ -196,7 +196,7 @@ def test_keep_alive_reclaim() -> None:
 
 
 def test_system_registry() -> None:
-    from services.scheduler.policy.errors import UnknownSystem
+    from slinfer.policy.errors import UnknownSystem
 
     assert system_spec("sllm+c+s").shares == 2
     assert system_spec(SystemName.SLINFER).preempt

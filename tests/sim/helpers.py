@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from services.scheduler.policy.systems import SystemName, system_spec
-from sim.cluster import ClusterSpec, default_cluster
-from sim.driver import Simulator
-from sim.paths import load_profiles
-from sim.trace import Trace, TraceRequest
-from sim.world import SimConfig
+from slinfer.policy.systems import SystemName, system_spec
+from slinfer.sim.cluster import ClusterSpec, default_cluster
+from slinfer.sim.driver import Simulator
+from slinfer.sim.paths import load_profiles
+from slinfer.sim.trace import Trace, TraceRequest
+from slinfer.sim.world import SimConfig
 
 
 def synthetic_trace(rows: list[tuple[float, int, int, int]], duration_s: float = 60.0) -> Trace:

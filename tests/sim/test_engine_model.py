@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from services.memory.policy import OutputHistory
-from services.scheduler.policy.types import DeviceKind
-from sim.engine_model import EngineModel
-from sim.state import SimInstance, SimNode, SimRequest
+from slinfer.policy.kv_scaling import OutputHistory
+from slinfer.policy.types import DeviceKind
+from slinfer.sim.engine_model import EngineModel
+from slinfer.sim.state import SimInstance, SimNode, SimRequest
 from tests.policy.factories import flat_perf, spec
 
 

@@ -6,13 +6,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.policy.model_spec import GIB
-from services.scheduler.policy.systems import SystemName
-from sim.cluster import ClusterSpec, default_cluster
-from sim.paths import default_trace, load_profiles
-from sim.run import RunSpec, run
-from sim.state import RequestState
-from sim.trace import load_trace
+from slinfer.policy.model_spec import GIB
+from slinfer.policy.systems import SystemName
+from slinfer.sim.cluster import ClusterSpec, default_cluster
+from slinfer.sim.paths import default_trace, load_profiles
+from slinfer.sim.run import RunSpec, run
+from slinfer.sim.state import RequestState
+from slinfer.sim.trace import load_trace
 from tests.sim.helpers import make_sim, synthetic_trace
 
 
@@ -146,7 +146,7 @@ def test_gpu_memory_accounting_holds_under_load() -> None:
 
 
 def test_cli_prints_the_metrics(capsys: pytest.CaptureFixture[str]) -> None:
-    from sim.__main__ import main
+    from slinfer.sim.__main__ import main
 
     assert main(["--system", "slinfer", "--model", "3b", "--models", "16", "--duration", "10"]) == 0
     out = capsys.readouterr().out

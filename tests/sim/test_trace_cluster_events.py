@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from services.scheduler.policy.model_spec import GIB
-from services.scheduler.policy.types import DeviceKind
-from sim.cluster import cluster_from_dict, default_cluster
-from sim.events import EventQueue, Phase
-from sim.paths import default_trace, load_profiles, shared_dir
-from sim.trace import TraceError, group_size_of, load_trace, select_functions
+from slinfer.policy.model_spec import GIB
+from slinfer.policy.types import DeviceKind
+from slinfer.sim.cluster import cluster_from_dict, default_cluster
+from slinfer.sim.events import EventQueue, Phase
+from slinfer.sim.paths import default_trace, load_profiles, shared_dir
+from slinfer.sim.trace import TraceError, group_size_of, load_trace, select_functions
 
 
 def test_shared_dir_is_next_to_the_repo_or_overridden(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.worker.engine.base import EngineRequest, RequestOutput, SamplingParams
+from slinfer.services.worker.engine.base import EngineRequest, RequestOutput, SamplingParams
 
 KV_TOKENS = 2048
 PROMPT = "The capital of France is Paris. The capital of Germany is"
@@ -20,7 +20,7 @@ THREADS = 1  # the dev box has 2 cores shared with other work: 2 OpenMP threads 
 
 
 def fp32():
-    from services.worker.engine.vllm_config import VllmOptions
+    from slinfer.services.worker.engine.vllm_config import VllmOptions
 
     # fp32 on every CPU, so that comparisons with transformers and TorchEngine are exact.
     return VllmOptions(dtype="float32")
@@ -47,7 +47,7 @@ def vllm_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def llama_engine(vllm_importable: None, vllm_models: dict[str, Path]) -> Iterator:
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     path = vllm_models["llama"]
     engine = VllmEngine(path, kv_capacity_tokens=KV_TOKENS, num_threads=THREADS, options=fp32())

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     Engine,
     EngineError,
     EngineRequest,
@@ -54,8 +54,8 @@ def test_greedy_equals_transformers_and_torch_engine(llama_engine, vllm_models) 
     assert outs[-1].finished and outs[-1].completion_tokens == len(got)
 
     try:
-        from services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
-        from services.worker.engine.torch_engine import TorchEngine
+        from slinfer.services.worker.engine.torch_config import DTypePolicy, TorchEngineConfig
+        from slinfer.services.worker.engine.torch_engine import TorchEngine
     except ImportError:
         pytest.skip("services/worker/engine/torch_engine.py is not there yet")
     torch_engine = TorchEngine(

@@ -9,8 +9,8 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from services.inprocess import LiveStack
 from slinfer import Chunk, Completion, SlinferError
+from slinfer.services.inprocess import LiveStack
 
 pytestmark = [pytest.mark.vllm, pytest.mark.asyncio(loop_scope="session")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.worker.engine.base import EngineRequest, NotLoaded
+from slinfer.services.worker.engine.base import EngineRequest, NotLoaded
 
 from .conftest import KV_TOKENS, PROMPT, THREADS, fp32, greedy, run_to_end, tokens
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.vllm
 
 @pytest.fixture(scope="module")
 def two_engines(vllm_importable, vllm_models):
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     engines = {
         name: VllmEngine(path, kv_capacity_tokens=KV_TOKENS, num_threads=THREADS, options=fp32())

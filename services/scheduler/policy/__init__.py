@@ -14,25 +14,25 @@ functions. Public API (import from the submodules, or from here):
 - `system_spec(SystemName)` — the evaluated systems and baselines (§6)
 """
 
-from services.scheduler.policy.admission import (
+from slinfer.policy.admission import (
     AdmissionDecision,
     AdmissionReason,
     Check,
     shadow_validate,
 )
-from services.scheduler.policy.arbiter import Arbiter, Grant, grant_iterations
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.dispatch import DispatchDecision, DispatchKind, decide
-from services.scheduler.policy.headroom import deadline_s, headroom_s
-from services.scheduler.policy.keep_alive import KeepAlive, reclaim_due
-from services.scheduler.policy.model_spec import ModelSpec
-from services.scheduler.policy.perf_model import Extrapolation, PerfModel
-from services.scheduler.policy.placement import PlacementDecision, place
-from services.scheduler.policy.routing import RouteDecision, route
-from services.scheduler.policy.slo import Slo, SloPolicy
-from services.scheduler.policy.systems import Sharing, SystemName, SystemSpec, system_spec
-from services.scheduler.policy.time_slice import Lease, device_slices, lease, time_slice
-from services.scheduler.policy.types import (
+from slinfer.policy.arbiter import Arbiter, Grant, grant_iterations
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.dispatch import DispatchDecision, DispatchKind, decide
+from slinfer.policy.headroom import deadline_s, headroom_s
+from slinfer.policy.keep_alive import KeepAlive, reclaim_due
+from slinfer.policy.model_spec import ModelSpec
+from slinfer.policy.perf_model import Extrapolation, PerfModel
+from slinfer.policy.placement import PlacementDecision, place
+from slinfer.policy.routing import RouteDecision, route
+from slinfer.policy.slo import Slo, SloPolicy
+from slinfer.policy.systems import Sharing, SystemName, SystemSpec, system_spec
+from slinfer.policy.time_slice import Lease, device_slices, lease, time_slice
+from slinfer.policy.types import (
     DeviceKind,
     DeviceLike,
     DeviceView,
@@ -42,7 +42,7 @@ from services.scheduler.policy.types import (
     RequestLike,
     RequestView,
 )
-from services.scheduler.policy.view import DispatchView
+from slinfer.policy.view import DispatchView
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -18,12 +18,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from services.memory.policy import kv_demand
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.headroom import deadline_s
-from services.scheduler.policy.shadow import ShadowInstance
-from services.scheduler.policy.time_slice import device_slices
-from services.scheduler.policy.types import (
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.headroom import deadline_s
+from slinfer.policy.kv_scaling import kv_demand
+from slinfer.policy.shadow import ShadowInstance
+from slinfer.policy.time_slice import device_slices
+from slinfer.policy.types import (
     DeviceLike,
     InstanceLike,
     InstancePhase,

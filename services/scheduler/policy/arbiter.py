@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.types import DeviceKind, DeviceLike, InstanceLike
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.types import DeviceKind, DeviceLike, InstanceLike
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.scheduler.policy.admission import AdmissionDecision, AdmissionReason
-from services.scheduler.policy.model_spec import ConcurrencyCaps, ModelSpec
-from services.scheduler.policy.perf_model import PerfModel
-from services.scheduler.policy.systems import Sharing, SystemSpec
-from services.scheduler.policy.types import DeviceKind, DeviceLike, InstanceLike, InstancePhase
+from slinfer.policy.admission import AdmissionDecision, AdmissionReason
+from slinfer.policy.model_spec import ConcurrencyCaps, ModelSpec
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.systems import Sharing, SystemSpec
+from slinfer.policy.types import DeviceKind, DeviceLike, InstanceLike, InstancePhase
 
 # Models that fill a whole CPU socket, so static sharing never co-locates them (artifact).
 CPU_EXCLUSIVE_MODELS = frozenset({"llama-2-13b"})

@@ -14,21 +14,21 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import services.consolidator.policy as consolidator
-from services.memory.policy import watermark_target
-from services.scheduler.policy.admission import AdmissionReason, memory_check
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.placement import place
-from services.scheduler.policy.routing import busiest_first, route
-from services.scheduler.policy.shadow import ShadowInstance
-from services.scheduler.policy.systems import SystemSpec
-from services.scheduler.policy.types import (
+import slinfer.policy.preemption as consolidator
+from slinfer.policy.admission import AdmissionReason, memory_check
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.kv_scaling import watermark_target
+from slinfer.policy.placement import place
+from slinfer.policy.routing import busiest_first, route
+from slinfer.policy.shadow import ShadowInstance
+from slinfer.policy.systems import SystemSpec
+from slinfer.policy.types import (
     DeviceLike,
     InstanceLike,
     InstancePhase,
     RequestLike,
 )
-from services.scheduler.policy.view import DispatchView
+from slinfer.policy.view import DispatchView
 
 
 class DispatchKind(enum.Enum):

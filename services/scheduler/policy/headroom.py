@@ -7,7 +7,7 @@ excuse this is exactly DESIGN.md's formula.
 
 from __future__ import annotations
 
-from services.scheduler.policy.types import RequestLike
+from slinfer.policy.types import RequestLike
 
 
 def deadline_s(request: RequestLike, margin: float = 1.0) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.scheduler.policy.types import DeviceKind, InstanceLike, InstancePhase
+from slinfer.policy.types import DeviceKind, InstanceLike, InstancePhase
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from services.scheduler.policy.errors import ProfileNotFound
-from services.scheduler.policy.types import DeviceKind
+from slinfer.policy.errors import ProfileNotFound
+from slinfer.policy.types import DeviceKind
 
 GIB = 1 << 30
 KIB = 1 << 10

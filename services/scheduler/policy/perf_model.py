@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.scheduler.policy.errors import InvalidProfile, ProfileNotFound
-from services.scheduler.policy.types import DeviceKind
+from slinfer.policy.errors import InvalidProfile, ProfileNotFound
+from slinfer.policy.types import DeviceKind
 
 DEFAULT_SAFETY: Mapping[DeviceKind, float] = {DeviceKind.GPU: 1.05, DeviceKind.CPU: 1.1}
 

@@ -12,24 +12,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.memory.policy import watermark_target
-from services.scheduler.policy.admission import AdmissionReason, shadow_validate
-from services.scheduler.policy.baselines import (
+from slinfer.policy.admission import AdmissionReason, shadow_validate
+from slinfer.policy.baselines import (
     accepts_instance,
     cap_admit,
     device_sized_kv_bytes,
 )
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.systems import SystemSpec
-from services.scheduler.policy.time_slice import device_slices
-from services.scheduler.policy.types import (
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.kv_scaling import watermark_target
+from slinfer.policy.systems import SystemSpec
+from slinfer.policy.time_slice import device_slices
+from slinfer.policy.types import (
     DeviceKind,
     DeviceLike,
     InstancePhase,
     InstanceView,
     RequestLike,
 )
-from services.scheduler.policy.view import DispatchView
+from slinfer.policy.view import DispatchView
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.scheduler.policy.admission import AdmissionReason, shadow_validate
-from services.scheduler.policy.baselines import cap_admit, round_robin
-from services.scheduler.policy.config import DEFAULT_CONFIG, PolicyConfig
-from services.scheduler.policy.systems import SystemSpec
-from services.scheduler.policy.types import InstanceLike, InstancePhase, RequestLike
-from services.scheduler.policy.view import DispatchView
+from slinfer.policy.admission import AdmissionReason, shadow_validate
+from slinfer.policy.baselines import cap_admit, round_robin
+from slinfer.policy.config import DEFAULT_CONFIG, PolicyConfig
+from slinfer.policy.systems import SystemSpec
+from slinfer.policy.types import InstanceLike, InstancePhase, RequestLike
+from slinfer.policy.view import DispatchView
 
 
 @dataclass(frozen=True, slots=True)

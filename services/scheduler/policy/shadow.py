@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from services.scheduler.policy.headroom import deadline_s
-from services.scheduler.policy.types import InstanceLike, InstancePhase, RequestLike
+from slinfer.policy.headroom import deadline_s
+from slinfer.policy.types import InstanceLike, InstancePhase, RequestLike
 
 if TYPE_CHECKING:
-    from services.scheduler.policy.model_spec import ModelSpec
-    from services.scheduler.policy.perf_model import PerfModel
+    from slinfer.policy.model_spec import ModelSpec
+    from slinfer.policy.perf_model import PerfModel
 
 
 class ShadowInstance:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from services.scheduler.policy.errors import UnknownSystem
+from slinfer.policy.errors import UnknownSystem
 
 
 class SystemName(enum.Enum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.scheduler.policy.types import DeviceLike, InstanceLike
+from slinfer.policy.types import DeviceLike, InstanceLike
 
 
 @dataclass(frozen=True, slots=True)

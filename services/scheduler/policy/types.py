@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from services.scheduler.policy.model_spec import ModelSpec
-    from services.scheduler.policy.perf_model import PerfModel
+    from slinfer.policy.model_spec import ModelSpec
+    from slinfer.policy.perf_model import PerfModel
 
 
 class DeviceKind(enum.Enum):
@@ -183,7 +183,7 @@ class InstanceView:
         return sum(r.input_tokens + r.output_tokens for r in self.requests)
 
     def earliest_deadline_s(self, margin: float) -> float | None:
-        from services.scheduler.policy.headroom import deadline_s
+        from slinfer.policy.headroom import deadline_s
 
         return min((deadline_s(r, margin) for r in self.requests), default=None)
 

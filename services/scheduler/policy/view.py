@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from services.scheduler.policy.model_spec import ModelSpec
-from services.scheduler.policy.perf_model import PerfModel
-from services.scheduler.policy.types import DeviceKind, DeviceLike, InstanceLike
+from slinfer.policy.model_spec import ModelSpec
+from slinfer.policy.perf_model import PerfModel
+from slinfer.policy.types import DeviceKind, DeviceLike, InstanceLike
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Measure the CPU engine in fp32 and bf16 side by side (docs/ENGINE.md, "dtype").
 
-    python -m services.worker.engine.bench_dtype [MODEL_DIR] [--threads N] [--repeats R]
+    python -m slinfer.services.worker.engine.bench_dtype [MODEL_DIR] [--threads N] [--repeats R]
 
 Without MODEL_DIR it builds (or reuses) SmolLM2-135M-Instruct. Prints, per dtype: prefill of
 a 128-token prompt, decode step time at batch 1 and 8 (context ~128), and greedy tokens/s of

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.base import (
+from slinfer.services.worker.engine.base import (
     EngineError,
     EngineKind,
     EngineRequest,
@@ -40,11 +40,11 @@ from services.worker.engine.base import (
     Phase,
     RequestOutput,
 )
-from services.worker.engine.detokenizer import TextStream
-from services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
-from services.worker.engine.ov_graph import MAX_ROPE_POSITIONS
-from services.worker.engine.ov_pipeline import OvPipeline
-from services.worker.engine.ov_requests import OvSequence, OvStatus, blocks, plan_kv
+from slinfer.services.worker.engine.detokenizer import TextStream
+from slinfer.services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
+from slinfer.services.worker.engine.ov_graph import MAX_ROPE_POSITIONS
+from slinfer.services.worker.engine.ov_pipeline import OvPipeline
+from slinfer.services.worker.engine.ov_requests import OvSequence, OvStatus, blocks, plan_kv
 
 BATCH_SIZE_HISTORY = 1024
 
@@ -55,7 +55,7 @@ class OpenVinoEngine:
     def __init__(self, config: OpenVinoEngineConfig) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
-        from services.worker.engine.torch_engine import _eos_token_ids
+        from slinfer.services.worker.engine.torch_engine import _eos_token_ids
 
         self.config = config
         self.model_dir = Path(config.model_dir)

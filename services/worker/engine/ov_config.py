@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.torch_config import DTypePolicy, read_cpu_flags, resolve_dtype
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 # The CPU plugin's paged-attention block (tokens per KV block); GPU plugins use 16.
 CPU_BLOCK_SIZE = 32

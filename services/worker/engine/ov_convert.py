@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 # Bump when the converter's output changes (graph or quantization): old conversions are
 # then never read again.
@@ -124,7 +124,7 @@ def prepare_ov_model(
 def convert(model_dir: Path, target: Path, fmt: WeightFormat, progress: ProgressFn | None) -> None:
     import openvino as ov
 
-    from services.worker.engine.ov_graph import build_model
+    from slinfer.services.worker.engine.ov_graph import build_model
 
     def layers(done: int, total: int) -> None:
         if progress is not None:

