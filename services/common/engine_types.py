@@ -23,6 +23,33 @@ class FinishReason(enum.Enum):
 class EngineKind(enum.Enum):
     TORCH = "torch"
     VLLM = "vllm"
+    OPENVINO = "openvino"
+
+
+class WeightFormat(enum.Enum):
+    """How an instance stores its projection weights, chosen per deploy (docs/ENGINE.md)."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+    @classmethod
+    def parse(cls, value: str | WeightFormat | None) -> WeightFormat:
+        if isinstance(value, WeightFormat):
+            return value
+        if not value:
+            return cls.AUTO
+        try:
+            return cls(value.lower())
+        except ValueError:
+            names = "|".join(f.value for f in cls)
+            raise ValueError(f"unknown weight format {value!r}; use one of {names}") from None
+
+    @property
+    def quantized(self) -> bool:
+        return self in (WeightFormat.INT8, WeightFormat.INT4)
 
 
 class EngineError(Exception):

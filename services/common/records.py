@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from slinfer.policy import DeviceKind
-from slinfer.services.common.engine_types import EngineKind
+from slinfer.services.common.engine_types import EngineKind, WeightFormat
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -171,9 +171,11 @@ class InstanceRecord:
     state: InstanceState
     engine: EngineKind | None = None  # None: not known yet (a load the scheduler asked for)
     path: str = ""
+    weights: WeightFormat = WeightFormat.AUTO  # the format it runs (AUTO: not resolved yet)
     kv_capacity_tokens: int = 0
     kv_bytes_per_token: int = 0  # 0: not measured yet (the engine is not up)
     kv_resizable: bool = False
+    kv_block_tokens: int = 16  # KV targets in whole blocks (OpenVINO 32, PyTorch 16)
     weights_bytes: int = 0  # 0: not measured yet
     max_model_len: int = 0
     load_s: float = 0.0
@@ -197,9 +199,11 @@ class InstanceRecord:
             state=f.choice("state", InstanceState),
             engine=f.choice("engine", EngineKind, None),
             path=f.text("path", ""),
+            weights=f.choice("weights", WeightFormat, WeightFormat.AUTO),
             kv_capacity_tokens=f.integer("kv_capacity_tokens", 0),
             kv_bytes_per_token=f.integer("kv_bytes_per_token", 0),
             kv_resizable=f.flag("kv_resizable", False),
+            kv_block_tokens=f.integer("kv_block_tokens", 16),
             weights_bytes=f.integer("weights_bytes", 0),
             max_model_len=f.integer("max_model_len", 0),
             load_s=f.number("load_s", 0.0),
@@ -226,6 +230,7 @@ class ModelRecord:
     tpot_slo_s: float | None = None
     keep_alive_s: float | None = None
     kv_capacity_tokens: int | None = None
+    weights: WeightFormat = WeightFormat.AUTO
     max_model_len: int = 0
     vocab_size: int = 0
     architecture: str = ""
@@ -245,6 +250,7 @@ class ModelRecord:
             tpot_slo_s=f.number("tpot_slo_s", None),
             keep_alive_s=f.number("keep_alive_s", None),
             kv_capacity_tokens=f.integer("kv_capacity_tokens", None),
+            weights=f.choice("weights", WeightFormat, WeightFormat.AUTO),
             max_model_len=f.integer("max_model_len", 0),
             vocab_size=f.integer("vocab_size", 0),
             architecture=f.text("architecture", ""),

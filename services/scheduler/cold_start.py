@@ -16,7 +16,7 @@ import uuid
 from slinfer.services.cluster.live_view import PendingLoad
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.workers import WorkerClients
-from slinfer.services.common.convert import ENGINE_TO_PB
+from slinfer.services.common.convert import ENGINE_TO_PB, WEIGHTS_TO_PB
 from slinfer.services.common.errors import WorkerUnavailable
 from slinfer.services.common.records import InstanceState, ModelRecord
 from slinfer.services.scheduler import metrics
@@ -73,6 +73,7 @@ class ColdStarts:
             path=model.path,
             engine=ENGINE_TO_PB[model.engine] if model.engine else common_pb2.ENGINE_KIND_AUTO,
             kv_capacity_tokens=kv_tokens,
+            weights=WEIGHTS_TO_PB[model.weights],
         )
         t0 = time.monotonic()
         await self.workers.stub(node.address).LoadInstance(req, timeout=self.config.load_timeout_s)

@@ -112,7 +112,7 @@ class KvScaler:
             node_planned = node_planned_now
         alloc = KvAllocation(
             kv_bytes_per_token=max(rec.kv_bytes_per_token, 1),
-            block_tokens=KV_BLOCK_TOKENS,
+            block_tokens=rec.kv_block_tokens or KV_BLOCK_TOKENS,
             allocated_bytes=planned_kv,
             node_free_bytes=int(book["capacity_bytes"]) - node_planned,
         )

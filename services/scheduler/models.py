@@ -12,8 +12,10 @@ from slinfer.services.common.convert import (
     DEVICE_TO_PB,
     ENGINE_FROM_PB,
     ENGINE_TO_PB,
+    WEIGHTS_FROM_PB,
+    WEIGHTS_TO_PB,
 )
-from slinfer.services.common.engine_types import EngineKind
+from slinfer.services.common.engine_types import EngineKind, WeightFormat
 from slinfer.services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -47,8 +49,15 @@ def spec_from_request(req: gateway_pb2.DeployModelRequest) -> ModelRecord:
         raise InvalidArgument(f"unknown device {req.device}")
     engine = ENGINE_FROM_PB[req.engine]
     device = DEVICE_FROM_PB[req.device]
-    if engine is EngineKind.TORCH and device is DeviceKind.GPU:
-        raise InvalidArgument("engine torch runs on CPU nodes; use engine vllm for device gpu")
+    if engine is EngineKind.OPENVINO and device is DeviceKind.GPU:
+        raise InvalidArgument("engine openvino runs on CPU nodes; use engine vllm for device gpu")
+    if req.weights not in WEIGHTS_FROM_PB:
+        raise InvalidArgument(f"unknown weight format {req.weights}")
+    weights = WEIGHTS_FROM_PB[req.weights]
+    if engine is EngineKind.VLLM and weights is not WeightFormat.AUTO:
+        raise InvalidArgument(
+            "engine vllm runs the checkpoint's own weights; deploy it with weights auto"
+        )
     kv = req.kv_capacity_tokens if req.HasField("kv_capacity_tokens") else None
     if kv is not None and kv <= 0:
         raise InvalidArgument(f"kv_capacity_tokens must be > 0, got {kv}")
@@ -63,6 +72,7 @@ def spec_from_request(req: gateway_pb2.DeployModelRequest) -> ModelRecord:
             "keep_alive_s", req.keep_alive_s if req.HasField("keep_alive_s") else None, zero_ok=True
         ),
         kv_capacity_tokens=kv,
+        weights=weights,
         max_model_len=info.max_model_len,
         vocab_size=info.vocab_size,
         architecture=info.architecture,
@@ -90,6 +100,7 @@ def model_info(
         instances=instances,
         created_at=spec.created_at,
         vocab_size=spec.vocab_size,
+        weights=WEIGHTS_TO_PB[spec.weights],
     )
 
 

@@ -19,6 +19,7 @@ from loguru import logger
 
 from slinfer.policy import DeviceKind, ModelSpec, PerfModel
 from slinfer.policy.perf_model import DEFAULT_SAFETY
+from slinfer.services.common.engine_types import EngineKind, WeightFormat
 from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.worker.engine.base import Engine
 from slinfer.services.worker.profiler import (
@@ -45,9 +46,52 @@ class Calibration:
 
 
 def hardware_label(kind: str, threads: int) -> str:
-    """Nodes with the same label share measured tables (same CPU model and thread count)."""
-    digest = hashlib.sha256(f"{cpu_name()}|{threads}".encode()).hexdigest()[:8]
+    """Nodes with the same label share measured tables: same CPU model, thread count and
+    default engine (what `engine=auto` runs there; a model's tables in etcd are per label,
+    so an OpenVINO node's never stand for a PyTorch node's)."""
+    from slinfer.services.worker.engine.registry import default_engine
+
+    engine = default_engine(kind).value
+    digest = hashlib.sha256(f"{cpu_name()}|{threads}|{engine}".encode()).hexdigest()[:8]
     return f"{kind}-{threads}t-{digest}"
+
+
+def table_key(
+    model_dir: Path,
+    engine: EngineKind,
+    dtype: str,
+    weights: WeightFormat | None,
+    threads: int,
+    kind: str,
+) -> str:
+    """The cache key of an instance's tables: they belong to the engine *and* the weight
+    format it runs (an int8 instance is never timed by its fp32 sibling's tables)."""
+    if weights is not None:
+        dtype = f"{dtype}+w{weights.value}"
+    return profile_key(model_dir, engine.value, dtype, threads, kind)
+
+
+def auto_table_key(
+    model_dir: Path,
+    threads: int,
+    kind: str = "cpu",
+    engine: EngineKind | None = None,
+    weights: WeightFormat = WeightFormat.AUTO,
+) -> str:
+    """The key a worker of this node kind uses for a deploy with these choices (tests seed
+    tables under it)."""
+    from slinfer.services.worker.engine.registry import EngineSpec, engine_for, resolve_weights
+    from slinfer.services.worker.engine.torch_config import (
+        cpu_dtype_from_env,
+        read_cpu_flags,
+        resolve_dtype,
+    )
+
+    chosen = engine_for(kind, engine, model_dir)
+    device = "cuda" if kind == "gpu" else "cpu"
+    fmt = resolve_weights(chosen, EngineSpec(model_dir, 0, device, weights=weights))
+    dtype = str(resolve_dtype(cpu_dtype_from_env(), read_cpu_flags())).replace("torch.", "")
+    return table_key(model_dir, chosen, dtype, fmt, threads, kind)
 
 
 def calibrate(
@@ -62,7 +106,7 @@ def calibrate(
     """Runs on the device thread (it steps the engine when measuring)."""
     stats = engine.stats()
     dtype = str(getattr(engine, "dtype", "default")).replace("torch.", "")
-    key = profile_key(model_dir, engine.kind.value, dtype, threads, kind)
+    key = table_key(model_dir, engine.kind, dtype, getattr(engine, "weights", None), threads, kind)
     t0 = time.perf_counter()
     vocab = int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
     tables = cache.get(key)
@@ -78,7 +122,11 @@ def calibrate(
     perf = PerfModel.from_tables(
         tables["prefill_ms"], tables["decode_ms"], DEFAULT_SAFETY[device_kind]
     )
-    block = int(getattr(getattr(engine, "kv_spec", None), "block_size", 16) or 16)
+    block = int(
+        getattr(getattr(engine, "kv_spec", None), "block_size", None)
+        or getattr(engine, "block_size", None)
+        or 16
+    )
     spec = ModelSpec(
         name=model_id,
         weights_bytes=max(stats.weights_bytes, 1),

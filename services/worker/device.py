@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -65,6 +66,10 @@ class Device:
         self.iterations = 0
         self.iteration_s_total = 0.0
         self.calibration = DeviceCalibration(prefill_window_s)
+        # (start, end, instance, phase, batch) of recent iterations as the loop saw them:
+        # perf_counter times around the grant's executor hop, so start-to-start gaps hold the
+        # arbiter's decision, the hop and the dispatch too (bench/engine.py reads them).
+        self.iteration_log: deque[tuple[float, float, str, str, int]] = deque(maxlen=4096)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on the device thread, between iterations."""
@@ -117,7 +122,11 @@ class Device:
                 try:
                     started, t0 = time.time(), time.perf_counter()
                     result, stats = await self.call(_step, inst.engine)
-                    wall_s = time.perf_counter() - t0
+                    ended = time.perf_counter()
+                    wall_s = ended - t0
+                    self.iteration_log.append(
+                        (t0, ended, inst.instance_id, result.phase.value, result.batch_size)
+                    )
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # an engine bug must not stop the other instances

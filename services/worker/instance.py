@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from slinfer.services.common.engine_types import WeightFormat
 from slinfer.services.common.records import InstanceRecord, InstanceState
 from slinfer.services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
 
@@ -22,6 +23,7 @@ class Instance:
     path: str
     engine_kind: EngineKind
     kv_capacity_tokens: int
+    weights: WeightFormat = WeightFormat.AUTO  # resolved at load: what the instance runs
     state: InstanceState = InstanceState.LOADING
     engine: Engine | None = None
     load_s: float = 0.0
@@ -55,9 +57,11 @@ class Instance:
             state=self.state,
             engine=self.engine_kind,
             path=self.path,
+            weights=self.weights,
             kv_capacity_tokens=s.kv_capacity_tokens if s else self.kv_capacity_tokens,
             kv_bytes_per_token=s.kv_bytes_per_token if s else 0,
             kv_resizable=s.kv_resizable if s else False,
+            kv_block_tokens=_block_tokens(self.engine),
             weights_bytes=s.weights_bytes if s else 0,
             max_model_len=s.max_model_len if s else 0,
             load_s=round(self.load_s, 4),
@@ -65,3 +69,9 @@ class Instance:
             profile_s=round(self.profile_s, 4),
             error=self.error,
         )
+
+
+def _block_tokens(engine: Engine | None) -> int:
+    """Tokens per KV block of the instance's engine (OpenVINO 32, PyTorch 16)."""
+    spec = getattr(engine, "kv_spec", None)
+    return int(getattr(spec, "block_size", 0) or getattr(engine, "block_size", 0) or 16)

@@ -23,6 +23,7 @@ from dataclasses import replace
 from loguru import logger
 
 from slinfer.services.common import keys
+from slinfer.services.common.convert import ENGINE_FROM_PB, WEIGHTS_FROM_PB
 from slinfer.services.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -38,7 +39,12 @@ from slinfer.services.worker.engine.base import (
     FinishReason,
     RequestOutput,
 )
-from slinfer.services.worker.engine.registry import EngineSpec, create_engine, default_engine
+from slinfer.services.worker.engine.registry import (
+    EngineSpec,
+    create_engine,
+    engine_for,
+    resolve_weights,
+)
 from slinfer.services.worker.instance import Instance
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
@@ -75,11 +81,16 @@ class Lifecycle:
             if existing.state is InstanceState.FAILED:
                 raise FailedPrecondition(f"instance {iid} failed to load: {existing.error}")
             return existing, True
-        kind = {1: EngineKind.TORCH, 2: EngineKind.VLLM}.get(req.engine) or default_engine(
-            node.config.kind
-        )
+        if req.engine not in ENGINE_FROM_PB or req.weights not in WEIGHTS_FROM_PB:
+            raise InvalidArgument(f"unknown engine {req.engine} or weight format {req.weights}")
         info = inspect_model_dir(req.path)  # a bad path is refused before anything is planned
-        inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens)
+        kind = engine_for(node.config.kind, ENGINE_FROM_PB[req.engine], info.path)
+        weights = resolve_weights(
+            kind,
+            EngineSpec(info.path, req.kv_capacity_tokens, node.device_name,
+                       weights=WEIGHTS_FROM_PB[req.weights]),
+        )  # fmt: skip
+        inst = Instance(iid, req.model_id, req.path, kind, req.kv_capacity_tokens, weights=weights)
         node.instances[iid] = inst
         fut: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._loading[iid] = fut
@@ -99,9 +110,10 @@ class Lifecycle:
         spec = EngineSpec(
             path=path,  # type: ignore[arg-type]
             kv_capacity_tokens=inst.kv_capacity_tokens,
-            device="cuda" if node.config.kind == "gpu" else "cpu",
+            device=node.device_name,
             num_threads=node.config.num_threads,
             cpu_dtype=node.config.cpu_dtype,
+            weights=inst.weights,
         )
         t0, engine = time.perf_counter(), None
         try:
@@ -111,8 +123,8 @@ class Lifecycle:
             # PyTorch weights load on the loader thread: the device keeps running its other
             # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
             # build touches process-wide state (RNG, thread settings, distributed groups), so
-            # it runs on the device thread, between iterations.
-            if kind is EngineKind.VLLM:
+            # it runs on the device thread, between iterations; so does a CUDA build.
+            if kind is EngineKind.VLLM or spec.device == "cuda":
                 engine = await node.device.call(create_engine, kind, spec)
             else:
                 engine = await asyncio.get_running_loop().run_in_executor(
@@ -158,10 +170,11 @@ class Lifecycle:
         metrics.INSTANCES.labels(node.node_id).set(len(node.instances))
         await node.publish(inst)
         logger.info(
-            "loaded instance={} model={} engine={} in {:.2f}s",
+            "loaded instance={} model={} engine={} weights={} in {:.2f}s",
             iid,
             inst.model_id,
             kind.value,
+            inst.weights.value,
             inst.load_s,
         )
 

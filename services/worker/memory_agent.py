@@ -107,7 +107,8 @@ class MemoryAgent:
         live = [i for i in self.w.instances.values() if i.instance_id in self.born]
         return MemoryCounters(
             resizes=c.resizes,
-            resize_s=c.resize_s,
+            # + the background rebuilds of engines that resize by rebuilding (OpenVINO)
+            resize_s=c.resize_s + sum(_rebuild_s(i.engine) for i in live),
             lifetime_s=c.lifetime_s + sum(now - self.born[i.instance_id] for i in live),
             kv_refusals=c.kv_refusals,
             kv_pressure_events=c.kv_pressure_events
@@ -252,6 +253,7 @@ class MemoryAgent:
             self.counters.lifetime_s += time.monotonic() - born
         if inst.stats is not None:
             self.counters.kv_pressure_events += inst.stats.kv_pressure_events
+        self.counters.resize_s += _rebuild_s(inst.engine)
         self.applied.pop(iid, None)
         if iid not in self._planned:
             return
@@ -301,7 +303,11 @@ class MemoryAgent:
         engine, s = inst.engine, inst.stats
         assert engine is not None and s is not None
         bpt = max(s.kv_bytes_per_token, 1)
-        block = int(getattr(getattr(engine, "kv_spec", None), "block_size", 1))
+        block = int(
+            getattr(getattr(engine, "kv_spec", None), "block_size", None)
+            or getattr(engine, "block_size", None)
+            or 1
+        )
         tokens = (kv_bytes // bpt) // block * block  # never beyond the approval
         if s.kv_resizable and tokens != s.kv_capacity_tokens:
             # Timed on the device thread: the wait for the running iteration is not resize work.
@@ -349,3 +355,7 @@ def _timed_resize(engine: Engine, tokens: int) -> float:
     t0 = time.perf_counter()
     engine.resize_kv(tokens)
     return time.perf_counter() - t0
+
+
+def _rebuild_s(engine: Engine | None) -> float:
+    return float(getattr(engine, "resize_s", 0.0)) if engine is not None else 0.0

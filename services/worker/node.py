@@ -84,6 +84,11 @@ class NodeContext:
         self.started_at = time.time()
         self._published = (0.0, 1.0)  # (ρ, ratio) last written
 
+    @property
+    def device_name(self) -> str:
+        """The engines' device: "cuda" on GPU nodes, "cpu" elsewhere."""
+        return "cuda" if self.config.kind == "gpu" else "cpu"
+
     def node_record(self) -> NodeRecord:
         cal = self.device.calibration
         return NodeRecord(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from slinfer.services.common.convert import DEVICE_TO_PB, ENGINE_TO_PB, INSTANCE_STATE_TO_PB
+from slinfer.services.common.convert import (
+    DEVICE_TO_PB,
+    ENGINE_TO_PB,
+    INSTANCE_STATE_TO_PB,
+    WEIGHTS_TO_PB,
+)
 from slinfer.services.worker.instance import Instance
 from slinfer.v1 import common_pb2, worker_pb2
 
@@ -32,6 +37,7 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
         load_s=inst.load_s,
         iterations=s.iterations if s else 0,
         idle_s=inst.idle_s(time.monotonic()),
+        weights=WEIGHTS_TO_PB[inst.weights],
     )
 
 

@@ -22,8 +22,14 @@ from slinfer.client import SlinferError
 @click.command()
 @click.argument("model_id")
 @click.argument("path", type=click.Path())
-@click.option("--engine", type=click.Choice(["auto", "torch", "vllm"]), default="auto")
+@click.option("--engine", type=click.Choice(["auto", "torch", "vllm", "openvino"]), default="auto")
 @click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto")
+@click.option(
+    "--weights",
+    type=click.Choice(["auto", "fp32", "bf16", "int8", "int4"]),
+    default="auto",
+    help="Weight format (auto: the fastest that passes the quality gate on the node's CPU).",
+)
 @click.option("--ttft-slo", type=float, default=None, help="TTFT SLO in seconds.")
 @click.option("--tpot-slo", type=float, default=None, help="TPOT SLO in seconds.")
 @click.option("--keep-alive", type=float, default=None, help="Idle seconds before scale to zero.")
@@ -35,6 +41,7 @@ def deploy(
     path: str,
     engine: str,
     device: str,
+    weights: str,
     ttft_slo: float | None,
     tpot_slo: float | None,
     keep_alive: float | None,
@@ -48,6 +55,7 @@ def deploy(
                 os.path.abspath(path),
                 engine=engine,
                 device=device,
+                weights=weights,
                 ttft_slo_s=ttft_slo,
                 tpot_slo_s=tpot_slo,
                 keep_alive_s=keep_alive,

@@ -13,7 +13,7 @@ console = Console(stderr=True)
 # Piped output keeps whole table rows (rich would fold them to 80 columns).
 out = Console() if sys.stdout.isatty() else Console(width=200)
 
-ENGINE_NAMES = {0: "auto", 1: "torch", 2: "vllm"}
+ENGINE_NAMES = {0: "auto", 1: "torch", 2: "vllm", 3: "openvino"}
 DEVICE_NAMES = {0: "auto", 1: "cpu", 2: "gpu"}
 STATE_NAMES = {0: "?", 1: "loading", 2: "ready", 3: "draining", 4: "unloading", 5: "failed"}
 

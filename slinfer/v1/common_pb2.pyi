@@ -12,6 +12,15 @@ class EngineKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENGINE_KIND_AUTO: _ClassVar[EngineKind]
     ENGINE_KIND_TORCH: _ClassVar[EngineKind]
     ENGINE_KIND_VLLM: _ClassVar[EngineKind]
+    ENGINE_KIND_OPENVINO: _ClassVar[EngineKind]
+
+class WeightFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEIGHT_FORMAT_AUTO: _ClassVar[WeightFormat]
+    WEIGHT_FORMAT_FP32: _ClassVar[WeightFormat]
+    WEIGHT_FORMAT_BF16: _ClassVar[WeightFormat]
+    WEIGHT_FORMAT_INT8: _ClassVar[WeightFormat]
+    WEIGHT_FORMAT_INT4: _ClassVar[WeightFormat]
 
 class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +47,12 @@ class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 ENGINE_KIND_AUTO: EngineKind
 ENGINE_KIND_TORCH: EngineKind
 ENGINE_KIND_VLLM: EngineKind
+ENGINE_KIND_OPENVINO: EngineKind
+WEIGHT_FORMAT_AUTO: WeightFormat
+WEIGHT_FORMAT_FP32: WeightFormat
+WEIGHT_FORMAT_BF16: WeightFormat
+WEIGHT_FORMAT_INT8: WeightFormat
+WEIGHT_FORMAT_INT4: WeightFormat
 DEVICE_KIND_AUTO: DeviceKind
 DEVICE_KIND_CPU: DeviceKind
 DEVICE_KIND_GPU: DeviceKind
@@ -70,7 +85,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
-    __slots__ = ("instance_id", "model_id", "node_id", "state", "engine", "running", "waiting", "kv_capacity_tokens", "kv_used_tokens", "kv_bytes_allocated", "weights_bytes", "kv_resizable", "load_s", "iterations", "idle_s", "time_slice", "batch", "kv_planned_bytes", "kv_actual_bytes")
+    __slots__ = ("instance_id", "model_id", "node_id", "state", "engine", "running", "waiting", "kv_capacity_tokens", "kv_used_tokens", "kv_bytes_allocated", "weights_bytes", "kv_resizable", "load_s", "iterations", "idle_s", "time_slice", "batch", "kv_planned_bytes", "kv_actual_bytes", "weights")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +105,7 @@ class InstanceStatus(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     KV_PLANNED_BYTES_FIELD_NUMBER: _ClassVar[int]
     KV_ACTUAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     model_id: str
     node_id: str
@@ -109,7 +125,8 @@ class InstanceStatus(_message.Message):
     batch: int
     kv_planned_bytes: int
     kv_actual_bytes: int
-    def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., engine: _Optional[_Union[EngineKind, str]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_capacity_tokens: _Optional[int] = ..., kv_used_tokens: _Optional[int] = ..., kv_bytes_allocated: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_resizable: _Optional[bool] = ..., load_s: _Optional[float] = ..., iterations: _Optional[int] = ..., idle_s: _Optional[float] = ..., time_slice: _Optional[float] = ..., batch: _Optional[int] = ..., kv_planned_bytes: _Optional[int] = ..., kv_actual_bytes: _Optional[int] = ...) -> None: ...
+    weights: WeightFormat
+    def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., engine: _Optional[_Union[EngineKind, str]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_capacity_tokens: _Optional[int] = ..., kv_used_tokens: _Optional[int] = ..., kv_bytes_allocated: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_resizable: _Optional[bool] = ..., load_s: _Optional[float] = ..., iterations: _Optional[int] = ..., idle_s: _Optional[float] = ..., time_slice: _Optional[float] = ..., batch: _Optional[int] = ..., kv_planned_bytes: _Optional[int] = ..., kv_actual_bytes: _Optional[int] = ..., weights: _Optional[_Union[WeightFormat, str]] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
     __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable", "draining", "memory_ledger_bytes", "memory_planned_bytes")

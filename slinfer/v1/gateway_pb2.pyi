@@ -70,7 +70,7 @@ class Completion(_message.Message):
     def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_s: _Optional[float] = ..., tpot_s: _Optional[float] = ..., load_s: _Optional[float] = ..., instance_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
 
 class DeployModelRequest(_message.Message):
-    __slots__ = ("model_id", "path", "engine", "device", "ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens")
+    __slots__ = ("model_id", "path", "engine", "device", "ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens", "weights")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class DeployModelRequest(_message.Message):
     TPOT_SLO_S_FIELD_NUMBER: _ClassVar[int]
     KEEP_ALIVE_S_FIELD_NUMBER: _ClassVar[int]
     KV_CAPACITY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     path: str
     engine: _common_pb2.EngineKind
@@ -87,10 +88,11 @@ class DeployModelRequest(_message.Message):
     tpot_slo_s: float
     keep_alive_s: float
     kv_capacity_tokens: int
-    def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ...) -> None: ...
+    weights: _common_pb2.WeightFormat
+    def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ..., weights: _Optional[_Union[_common_pb2.WeightFormat, str]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "path", "engine", "device", "ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens", "max_model_len", "architecture", "instances", "created_at", "vocab_size")
+    __slots__ = ("model_id", "path", "engine", "device", "ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens", "max_model_len", "architecture", "instances", "created_at", "vocab_size", "weights")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +106,7 @@ class ModelInfo(_message.Message):
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     path: str
     engine: _common_pb2.EngineKind
@@ -117,7 +120,8 @@ class ModelInfo(_message.Message):
     instances: int
     created_at: float
     vocab_size: int
-    def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ..., max_model_len: _Optional[int] = ..., architecture: _Optional[str] = ..., instances: _Optional[int] = ..., created_at: _Optional[float] = ..., vocab_size: _Optional[int] = ...) -> None: ...
+    weights: _common_pb2.WeightFormat
+    def __init__(self, model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., keep_alive_s: _Optional[float] = ..., kv_capacity_tokens: _Optional[int] = ..., max_model_len: _Optional[int] = ..., architecture: _Optional[str] = ..., instances: _Optional[int] = ..., created_at: _Optional[float] = ..., vocab_size: _Optional[int] = ..., weights: _Optional[_Union[_common_pb2.WeightFormat, str]] = ...) -> None: ...
 
 class DeployModelResponse(_message.Message):
     __slots__ = ("model",)

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadInstanceRequest(_message.Message):
-    __slots__ = ("instance_id", "model_id", "path", "engine", "kv_capacity_tokens")
+    __slots__ = ("instance_id", "model_id", "path", "engine", "kv_capacity_tokens", "weights")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     KV_CAPACITY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     model_id: str
     path: str
     engine: _common_pb2.EngineKind
     kv_capacity_tokens: int
-    def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., kv_capacity_tokens: _Optional[int] = ...) -> None: ...
+    weights: _common_pb2.WeightFormat
+    def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., path: _Optional[str] = ..., engine: _Optional[_Union[_common_pb2.EngineKind, str]] = ..., kv_capacity_tokens: _Optional[int] = ..., weights: _Optional[_Union[_common_pb2.WeightFormat, str]] = ...) -> None: ...
 
 class LoadInstanceResponse(_message.Message):
     __slots__ = ("instance", "already_loaded")

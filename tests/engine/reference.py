@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -15,8 +15,19 @@ MIN_TOLERANCE = 1e-4  # logits; floor for fp32, whose measured error can be ~1e-
 
 
 class Reference:
-    def __init__(self, model_dirs: dict[str, Path]) -> None:
+    """`build(arch, dtype)` makes the reference model (default: transformers' own, from the
+    directory); `exact_dtype` is what the reference's rounding error is measured against
+    (float64, or float32 where the build cannot run in float64: PyTorch's int8/int4 kernels)."""
+
+    def __init__(
+        self,
+        model_dirs: dict[str, Path],
+        build: Callable[[str, torch.dtype], torch.nn.Module] | None = None,
+        exact_dtype: torch.dtype = torch.float64,
+    ) -> None:
         self._dirs = model_dirs
+        self._build = build
+        self.exact_dtype = exact_dtype
         self._models: dict[tuple[str, torch.dtype], torch.nn.Module] = {}
         self._memo: dict[tuple, list[int]] = {}
         self.checked = self.exact = 0  # positions checked; those decided beyond the tolerance
@@ -29,8 +40,12 @@ class Reference:
         if key not in self._models:
             from transformers import AutoModelForCausalLM
 
-            self._models[key] = AutoModelForCausalLM.from_pretrained(
-                self._dirs[arch], dtype=dtype, local_files_only=True
+            self._models[key] = (
+                self._build(arch, dtype)
+                if self._build is not None
+                else AutoModelForCausalLM.from_pretrained(
+                    self._dirs[arch], dtype=dtype, local_files_only=True
+                )
             ).eval()
         return self._models[key]
 
@@ -70,7 +85,7 @@ class Reference:
         ids = [*prompt, *got[:-1]]
         rows = slice(len(prompt) - 1, len(ids))
         logits = self.logits(arch, ids, dtype)[rows]
-        exact = self.logits(arch, ids, torch.float64)[rows]
+        exact = self.logits(arch, ids, self.exact_dtype)[rows]
         tolerance = max(ERROR_FACTOR * float((logits - exact).abs().max()), MIN_TOLERANCE)
         best = logits.max(dim=-1).values
         chosen = logits[torch.arange(len(got)), torch.tensor(list(got))]

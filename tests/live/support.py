@@ -14,17 +14,18 @@ from typing import Any
 
 from slinfer.policy.calibration import IterationRatio
 from slinfer.services.inprocess import LiveStack
+from slinfer.services.worker.calibration import auto_table_key
 from slinfer.services.worker.engine.base import IterationResult, Phase
 from slinfer.services.worker.engine.dtype import cpu_dtype_from_env
-from slinfer.services.worker.engine.torch_config import TorchEngineConfig, dtype_name
-from slinfer.services.worker.profiler import ProfileCache, profile_key
+from slinfer.services.worker.engine.torch_config import TorchEngineConfig
+from slinfer.services.worker.profiler import ProfileCache
 
 
 def seed_perf_tables(root: Path, model_dir: Path, tables: dict[str, Any], threads: int = 1) -> Path:
-    """Put `tables` in a profile cache under the key a worker of this environment looks up
-    (its engine dtype: SLINFER_CPU_DTYPE, else what the CPU picks)."""
-    dtype = dtype_name(cpu_dtype_from_env())
-    ProfileCache(root).put(profile_key(model_dir, "torch", dtype, threads, "cpu"), tables)
+    """Put `tables` in a profile cache under the key a worker of this environment looks up:
+    the engine and weight format `auto` picks there (SLINFER_CPU_ENGINE, OpenVINO where
+    installed), and its dtype (SLINFER_CPU_DTYPE, else what the CPU picks)."""
+    ProfileCache(root).put(auto_table_key(model_dir, threads), tables)
     return root
 
 

@@ -81,8 +81,10 @@ async def test_deploy_bad_ids_and_values(stack: LiveStack, tiny_models) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = await _code(stack.c.deploy("m2", path, kv_capacity_tokens=0))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    code, _ = await _code(stack.c.deploy("m2", path, engine="torch", device="gpu"))
+    code, _ = await _code(stack.c.deploy("m2", path, engine="openvino", device="gpu"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, msg = await _code(stack.c.deploy("m2", path, engine="vllm", weights="int4"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "weights auto" in msg
 
 
 async def test_duplicate_model_already_exists(stack: LiveStack, tiny_models) -> None:

@@ -6,12 +6,15 @@ import asyncio
 
 import pytest
 import pytest_asyncio
+import torch
+from transformers import AutoTokenizer
 
 from slinfer import Chunk, Completion
 from slinfer.services.inprocess import LiveStack
 from tests.engine.reference import Reference
 from tests.live.support import recorded_token_ids
 from tests.live.waits import wait_until
+from tests.reference import reference_model
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
@@ -49,25 +52,28 @@ async def test_generate_streams_chunks_then_final(stack: LiveStack) -> None:
     assert final.instance_id.startswith("llama-") and final.node_id == "cpu-0"
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_models) -> Reference:
-    return Reference(tiny_models)
-
-
-async def test_greedy_output_is_transformers_greedy_choice(
-    stack: LiveStack, tiny_models, reference: Reference
-) -> None:
+async def test_greedy_output_is_transformers_greedy_choice(stack: LiveStack, tiny_models) -> None:
     """The text streamed is that of the engine's tokens, and each token is what
     transformers' model picks greedily in the engine's dtype (tests/engine/reference.py)."""
     engine = stack.engine_of(await _instance_of(stack, "llama"))
-    prompt = engine.encode("The quick brown fox")
+    path = tiny_models["llama"]
+    quantized = bool(getattr(engine, "weights", None)) and engine.weights.quantized
+    reference = Reference(
+        tiny_models,
+        # transformers' model with the weights the engine runs (dequantized where quantized)
+        build=lambda arch, dtype: reference_model(path, engine, dtype),
+        # PyTorch's int8/int4 kernels take no float64 activations
+        exact_dtype=torch.float32 if quantized else torch.float64,
+    )
+    tok = AutoTokenizer.from_pretrained(path)
+    prompt = tok("The quick brown fox").input_ids
     with recorded_token_ids(stack) as seen:
         result = await stack.c.complete(
             "llama", prompt_token_ids=prompt, max_tokens=16, temperature=0, request_id="fox"
         )
     ids = seen["fox"]
     assert len(ids) == result.completion.completion_tokens
-    assert result.text == engine.tokenizer.decode(ids, skip_special_tokens=True) and result.text
+    assert result.text == tok.decode(ids, skip_special_tokens=True) and result.text
     reference.assert_greedy("llama", prompt, ids, 16, engine.dtype)
 
 

@@ -16,6 +16,10 @@ partly used page per layer and K/V region when a block is not a whole number of 
 for SmolLM2, whose 16-token block is 3 pages). Only a capacity beyond the reservation needs a
 new mapping and a copy (old + new briefly; the reservation makes it rare).
 
+On a CUDA device (the PyTorch engine with `device=cuda`) there is no address-space trick:
+the layers are plain device tensors of exactly the capacity, and a resize allocates the new
+size and copies the live blocks (old + new briefly, counted in `remaps`).
+
 Blocks read as zeros until written: the attention kernel reads whole blocks, including slots
 past a request's length (masked out), and masked garbage must be finite (0 * NaN is NaN).
 """
@@ -75,13 +79,23 @@ def default_reserve_blocks(spec: KVSpec, num_blocks: int) -> int:
 
 
 class KVPool:
-    def __init__(self, spec: KVSpec, num_blocks: int, reserve_blocks: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: KVSpec,
+        num_blocks: int,
+        reserve_blocks: int | None = None,
+        device: str = "cpu",
+    ) -> None:
         if num_blocks < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}")
         self.spec = spec
-        reserve = default_reserve_blocks(spec, num_blocks) if reserve_blocks is None else None
-        self._reserved = max(num_blocks, reserve_blocks or 0, reserve or 0, 1)
-        self._maps, self.layers = _map_layers(spec, self._reserved)
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            reserve = default_reserve_blocks(spec, num_blocks) if reserve_blocks is None else None
+            self._reserved = max(num_blocks, reserve_blocks or 0, reserve or 0, 1)
+        else:
+            self._reserved = max(num_blocks, 1)
+        self._maps, self.layers = _map_layers(spec, self._reserved, self.device)
         self._capacity = num_blocks
         self._free: list[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives low ids first
         self._tables: dict[str, list[int]] = {}
@@ -162,7 +176,11 @@ class KVPool:
             self._remap(num_blocks)
         if num_blocks < self._capacity:
             self._compact(num_blocks)
-            self._release_tail(num_blocks, self._capacity)
+            if self.device.type == "cpu":
+                self._release_tail(num_blocks, self._capacity)
+            else:  # device memory: keep exactly the capacity
+                self.layers = [layer[:, : max(num_blocks, 1)].clone() for layer in self.layers]
+                self._reserved = max(num_blocks, 1)
             self._free = [b for b in self._free if b < num_blocks]
         else:
             self._free = list(range(num_blocks - 1, self._capacity - 1, -1)) + self._free
@@ -202,8 +220,8 @@ class KVPool:
 
     def _remap(self, num_blocks: int) -> None:
         """Past the reservation: a larger mapping, live blocks copied (old + new briefly)."""
-        reserved = max(num_blocks, 2 * self._reserved)
-        maps, layers = _map_layers(self.spec, reserved)
+        reserved = max(num_blocks, 2 * self._reserved) if self.device.type == "cpu" else num_blocks
+        maps, layers = _map_layers(self.spec, reserved, self.device)
         n = self._capacity
         for old, new in zip(self.layers, layers, strict=True):
             new[:, :n] = old[:, :n]
@@ -219,9 +237,16 @@ def _page_down(offset: int) -> int:
     return offset // mmap.PAGESIZE * mmap.PAGESIZE
 
 
-def _map_layers(spec: KVSpec, reserved: int) -> tuple[list[mmap.mmap], list[torch.Tensor]]:
-    """One anonymous mapping per layer, viewed as `[2, reserved, block, heads, dim]`."""
+def _map_layers(
+    spec: KVSpec, reserved: int, device: torch.device | None = None
+) -> tuple[list[mmap.mmap], list[torch.Tensor]]:
+    """One anonymous mapping per layer, viewed as `[2, reserved, block, heads, dim]` (on a
+    CUDA device: zeroed device tensors)."""
     shape = (2, reserved, spec.block_size, spec.num_kv_heads, spec.head_dim)
+    if device is not None and device.type != "cpu":
+        return [], [
+            torch.zeros(shape, dtype=spec.dtype, device=device) for _ in range(spec.num_layers)
+        ]
     size = math.prod(shape) * torch.empty((), dtype=spec.dtype).element_size()
     maps: list[mmap.mmap] = []
     layers: list[torch.Tensor] = []

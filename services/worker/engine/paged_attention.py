@@ -107,10 +107,16 @@ def build_paged_batch(
         mask = torch.zeros(visible.shape, dtype=layers[0].dtype).masked_fill_(
             ~visible, float("-inf")
         )
+    device = layers[0].device
+    if device.type != "cpu":  # CUDA pools: the metadata goes where the pool is, once
+        query_index, output_index, mask = (
+            None if t is None else t.to(device, non_blocking=True)
+            for t in (query_index, output_index, mask)
+        )
     return PagedBatch(
         layers=layers,
-        slot_mapping=torch.tensor(slots, dtype=torch.long),
-        block_ids=torch.tensor(block_ids, dtype=torch.long),
+        slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
+        block_ids=torch.tensor(block_ids, dtype=torch.long, device=device),
         num_seqs=len(chunks),
         key_len=key_len,
         query_index=query_index,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 # torch 2: one block gather per layer, mask-free attention for a lone request, transposed
 # projections in batched decodes (docs/ENGINE.md, "Iteration cost").
-PERF_VERSIONS: dict[str, int] = {"torch": 2, "vllm": 1}
+# openvino 1: the GenAI ContinuousBatchingPipeline over the converter of ov_graph.py.
+PERF_VERSIONS: dict[str, int] = {"torch": 2, "vllm": 1, "openvino": 1}
 
 
 def perf_version(engine: str) -> int:

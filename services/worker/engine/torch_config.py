@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from slinfer.services.worker.engine.weight_format import WeightFormat
+
 from .dtype import (
     CPU_DTYPE_ENV,
     FAST_BF16_CPU_FLAGS,
@@ -22,6 +24,7 @@ __all__ = [
     "DTypePolicy",
     "TorchEngineConfig",
     "cpu_dtype_from_env",
+    "cuda_dtype",
     "dtype_name",
     "read_cpu_flags",
     "resolve_dtype",
@@ -44,10 +47,24 @@ class TorchEngineConfig:
     # The pool is resized from outside as its requests grow (the worker's memory agent): a
     # request that outgrows it waits for the growth instead of finishing with LENGTH.
     kv_elastic: bool = False
+    # How the projections are stored (weight_format.py); None: in the activation dtype, as
+    # transformers loads them. AUTO must be resolved before (registry.resolve_weights).
+    weights: WeightFormat | None = None
+    device: str = "cpu"  # "cpu" or "cuda"
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, DTypePolicy):
             raise ValueError(f"dtype must be a DTypePolicy, got {self.dtype!r}")
+        if self.weights is WeightFormat.AUTO or not (
+            self.weights is None or isinstance(self.weights, WeightFormat)
+        ):
+            raise ValueError(f"weights must be a WeightFormat (not AUTO) or None: {self.weights!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and self.weights is not None and self.weights.quantized:
+            raise ValueError(
+                "int8/int4 weights use PyTorch's CPU kernels; on cuda deploy fp32 or bf16"
+            )
         if self.kv_capacity_tokens < 0:
             raise ValueError(f"kv_capacity_tokens must be >= 0, got {self.kv_capacity_tokens}")
         if self.num_threads is not None and self.num_threads < 1:
@@ -64,6 +81,15 @@ class TorchEngineConfig:
 
 def resolve_dtype(policy: DTypePolicy, cpu_flags: frozenset[str]) -> torch.dtype:
     return torch.bfloat16 if is_bf16(policy, cpu_flags) else torch.float32
+
+
+def cuda_dtype(policy: DTypePolicy) -> torch.dtype:
+    """On a GPU: bf16 where supported (Ampere and later), else fp16; FP32 when forced."""
+    if policy is DTypePolicy.FP32:
+        return torch.float32
+    if policy is DTypePolicy.BF16 or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
 
 
 def dtype_name(policy: DTypePolicy, cpu_flags: frozenset[str] | None = None) -> str:

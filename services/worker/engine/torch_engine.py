@@ -35,10 +35,12 @@ from .detokenizer import TextStream
 from .kv_pool import KVPool, KVSpec
 from .paged_attention import ATTN_IMPLEMENTATION, BATCH_KWARG, SeqChunk, build_paged_batch
 from .paged_attention import register as register_paged_attention
+from .quant_linear import apply_weight_format
 from .sampling import make_generator, sample_next_tokens
 from .scheduler import Scheduler
 from .sequence import SeqStatus, Sequence
-from .torch_config import TorchEngineConfig, read_cpu_flags, resolve_dtype
+from .torch_config import TorchEngineConfig, cuda_dtype, read_cpu_flags, resolve_dtype
+from .weight_format import WeightFormat
 
 BATCH_SIZE_HISTORY = 1024  # recent per-iteration batch sizes kept for stats()
 
@@ -54,7 +56,16 @@ class TorchEngine:
         self.hf_config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True)
         _check_supported(self.hf_config)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        self.dtype = resolve_dtype(config.dtype, read_cpu_flags())
+        self.device = torch.device(config.device)
+        self.dtype = (
+            resolve_dtype(config.dtype, read_cpu_flags())
+            if self.device.type == "cpu"
+            else cuda_dtype(config.dtype)
+        )
+        # The projections' storage: as configured, else the activation dtype's.
+        self.weights = config.weights or (
+            WeightFormat.BF16 if self.dtype == torch.bfloat16 else WeightFormat.FP32
+        )
         self.kv_spec = _kv_spec(self.hf_config, self.dtype, config.block_size)
         self.max_model_len: int = self.hf_config.max_position_embeddings
         self.vocab_size: int = self.hf_config.vocab_size
@@ -169,14 +180,18 @@ class TorchEngine:
             last_index = torch.cumsum(torch.tensor([c.num_new for c in chunks]), 0) - 1
         paged = build_paged_batch(pool.layers, pool.spec.block_size, chunks)
         self._linears.active = len(input_ids) == len(batch)  # a pure decode
+        if isinstance(last_index, torch.Tensor):
+            last_index = last_index.to(self.device)
         with torch.inference_mode():
             logits = self._model(
-                input_ids=torch.tensor([input_ids], dtype=torch.long),
-                position_ids=torch.tensor([positions], dtype=torch.long),
+                input_ids=torch.tensor([input_ids], dtype=torch.long, device=self.device),
+                position_ids=torch.tensor([positions], dtype=torch.long, device=self.device),
                 use_cache=False,
                 logits_to_keep=last_index,
                 **{BATCH_KWARG: paged},
             ).logits[0]  # [B, vocab]
+            if self.device.type != "cpu":  # sampling (per-request CPU generators) on the host
+                logits = logits.float().cpu()
             return sample_next_tokens(
                 logits,
                 [s.request.sampling for s in batch],
@@ -284,10 +299,18 @@ class TorchEngine:
             local_files_only=True,
         )
         model.eval()
+        if self.device.type != "cpu":
+            model.to(self.device)
+        if self.config.weights is not None:
+            apply_weight_format(model, self.config.weights, self.dtype)
         self._linears = DecodeLinears().install(model)
         tensors = itertools.chain(model.parameters(), model.buffers())
         self._weights_bytes = sum(t.numel() * t.element_size() for t in tensors)
-        self._pool = KVPool(self.kv_spec, self._kv_capacity_tokens // self.kv_spec.block_size)
+        self._pool = KVPool(
+            self.kv_spec,
+            self._kv_capacity_tokens // self.kv_spec.block_size,
+            device=str(self.device),
+        )
         self._model = model
 
     def close(self) -> None:
