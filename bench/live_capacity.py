@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -142,6 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pack-every", type=float, default=5.0, help="packing cycle (slinfer)")
     p.add_argument("--scheduler-arg", action="append", default=[], help="extra scheduler flag")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--reuse-tables",
+        action="store_true",
+        help="let the workers reuse perf tables cached in $SLINFER_HOME (default: measure afresh)",
+    )
     p.add_argument("--logs", default=None, help="keep every point's service logs here")
     p.add_argument("--json", default=None)
     p.add_argument("--png", default=None)
@@ -159,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     model = build_smollm2()
     args.work = Path(tempfile.mkdtemp(prefix="slinfer-capacity-"))
+    if not args.reuse_tables:
+        # The workers measure their tables afresh at warm-up (SLINFER_HOME holds their cache):
+        # tables cached on a busier moment would misstate every point.
+        os.environ["SLINFER_HOME"] = str(args.work / "home")
     started = time.monotonic()
     args.setup = asyncio.run(measure_setup(args, model))
     print(f"measured: {args.setup}", flush=True)

@@ -9,6 +9,7 @@ throughput and per-iteration overhead the live workers measured during that poin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -132,6 +133,12 @@ async def measure_setup(args: argparse.Namespace, model: Path) -> Measured:
             await ps.client.complete(f"warm{j}", prompt_token_ids=list(range(10, 74)),
                                      max_tokens=8)  # fmt: skip
         endpoint = ps.stack.etcd_endpoint
+        # The workers publish their load throughput and overhead within a second or two.
+        for _ in range(50):
+            nodes = await _etcd_values(endpoint, keys.NODES)
+            if all(n.get("load_bytes_per_s") for n in nodes) and len(nodes) == args.nodes:
+                break
+            await asyncio.sleep(0.2)
         profiles = await _etcd_values(endpoint, keys.PROFILES)
         instances = [
             InstanceRecord.from_etcd(v) for v in await _etcd_values(endpoint, keys.INSTANCES)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import urllib.request
@@ -24,7 +25,8 @@ from slinfer.cli.stack import Stack, StackConfig, start_stack, stop_stack
 from slinfer.client import AsyncClient
 from slinfer.services.consolidator.occupancy import UsageIntegral
 
-# Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack.
+# Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack; a benchmark
+# (or a test) already holding them moves the next one up by PORT_STEP (bench_ports()).
 BENCH_PORTS = {
     "etcd_port": 24790,
     "gateway_port": 51051,
@@ -34,6 +36,29 @@ BENCH_PORTS = {
     "http_port": 51080,
     "metrics_base": 9600,
 }
+PORT_STEP = 100
+
+
+def bench_ports(cpu_nodes: int, tries: int = 20) -> dict[str, int]:
+    """BENCH_PORTS, or the first shift of them by PORT_STEP whose every port is free."""
+    for k in range(tries):
+        ports = {name: port + k * PORT_STEP for name, port in BENCH_PORTS.items()}
+        base = ports["metrics_base"]
+        wanted = [p for name, p in ports.items() if name != "metrics_base"]
+        wanted += [base + 1, base + 2, base + 3, *(base + 11 + i for i in range(cpu_nodes))]
+        wanted += [ports["worker_port"] + i for i in range(cpu_nodes)]
+        if all(_free(p) for p in wanted):
+            return ports
+    raise RuntimeError(f"no free set of benchmark ports near {BENCH_PORTS} ({tries} tried)")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -67,7 +92,7 @@ async def proc_stack(
     with tempfile.TemporaryDirectory(prefix="slinfer-bench-") as tmp:
         run_dir = Path(tmp)
         cfg = StackConfig(
-            **BENCH_PORTS,  # type: ignore[arg-type]
+            **bench_ports(cpu_nodes),  # type: ignore[arg-type]
             worker_memory=worker_memory,
             worker_threads=worker_threads,
             worker_cpu_dtype=worker_cpu_dtype,

@@ -58,7 +58,8 @@ class WorkerConfig:
             raise ValueError(f"invalid node id {self.node_id!r}")
 
 
-# Republish the node's calibration when ρ moved by this much, or the ratio by this fraction.
+# Republish the node's calibration when ρ moved by this much, or the ratio, load throughput
+# or per-iteration overhead by this fraction.
 _RHO_STEP = 0.02
 _RATIO_STEP = 0.05
 
@@ -82,7 +83,7 @@ class NodeContext:
         self.registration: Registration | None = None
         self.address = ""
         self.started_at = time.time()
-        self._published = (0.0, 1.0)  # (ρ, ratio) last written
+        self._published = (0.0, 1.0, 0.0, 0.0)  # (ρ, ratio, load B/s, overhead s) written
 
     @property
     def device_name(self) -> str:
@@ -141,20 +142,28 @@ class NodeContext:
             )
 
     async def publish_calibration(self, every_s: float = 1.0) -> None:
-        """Republish the node record when ρ or the iteration ratio moved (DESIGN.md §2)."""
+        """Republish the node record when ρ, the iteration ratio, the load throughput or the
+        per-iteration overhead moved (DESIGN.md §2, §6)."""
         while True:
             await asyncio.sleep(every_s)
             record = self.node_record()
-            rho, ratio = record.prefill_share, record.perf_ratio
-            last_rho, last_ratio = self._published
+            now = (
+                record.prefill_share,
+                record.perf_ratio,
+                record.load_bytes_per_s,
+                record.iteration_overhead_s,
+            )
+            rho, ratio, load, overhead = self._published
             if (
-                abs(rho - last_rho) < _RHO_STEP
-                and abs(ratio - last_ratio) < _RATIO_STEP * last_ratio
+                abs(now[0] - rho) < _RHO_STEP
+                and abs(now[1] - ratio) < _RATIO_STEP * ratio
+                and abs(now[2] - load) <= _RATIO_STEP * load
+                and abs(now[3] - overhead) <= _RATIO_STEP * overhead
             ):
                 continue
             try:
                 assert self.registration is not None
                 await self.registration.update(record.to_etcd())
-                self._published = (rho, ratio)
+                self._published = now
             except Exception as exc:  # advisory for one cycle; the next one retries
                 logger.warning("node record update failed: {}", exc)

@@ -131,21 +131,30 @@ def measure(engine: Engine, grid: ProfileGrid, vocab_size: int, seed: int = 0) -
 
 
 def spot_check(engine: Engine, tables: dict[str, Any], vocab_size: int) -> float:
-    """Measured / tabled time of one prefill at the table's first point (fastest of two).
+    """Measured / tabled time at the tables' first points (fastest of two): a prefill, and
+    the batch-1 decode step after it.
 
     A table measured while the machine was busy over-states every cost; a ratio well below 1
-    says so, and the caller measures again. (A ratio above 1 means the machine is busy now:
-    the table stays, since interference only ever adds time.)
+    (of either phase) says so, and the caller measures again. (A ratio above 1 means the
+    machine is busy now: the table stays, since interference only ever adds time.)
     """
-    n, ms = tables["prefill_ms"][0]
+    n, prefill_ms = tables["prefill_ms"][0]
+    decode_rows = dict((int(b), float(ms)) for b, ms in tables["decode_ms"][0][1])
+    decode_ms = decode_rows.get(1)
     rng = random.Random(1)
-    greedy = SamplingParams(temperature=0.0, max_tokens=1)
-    times = []
+    params = SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True)
+    prefills, decodes = [], []
     for r in range(2):
-        engine.add_request(EngineRequest(f"spot-{r}", _prompt(rng, int(n), vocab_size), greedy))
-        times.append(engine.step().duration_s * 1000)
+        engine.add_request(EngineRequest(f"spot-{r}", _prompt(rng, int(n), vocab_size), params))
+        prefills.append(engine.step().duration_s * 1000)
+        step = engine.step()
+        if step.phase is Phase.DECODE and step.batch_size == 1:
+            decodes.append(step.duration_s * 1000)
         _drain(engine)
-    return min(times) / max(float(ms), 1e-6)
+    ratio = min(prefills) / max(float(prefill_ms), 1e-6)
+    if decodes and decode_ms:
+        ratio = min(ratio, min(decodes) / max(decode_ms, 1e-6))
+    return ratio
 
 
 class ProfileCache:

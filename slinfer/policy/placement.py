@@ -6,6 +6,12 @@ decides). Within a pool, nodes that already hold instances come first, *most* lo
 loaded nodes are taken least loaded first (empty nodes still last, as in the artifact). The
 first node whose free slot validates wins. Baselines take the first node with room under their
 static allocation (exclusive, or 2-way).
+
+SLINFER never places a second instance of a model on a device that already holds one (ready
+or loading): instances on a device take turns, so the second would cost its own iterations
+and a second copy of the weights where joining the first costs one more row of its batch.
+A request the resident instance cannot admit is not admitted by its twin either; without
+this rule, a twin's excused load time could make it look admissible.
 """
 
 from __future__ import annotations
@@ -116,9 +122,12 @@ def place(
     config: PolicyConfig = DEFAULT_CONFIG,
 ) -> PlacementDecision:
     kinds = [DeviceKind.CPU, DeviceKind.GPU] if system.use_cpu else [DeviceKind.GPU]
+    hosting = set()
+    if not system.is_baseline:
+        hosting = {c.node_id for c in view.candidates if c.phase is not InstancePhase.RELEASING}
     last: AdmissionReason | None = None
     for kind in kinds:
-        pool = [d for d in view.devices.values() if d.kind is kind]
+        pool = [d for d in view.devices.values() if d.kind is kind and d.node_id not in hosting]
         for device in placement_order(pool, system.defrag, config.slo_margin):
             template = new_instance(view, device, now)
             if template is None:

@@ -60,8 +60,9 @@ def run_to_end(engine: TorchEngine, *requests: EngineRequest) -> dict[str, Resul
 def understate_cached_tables(cache: ProfileCache) -> dict[str, dict]:
     """Rewrite every cached table 100x faster than measured; returns them by key.
 
-    A cached table is measured again when the engine now runs its first prefill point in
-    under half the tabled time (calibration.STALE_RATIO: it was measured on a busy machine).
+    A cached table is measured again when the engine now runs its first prefill point, or the
+    batch-1 decode after it, in under half the tabled time (calibration.STALE_RATIO: it was
+    measured on a busy machine).
     On a shared machine a first measurement can be that slow, so a test that wants a cache
     hit pins tables that cannot over-state the cost."""
     pinned = {}

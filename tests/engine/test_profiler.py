@@ -68,3 +68,14 @@ def test_tables_measured_on_a_busy_machine_are_measured_again(tiny_models, tmp_p
     fixed = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
     assert not fixed.cached, "an over-stated cached table must be measured again"
     assert fixed.tables["prefill_ms"][0][1] < slow["prefill_ms"][0][1] / 10
+    # Decode alone over-stated (prefill pinned fast): measured again too.
+    slow_decode = {
+        "prefill_ms": [[n, ms / 100] for n, ms in fixed.tables["prefill_ms"]],
+        "decode_ms": [
+            [c, [[b, ms * 1000] for b, ms in row]] for c, row in fixed.tables["decode_ms"]
+        ],
+    }
+    cache.put(key, slow_decode)
+    redone = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
+    assert not redone.cached, "a cached table whose decode is over-stated must be measured again"
+    assert redone.tables["decode_ms"][0][1][0][1] < slow_decode["decode_ms"][0][1][0][1] / 10

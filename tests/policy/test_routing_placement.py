@@ -118,6 +118,20 @@ def test_place_skips_full_node() -> None:
     assert place(_view(nodes), req("n"), 0.0, SLINFER, EXACT).node_id == "gpu1"
 
 
+def test_no_second_instance_of_a_model_on_its_device() -> None:
+    """A device that holds an instance of the model (ready or loading) gets no twin: the
+    request joins the resident one or goes elsewhere; baselines keep their own rules."""
+    nodes = _gpu_nodes()
+    resident = instance("m0-a", node_id="gpu2", phase=InstancePhase.LOADING, ready_at_s=5.0)
+    nodes[2] = device(*nodes[2].instances, resident, node_id="gpu2")
+    placed = place(_view(nodes, candidates=[resident]), req("n"), 0.0, SLINFER, EXACT)
+    assert placed.node_id is not None and placed.node_id != "gpu2"
+    leaving = dataclasses.replace(resident, phase=InstancePhase.RELEASING)
+    nodes[2] = device(*_gpu_nodes()[2].instances, leaving, node_id="gpu2")
+    placed = place(_view(nodes, candidates=[leaving]), req("n"), 0.0, SLINFER, EXACT)
+    assert placed.node_id == "gpu2", "an instance on its way out does not hold the device"
+
+
 def test_cpu_pool_first_when_it_meets_the_slo() -> None:
     cpu = device(node_id="cpu0", kind=DeviceKind.CPU, memory_gb=256.0)
     nodes = [*_gpu_nodes(), cpu]

@@ -77,12 +77,15 @@ def test_every_system_replays_a_slice(system: SystemName) -> None:
 
 
 def test_preemption_redispatches_without_losing_requests() -> None:
-    # Two GPUs, 13B, long prompts of model 1 squeeze the GPU that serves models 0 and 2: a
-    # preemption pays only where the victim's requests have somewhere to go (DESIGN.md §4).
+    # Two GPUs, 13B, long prompts of four models: at one point no instance admits a request
+    # and no GPU takes another instance, but moving one co-located instance pays (its
+    # requests have somewhere to go, DESIGN.md §4). (A scenario found by search once a device
+    # no longer takes a second instance of a model it holds.)
     profile = load_profiles()
     cluster = default_cluster("13b", profile, cpu_nodes=0, gpu_nodes=2)
-    rows = [(0.0, 0, 200, 400), (0.1, 2, 200, 400)]
-    rows += [(0.5 + 0.2 * k, 1, 300 + 400 * k, 50) for k in range(30)]
+    rows = [(0.0, 0, 2000, 400), (1.0, 2, 6000, 200), (1.3, 3, 6000, 20), (2.3, 2, 6000, 200)]
+    rows += [(3.4, 2, 4000, 400), (4.7, 1, 2000, 20), (5.7, 3, 2000, 400), (6.3, 2, 6000, 20)]
+    rows += [(6.7, 1, 500, 200), (6.8, 0, 6000, 400), (7.2, 2, 2000, 400), (7.9, 0, 2000, 200)]
     sim = make_sim(synthetic_trace(rows), SystemName.SLINFER_GPU, model="13b", cluster=cluster)
     result = sim.run()
     assert result.preemptions >= 1
