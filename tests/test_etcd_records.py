@@ -18,7 +18,7 @@ from loguru import logger
 from slinfer.policy import DeviceKind
 from slinfer.services.cluster.state import ClusterView
 from slinfer.services.common import keys
-from slinfer.services.common.engine_types import EngineKind
+from slinfer.services.common.engine_types import EngineKind, WeightFormat
 from slinfer.services.common.model_dir import FP32_BYTES, node_dtype_bytes
 from slinfer.services.common.records import (
     InstanceRecord,
@@ -62,6 +62,12 @@ def test_the_writers_records_round_trip() -> None:
     assert ModelRecord.from_etcd(_through_etcd(model.to_etcd())) == model
     auto = ModelRecord("m", "/models/m")  # engine, device, SLOs: the defaults apply (null)
     assert ModelRecord.from_etcd(_through_etcd(auto.to_etcd())) == auto
+    int8 = replace(model, engine=EngineKind.OPENVINO, device=None, weights=WeightFormat.INT8)
+    assert ModelRecord.from_etcd(_through_etcd(int8.to_etcd())) == int8
+    quantized = Instance("m-2", "m", "/m", EngineKind.OPENVINO, 256, weights=WeightFormat.INT4)
+    rec = quantized.record("cpu-0")
+    assert rec.weights is WeightFormat.INT4 and rec.kv_block_tokens == 16  # no engine yet
+    assert InstanceRecord.from_etcd(_through_etcd(rec.to_etcd())) == rec
 
 
 def test_the_view_holds_typed_records_with_their_revisions() -> None:

@@ -230,12 +230,12 @@ class ModelRecord:
     tpot_slo_s: float | None = None
     keep_alive_s: float | None = None
     kv_capacity_tokens: int | None = None
-    weights: WeightFormat = WeightFormat.AUTO
     max_model_len: int = 0
     vocab_size: int = 0
     architecture: str = ""
     has_chat_template: bool = False
     created_at: float = 0.0
+    weights: WeightFormat = WeightFormat.AUTO  # AUTO: each worker resolves it
     mod_revision: int | None = None
 
     @classmethod
