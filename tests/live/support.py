@@ -21,10 +21,12 @@ from slinfer.services.worker.profiler import ProfileCache, profile_key
 
 
 def seed_perf_tables(root: Path, model_dir: Path, tables: dict[str, Any], threads: int = 1) -> Path:
-    """Put `tables` in a profile cache under the key a worker of this environment looks up
-    (its engine dtype: SLINFER_CPU_DTYPE, else what the CPU picks)."""
+    """Pin `tables` in a profile cache under the key a worker of this environment looks up
+    (its engine dtype: SLINFER_CPU_DTYPE, else what the CPU picks). Pinned tables model the
+    device on purpose (a test's deliberately slow device), so no spot check replaces them."""
     dtype = dtype_name(cpu_dtype_from_env())
-    ProfileCache(root).put(profile_key(model_dir, "torch", dtype, threads, "cpu"), tables)
+    key = profile_key(model_dir, "torch", dtype, threads, "cpu")
+    ProfileCache(root).put(key, {**tables, "pinned": True})
     return root
 
 
