@@ -31,8 +31,9 @@ from slinfer.services.worker.profiler import (
     spot_check,
 )
 
-# A cached table whose first prefill point now runs in under half its tabled time was
-# measured on a busy machine: measure again.
+# A cached table whose first prefill point (or the batch-1 decode after it) now runs in under
+# half its tabled time was measured on a busy machine: measure again. A table an operator
+# pinned ("pinned": true in its file) is used as written: it models the device on purpose.
 STALE_RATIO = 0.5
 
 
@@ -111,7 +112,8 @@ def calibrate(
     vocab = int(getattr(engine, "vocab_size", 0)) or inspect_model_dir(str(model_dir)).vocab_size
     tables = cache.get(key)
     cached = tables is not None
-    if tables is not None and spot_check(engine, tables, vocab) < STALE_RATIO:
+    pinned = bool(tables and tables.get("pinned"))
+    if tables is not None and not pinned and spot_check(engine, tables, vocab) < STALE_RATIO:
         logger.warning("cached perf tables for {} over-state its cost; measuring again", model_id)
         tables, cached = None, False
     if tables is None:
@@ -138,7 +140,7 @@ def calibrate(
     logger.info(
         "perf model for {}: {} in {:.2f}s (key {}, pid {})",
         model_id,
-        "cached" if cached else "measured",
+        ("pinned" if pinned else "cached") if cached else "measured",
         profile_s,
         key,
         os.getpid(),

@@ -79,3 +79,7 @@ def test_tables_measured_on_a_busy_machine_are_measured_again(tiny_models, tmp_p
     redone = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
     assert not redone.cached, "a cached table whose decode is over-stated must be measured again"
     assert redone.tables["decode_ms"][0][1][0][1] < slow_decode["decode_ms"][0][1][0][1] / 10
+    # The same slow table pinned by an operator (a device modelled on purpose) is used as written.
+    cache.put(key, {**slow_decode, "pinned": True})
+    kept = calibrate(engine, "m", tiny_models["llama"], "cpu", 1, grid, cache)
+    assert kept.cached and kept.tables["decode_ms"] == slow_decode["decode_ms"]

@@ -22,10 +22,12 @@ from slinfer.services.worker.profiler import ProfileCache
 
 
 def seed_perf_tables(root: Path, model_dir: Path, tables: dict[str, Any], threads: int = 1) -> Path:
-    """Put `tables` in a profile cache under the key a worker of this environment looks up:
+    """Pin `tables` in a profile cache under the key a worker of this environment looks up:
     the engine and weight format `auto` picks there (SLINFER_CPU_ENGINE, OpenVINO where
-    installed), and its dtype (SLINFER_CPU_DTYPE, else what the CPU picks)."""
-    ProfileCache(root).put(auto_table_key(model_dir, threads), tables)
+    installed), and its dtype (SLINFER_CPU_DTYPE, else what the CPU picks). Pinned tables
+    model the device on purpose (a test's deliberately slow device), so no spot check
+    replaces them."""
+    ProfileCache(root).put(auto_table_key(model_dir, threads), {**tables, "pinned": True})
     return root
 
 
