@@ -167,7 +167,7 @@ class ViewBuilder:
         if spec is None:
             kv = int(model.get("kv_capacity_tokens") or kv_tokens_default)
             spec = specs[model_id] = self.spec(cluster, model, kv)
-        requests = tuple(request_view(r) for r in tracker.requests_on(rec["instance_id"]))
+        requests = tuple(request_view(r) for r in tracker.load_on(rec["instance_id"]))
         bpt = int(rec.get("kv_bytes_per_token") or spec.kv_bytes_per_token)
         kv_bytes = int(rec.get("kv_capacity_tokens", 0)) * bpt
         weights_bytes = int(rec.get("weights_bytes") or spec.weights_bytes)
@@ -236,7 +236,7 @@ class ViewBuilder:
             kind = node.get("kind", "cpu")
             if (want and kind != want) or (engine == "torch" and kind != "cpu"):
                 continue
-            if node_id in cluster.drains:  # consolidation empties it: nothing new goes there
+            if cluster.unavailable(node_id):  # draining, or suspected dead: nothing new there
                 continue
             label = node.get("label", kind)
             views, other = [], 0

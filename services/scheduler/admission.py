@@ -24,8 +24,14 @@ from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide,
 from slinfer.policy.headroom import give_up_at_s
 from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
-from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from slinfer.services.common.errors import (
+    FailedPrecondition,
+    MemoryServiceUnavailable,
+    NoCapacity,
+    WorkerUnavailable,
+)
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
@@ -59,8 +65,11 @@ class Admission:
         kv: KvScaler,
         config: DispatchConfig,
         on_change: Callable[[str], None],
+        suspects: Suspects,
     ) -> None:
         self.watcher, self.tracker, self.cold, self.kv = watcher, tracker, cold, kv
+        self.suspects = suspects
+        self.last_failure: dict[str, str] = {}  # model -> why its last cold start failed
         self.config = config
         self.policy = config.policy
         self.system = system_spec(config.system)
@@ -123,6 +132,8 @@ class Admission:
                 self.kv.request(d.instance_id, d.kv_bytes)
             return d.instance_id
         if d.kind is DispatchKind.NEW_INSTANCE and d.node_id is not None:
+            if self.cold.loads_of(model_id) >= self.config.max_loads_per_model:
+                return None  # bounded churn: wait for the loads under way
             iid = self.cold.start(model, d.node_id, kv_tokens)
             self.tracker.attach(req, iid)
             return iid
@@ -162,6 +173,16 @@ class Admission:
         except (grpc.aio.AioRpcError, WorkerUnavailable) as exc:
             logger.warning("instance {} unusable for request={}: {}", iid, req.request_id, exc)
             placement = None
+            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            self.last_failure[model["model_id"]] = details or str(exc)
+            node_id = self.cold.node_of(iid)
+            if (
+                isinstance(exc, grpc.aio.AioRpcError)
+                and exc.code() == grpc.StatusCode.UNAVAILABLE
+                and node_id is not None
+                and "memory service" not in (details or "")
+            ):
+                self.suspects.mark(node_id, f"a load failed: {details}")
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSIENT:
                 self.tracker.detach(req)
                 self.on_change(iid)
@@ -176,15 +197,30 @@ class Admission:
         return placement
 
     async def _wait_or_give_up(self, model: dict[str, Any], req: LiveRequest) -> None:
-        remaining = give_up_at_s(req, req.resumed_at_s, self.policy) - time.time()
+        give_up = give_up_at_s(req, req.resumed_at_s, self.policy)
+        if req.resumed_at_s is not None:  # a stream under way: more patience to continue it
+            give_up = max(give_up, req.resumed_at_s + self.config.failover_patience_s)
+        remaining = give_up - time.time()
         if remaining <= 0:
-            raise NoCapacity(
-                f"no capacity for model {model['model_id']} within its TTFT SLO "
-                f"({req.ttft_slo_s:.2f} s): no instance admits the request and no node can "
-                "host another; retry later, relax the SLO or add a worker"
-            )
+            raise self._refusal(model, req)
         async with self.watcher.changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self.watcher.changed.wait(), min(remaining, self.policy.retry_interval_s)
                 )
+
+    def _refusal(self, model: dict[str, Any], req: LiveRequest) -> Exception:
+        """Why the request gives up, said so the caller knows what to do."""
+        model_id = model["model_id"]
+        failure = self.last_failure.pop(model_id, "")
+        if "memory service" in failure:
+            return MemoryServiceUnavailable(
+                f"model {model_id} has no instance and cannot start one: {failure}"
+            )
+        cause = f"; the last cold start failed: {failure}" if failure else ""
+        return NoCapacity(
+            f"no capacity for model {model_id} now: no instance admits the request within "
+            f"its TTFT SLO ({req.ttft_slo_s:.2f} s) and no node can host another{cause}; "
+            "retry in a few seconds, relax the SLO or add a worker",
+            retry_after_s=max(1.0, req.ttft_slo_s),
+        )

@@ -1,12 +1,15 @@
 """Token-budget leases (DESIGN.md §2): what a scheduler has admitted to each busy instance.
 
-`/slinfer/leases/{node}/{instance}` lists the requests this scheduler holds on the instance
+`/slinfer/leases/{node}/{instance}/{scheduler}` lists the requests this scheduler holds on the
+instance
 — their arrival, SLOs, excused load time, sizes and last re-dispatch — from which their
 deadlines, and so the instance's time slice, follow by the policy core. Its reader is the
 consolidator, which owns no requests and builds its views (packing, T_move) from these. The
-worker does not read them: deadlines reach it once, in each request's Submit. The keys live
-under the scheduler's own etcd lease (its registration), so a vanished scheduler's budgets
-expire with it. Changes are coalesced and written by one task.
+worker does not read them: deadlines reach it once, in each request's Submit. Other scheduler
+replicas read them too: an instance's load, its KV demand and whether it is idle are what
+every replica holds on it, not one replica's share (`Tracker.load_on`). The keys live under
+the scheduler's own etcd lease (its registration), so a vanished scheduler's budgets expire
+with it. Changes are coalesced and written by one task.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class LeaseWriter:
             if key is not None:
                 await self.store.delete(key)
             return
-        key = keys.lease(node, iid)
+        key = keys.lease(node, iid, self.scheduler_id)
         value = {
             "instance_id": iid,
             "scheduler": self.scheduler_id,

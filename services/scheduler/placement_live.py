@@ -34,7 +34,7 @@ def candidate_nodes(
             continue  # the PyTorch engine runs on CPU nodes only
         fits = []
         for node in view.nodes.values():
-            if node.get("kind") != pool or node["node_id"] in view.drains:
+            if node.get("kind") != pool or view.unavailable(node["node_id"]):
                 continue
             free = int(node.get("memory_bytes", 0)) - committed_bytes(view, node["node_id"])
             if free >= info.estimate_bytes(kv_tokens, node_dtype_bytes(node)):

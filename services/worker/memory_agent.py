@@ -27,7 +27,7 @@ from loguru import logger
 
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
-from slinfer.services.common.errors import NoCapacity
+from slinfer.services.common.errors import MemoryServiceUnavailable, NoCapacity
 from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
@@ -179,7 +179,21 @@ class MemoryAgent:
     # ---- loads and unloads -------------------------------------------------------------------
 
     async def plan_load(self, inst: Instance) -> None:
-        """Plan weights + initial KV; returns once both are approved (raises NoCapacity)."""
+        """Plan weights + initial KV; returns once both are approved (raises NoCapacity, or
+        MemoryServiceUnavailable when the registered memory service does not answer)."""
+        try:
+            await self._plan_load(inst)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            raise MemoryServiceUnavailable(
+                f"the memory service, which approves every load, did not answer node "
+                f"{self.node_id} ({exc.code().name}: {exc.details()}); new instances wait "
+                "until it is back (`slinfer up` and compose restart it); running requests "
+                "are not affected"
+            ) from exc
+
+    async def _plan_load(self, inst: Instance) -> None:
         if not await self.client.available():
             self.check_fits(inst.path, inst.kv_capacity_tokens)
             return

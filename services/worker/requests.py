@@ -24,7 +24,7 @@ from slinfer.services.common.errors import (
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import TrackedRequest
 from slinfer.services.worker.engine.base import EngineRequest, RequestOutput
-from slinfer.services.worker.instance import InstanceState
+from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
 from slinfer.v1 import worker_pb2
@@ -84,10 +84,17 @@ class Requests:
             if not inst.streams:
                 inst.idle_since = time.monotonic()
             if not finished and inst.engine is not None:
-                # Client gone or an error: free the request's KV now (never leak it).
+                # Client gone, deadline passed or an error: free the request's slot and KV
+                # now, between two iterations (never leak them), and show it at once.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(node.device.call(inst.engine.abort_request, rid))
+                    await asyncio.shield(self._release(inst, rid))
             metrics.REQUESTS.labels(inst.model_id, status).inc()
+
+    async def _release(self, inst: Instance, rid: str) -> None:
+        engine = inst.engine
+        assert engine is not None
+        await self.node.device.call(engine.abort_request, rid)
+        inst.stats = await self.node.device.call(engine.stats)
 
     async def abort(self, instance_id: str, request_id: str) -> bool:
         inst = self.node.instances.get(instance_id)

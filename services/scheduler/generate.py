@@ -1,0 +1,158 @@
+"""One client request at the gateway: validate, tokenise, build its SLOs, stream it.
+
+The text chunks carry the token ids they stand for, so a client whose stream broke (its
+gateway replica died) can send them back in `resume`: the request is admitted again with
+those tokens (recomputed, never re-sent) and the stream continues where it stopped, on any
+replica (docs/RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from slinfer.policy import SloPolicy
+from slinfer.services.cluster.tracker import LiveRequest
+from slinfer.services.common import keys
+from slinfer.services.common.auth import Principal
+from slinfer.services.common.convert import sampling_from_pb
+from slinfer.services.common.errors import InvalidArgument, ModelNotFound
+from slinfer.services.scheduler import metrics
+from slinfer.services.scheduler.prompts import MAX_MESSAGES, Message
+from slinfer.services.scheduler.registry import internal_id
+from slinfer.v1 import common_pb2, gateway_pb2, worker_pb2
+
+if TYPE_CHECKING:
+    from slinfer.services.scheduler.server import SchedulerService
+
+
+async def find_model(s: SchedulerService, name: str, principal: Principal) -> dict[str, Any]:
+    """The caller's model `name`; another tenant's is NOT_FOUND, as a missing one."""
+    if not name:
+        raise InvalidArgument("model is required (see ListModels)")
+    model = s.watcher.view.models.get(name)
+    if model is None and keys.valid_name(name):
+        # Deployed through another replica a moment ago? Ask etcd, not the watch.
+        entry = await s.store.get(keys.model(name))
+        model = entry.value if entry is not None else None
+    if model is None or not principal.owns(model):
+        raise ModelNotFound(f"model {name[:80]} is not deployed (see ListModels)")
+    return model
+
+
+def _resumed(request: gateway_pb2.GenerateRequest, vocab_size: int, max_tokens: int) -> list[int]:
+    if not request.HasField("resume"):
+        return []
+    ids = list(request.resume.token_ids)
+    bad = [t for t in ids if t < 0 or (vocab_size and t >= vocab_size)]
+    if bad:
+        raise InvalidArgument(f"resume.token_ids must be in [0, {vocab_size}); got {bad[:5]}")
+    if len(ids) > max_tokens:
+        raise InvalidArgument(
+            f"resume carries {len(ids)} tokens, more than max_tokens={max_tokens}; send the "
+            "token ids of the chunks received, unchanged"
+        )
+    return ids
+
+
+async def generate(
+    s: SchedulerService, request: gateway_pb2.GenerateRequest, rid: str, principal: Principal
+) -> AsyncIterator[gateway_pb2.GenerateResponse]:
+    arrival, arrival_wall = time.monotonic(), time.time()
+    model = await find_model(s, request.model, principal)
+    sampling = sampling_from_pb(request.sampling)
+    if len(request.messages) > MAX_MESSAGES:
+        raise InvalidArgument(f"at most {MAX_MESSAGES} messages, got {len(request.messages)}")
+    messages = [Message(m.role, m.content) for m in request.messages]
+    prompt_ids = await asyncio.to_thread(
+        s.prompts.encode,
+        model["path"],
+        request.prompt,
+        messages,
+        list(request.prompt_token_ids),
+        int(model.get("vocab_size", 0)),
+    )
+    max_len = int(model.get("max_model_len", 0))
+    if max_len and len(prompt_ids) + sampling.max_tokens > max_len:
+        raise InvalidArgument(
+            f"prompt ({len(prompt_ids)} tokens) + max_tokens ({sampling.max_tokens}) "
+            f"exceeds the model's context of {max_len} tokens; shorten the prompt or "
+            "lower max_tokens"
+        )
+    resumed = _resumed(request, int(model.get("vocab_size", 0)), sampling.max_tokens)
+    if resumed and len(resumed) >= sampling.max_tokens:
+        # The stream broke between its last chunk and its final message: nothing is left.
+        yield _final(rid, common_pb2.FINISH_REASON_LENGTH, len(prompt_ids), len(resumed))
+        return
+    slo = SloPolicy(tpot_s=float(model.get("tpot_slo_s") or s.config.default_tpot_slo_s))
+    live = LiveRequest(
+        request_id=internal_id(principal.tenant, rid),
+        model_id=model["model_id"],
+        arrival_s=arrival_wall,
+        input_tokens=len(prompt_ids),
+        ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
+        tpot_slo_s=slo.tpot_s,
+    )
+    first_at: float | None = None
+    last_at = arrival
+    final: worker_pb2.SubmitResponse | None = None
+    placement = None
+    # Tokens whose text the worker holds back (part of a character, a possible stop string)
+    # ride with the chunk that carries their text, or with a last empty chunk: the chunks'
+    # `token_ids` add up to completion_tokens, each token counted once.
+    pending: list[int] = []
+    stream = s.dispatcher.generate(model, live, prompt_ids, sampling, tuple(resumed))
+    async with contextlib.aclosing(stream):
+        async for placed, resp in stream:
+            placement = placed
+            now = time.monotonic()
+            if resp.token_ids and first_at is None:
+                first_at = now
+            if resp.token_ids:
+                last_at = now
+                pending.extend(resp.token_ids)
+            if resp.text or (resp.finished and pending):
+                yield gateway_pb2.GenerateResponse(
+                    request_id=rid,
+                    chunk=gateway_pb2.TextChunk(
+                        text=resp.text, tokens=len(pending), token_ids=pending
+                    ),
+                )
+                pending = []
+            if resp.finished:
+                final = resp
+    assert final is not None and placement is not None
+    ttft = (first_at or last_at) - arrival
+    n = final.completion_tokens
+    new = n - len(resumed)
+    tpot = (last_at - first_at) / (new - 1) if first_at is not None and new > 1 else 0.0
+    metrics.TTFT.labels(model["model_id"]).observe(ttft)
+    if new > 1:
+        metrics.TPOT.labels(model["model_id"]).observe(tpot)
+    yield gateway_pb2.GenerateResponse(
+        request_id=rid,
+        final=gateway_pb2.Completion(
+            finish_reason=final.finish_reason,
+            prompt_tokens=final.prompt_tokens or len(prompt_ids),
+            completion_tokens=n,
+            ttft_s=ttft,
+            tpot_s=tpot,
+            load_s=placement.load_s,
+            instance_id=placement.instance_id,
+            node_id=placement.node_id,
+        ),
+    )
+
+
+def _final(rid: str, reason: int, prompt_tokens: int, completion_tokens: int) -> Any:
+    return gateway_pb2.GenerateResponse(
+        request_id=rid,
+        final=gateway_pb2.Completion(
+            finish_reason=reason,  # type: ignore[arg-type]
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        ),
+    )
