@@ -30,12 +30,20 @@ from slinfer.client import Chunk, Completion, SlinferError
     envvar="SLINFER_GATEWAY",
     default="127.0.0.1:50051",
     show_default=True,
-    help="Gateway address (env SLINFER_GATEWAY).",
+    help="Gateway address, or several replicas comma-separated (env SLINFER_GATEWAY).",
 )
+@click.option(
+    "--api-key",
+    envvar="SLINFER_API_KEY",
+    default=None,
+    help="API key (env SLINFER_API_KEY; default: the key `slinfer up` wrote to "
+    "$SLINFER_HOME/api_key).",
+)
+@click.option("--tls-ca", envvar="SLINFER_TLS_CA", default=None, help="Connect with TLS (CA).")
 @click.pass_context
-def main(ctx: click.Context, gateway: str) -> None:
+def main(ctx: click.Context, gateway: str, api_key: str | None, tls_ca: str | None) -> None:
     """slinfer: serverless inference for many small private LLMs."""
-    ctx.obj = {"gateway": gateway}
+    ctx.obj = {"gateway": gateway, "api_key": api_key, "tls_ca": tls_ca}
 
 
 @main.command()
@@ -159,11 +167,12 @@ def status(ctx: click.Context) -> None:
 
 def _register() -> None:
     from slinfer.cli.consolidate import drain, plans, preempt
+    from slinfer.cli.keys_cmd import keys
     from slinfer.cli.models_cmd import delete, deploy, models
     from slinfer.cli.replay import replay
     from slinfer.cli.stack_cmd import down, up
 
-    for command in (up, down, deploy, delete, models, replay, drain, preempt, plans):
+    for command in (up, down, deploy, delete, models, replay, drain, preempt, plans, keys):
         main.add_command(command)
 
 

@@ -2,12 +2,18 @@
 
 State of a detached stack (pids, ports, log files) lives in $SLINFER_HOME/run/stack.json so
 `slinfer down` can stop it from another shell.
+
+Authentication is on unless `insecure`: the stack gets a fresh cluster token (the services'
+credential between themselves, $SLINFER_HOME/run/cluster.token) and an admin API key, which
+the CLI and the SDK read from $SLINFER_HOME/api_key (docs/RELIABILITY.md, "Tenants and keys").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +33,11 @@ def home() -> Path:
 
 def state_file(run_dir: Path | None = None) -> Path:
     return (run_dir or home() / "run") / "stack.json"
+
+
+def key_file() -> Path:
+    """Where `slinfer up` leaves its admin key for the CLI and the SDK."""
+    return home() / "api_key"
 
 
 @dataclass
@@ -51,6 +62,14 @@ class StackConfig:
     scheduler_args: tuple[str, ...] = ()
     consolidator_args: tuple[str, ...] = ()
     run_dir: Path | None = None
+    schedulers: int = 1  # gateway replicas: gateway_port, then gateway_port + 4, + 5, ...
+    insecure: bool = False  # no authentication (everything listens on loopback anyway)
+    tls_cert: str = ""  # serve TLS (every service) with this certificate and key
+    tls_key: str = ""
+    tls_ca: str = ""  # the CA the services (and the health checks) trust
+
+    def gateway_ports(self) -> list[int]:
+        return [self.gateway_port] + [self.gateway_port + 3 + i for i in range(1, self.schedulers)]
 
 
 @dataclass
@@ -61,13 +80,26 @@ class Stack:
     gateway: str
     pids: dict[str, int]
     logs: dict[str, str]
+    gateways: list[str] = field(default_factory=list)  # every replica, gateway first
+    api_key: str = ""  # the admin key ("" when insecure)
+    key_file: str = ""  # where it was written for the CLI ("" : nowhere)
 
 
 def _wait_healthy(
-    address: str, service: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
+    address: str,
+    service: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float = 120.0,
+    tls_ca: str = "",
 ) -> None:
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.secure_channel(address, grpc.ssl_channel_credentials(Path(tls_ca).read_bytes()))
+        if tls_ca
+        else grpc.insecure_channel(address)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -92,20 +124,22 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
     )
     echo(f"etcd        {etcd.endpoint} (data {data_dir})")  # type: ignore[operator]
     b = cfg.metrics_base
-    services = {
-        "scheduler": (
+    services: dict[str, tuple[list[str], str]] = {}
+    for i, port in enumerate(cfg.gateway_ports()):
+        services["scheduler" if i == 0 else f"scheduler-{i}"] = (
             [
                 "slinfer.services.scheduler",
                 "--listen",
-                f"127.0.0.1:{cfg.gateway_port}",
+                f"127.0.0.1:{port}",
                 "--metrics-port",
-                str(b + 1),
+                str(b + 1 if i == 0 else b + 4 + i),
                 "--keep-alive",
                 str(cfg.keep_alive_s),
                 *cfg.scheduler_args,
             ],
-            f"127.0.0.1:{cfg.gateway_port}",
-        ),
+            f"127.0.0.1:{port}",
+        )
+    services.update({
         "memory": (
             [
                 "slinfer.services.memory",
@@ -127,7 +161,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             ],
             f"127.0.0.1:{cfg.consolidator_port}",
         ),
-    }
+    })  # fmt: skip
     ncpu = len(os.sched_getaffinity(0))
     for i in range(cfg.cpu_nodes):
         args = [
@@ -144,10 +178,13 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         name = "worker" if i == 0 else f"worker-{i}"
         services[name] = (args, f"127.0.0.1:{cfg.worker_port + i}")
     env = {**os.environ, "SLINFER_ETCD": etcd.endpoint}
+    flags = _security_flags(cfg, run_dir, env)
+    api_key = "" if cfg.insecure else _admin_key(etcd.endpoint)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, str] = {"etcd": str(cfg.log_dir / "etcd.log")}
     try:
         for name, (args, _addr) in services.items():
+            args = [*args, *flags]
             log = cfg.log_dir / f"{name}.log"
             logs[name] = str(log)
             procs[name] = subprocess.Popen(
@@ -158,13 +195,19 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
                 start_new_session=True,
             )
         for name, (_args, addr) in services.items():
-            _wait_healthy(addr, name, procs[name], Path(logs[name]))
+            _wait_healthy(addr, name, procs[name], Path(logs[name]), tls_ca=cfg.tls_ca)
             echo(f"{name:<11} {addr} (log {logs[name]})")  # type: ignore[operator]
     except BaseException:
         for p in procs.values():
             p.terminate()
         etcd.stop()
         raise
+    written = ""
+    if api_key and cfg.run_dir is None:  # the user's stack: the CLI and the SDK find the key
+        key_file().parent.mkdir(parents=True, exist_ok=True)
+        key_file().write_text(api_key + "\n")
+        key_file().chmod(0o600)
+        written = str(key_file())
     stack = Stack(
         etcd_pid=etcd.proc.pid,
         etcd_data_dir=str(data_dir),
@@ -172,10 +215,49 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         gateway=services["scheduler"][1],
         pids={n: p.pid for n, p in procs.items()},
         logs=logs,
+        gateways=[addr for n, (_a, addr) in services.items() if n.startswith("scheduler")],
+        api_key=api_key,
+        key_file=written,
     )
     state_file(run_dir).parent.mkdir(parents=True, exist_ok=True)
     state_file(run_dir).write_text(json.dumps(asdict(stack), indent=2))
     return stack
+
+
+def _security_flags(cfg: StackConfig, run_dir: Path, env: dict[str, str]) -> list[str]:
+    """The flags (and, in `env`, the cluster token) every service of the stack starts with."""
+    if cfg.insecure:
+        return ["--insecure"]
+    token_file = run_dir / "cluster.token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    env["SLINFER_CLUSTER_TOKEN"] = token
+    flags = []
+    for flag, value in (
+        ("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key), ("--tls-ca", cfg.tls_ca)
+    ):
+        if value:
+            flags += [flag, value]
+    return flags
+
+
+def _admin_key(etcd_endpoint: str) -> str:
+    """An admin key of tenant `default`, stored (hashed) in the stack's etcd."""
+    from slinfer.services.common.auth import Role, create_key
+    from slinfer.services.common.store import Store
+
+    async def make() -> str:
+        store = Store(etcd_endpoint)
+        await store.connect()
+        try:
+            key, _ = await create_key(store, "default", Role.ADMIN, "slinfer up")
+            return key
+        finally:
+            await store.close()
+
+    return asyncio.run(make())
 
 
 def _alive(pid: int) -> bool:
@@ -212,10 +294,14 @@ def stop_stack(stack: Stack | None = None, run_dir: Path | None = None) -> bool:
             return False
         stack = Stack(**json.loads(state_file(run_dir).read_text()))
     workers = [n for n in stack.pids if n.startswith("worker")]
-    for name in [*workers, "scheduler", "consolidator", "memory"]:
+    schedulers = [n for n in stack.pids if n.startswith("scheduler")]
+    for name in [*workers, *schedulers, "consolidator", "memory"]:
         if name in stack.pids:
             _terminate(stack.pids[name])
     _terminate(stack.etcd_pid)
+    if stack.key_file:
+        Path(stack.key_file).unlink(missing_ok=True)
+    (Path(stack.etcd_data_dir).parent / "cluster.token").unlink(missing_ok=True)
     import shutil
 
     shutil.rmtree(stack.etcd_data_dir, ignore_errors=True)

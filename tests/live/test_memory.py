@@ -25,6 +25,7 @@ from slinfer import Completion
 from slinfer.client import SlinferError
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.common.security import INSECURE
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
@@ -328,7 +329,7 @@ async def test_two_replicas_racing_never_oversubscribe(stack, limit):
     LIMIT, size = limit, limit // 10  # noqa: N806
     from slinfer.services.memory.server import create as create_memory
 
-    second = create_memory(stack.etcd)
+    second = create_memory(stack.etcd, security=INSECURE)
     await second.start()
     first_addr = next(o.address for o in stack.others if o.kind == "memory")
     channels = [grpc.aio.insecure_channel(a) for a in (first_addr, second.address)]
@@ -381,7 +382,7 @@ async def test_without_a_memory_service_the_worker_checks_measured_memory(
     etcd = start_etcd()
     worker = WorkerService(
         WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=limit, num_threads=1,
-                     profile_dir=profile_dir)
+                     profile_dir=profile_dir, security=INSECURE)
     )  # fmt: skip
     await worker.start()
     try:
