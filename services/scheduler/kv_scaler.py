@@ -53,7 +53,7 @@ class KvScaler:
         self._known: dict[str, tuple[int, int]] = {}  # instance -> (revision, planned KV)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
-        self._admits: set[asyncio.Task[None]] = set()
+        self._decided: dict[str, int] = {}  # instance -> target an admission decided
         self.statuses: Counter[str] = Counter()  # ScaleKV answers, for tests and the bench
 
     @property
@@ -73,24 +73,18 @@ class KvScaler:
         task.add_done_callback(lambda _t: self._tasks.pop(instance_id, None))
 
     def request(self, instance_id: str, target_bytes: int) -> None:
-        """Ask the ledger for the allocation an admission decided (best effort, in the
-        background; later touches re-evaluate with `plan_kv`)."""
+        """Ask the ledger for the allocation an admission decided, in the instance's one
+        evaluation loop (so it never races a re-evaluation); later touches use `plan_kv`."""
         if not self.enabled:
             return
-
-        async def _ask() -> None:
-            with contextlib.suppress(Exception):
-                await self.scale(instance_id, target_bytes)
-
-        task = asyncio.create_task(_ask(), name=f"kv-admit:{instance_id}")
-        self._admits.add(task)
-        task.add_done_callback(self._admits.discard)
+        self._decided[instance_id] = target_bytes
+        self.touch(instance_id)
 
     async def _loop(self, instance_id: str) -> None:
         while True:
             self._again.discard(instance_id)
             with contextlib.suppress(Exception):
-                await self.scale(instance_id)
+                await self.scale(instance_id, self._decided.pop(instance_id, None))
             if instance_id not in self._again:
                 return
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slinfer.policy.calibration import IterationRatio
+from slinfer.services.inprocess import LiveStack
 from slinfer.services.worker.engine.base import IterationResult, Phase
 from slinfer.services.worker.engine.dtype import cpu_dtype_from_env
 from slinfer.services.worker.engine.torch_config import TorchEngineConfig, dtype_name
@@ -100,3 +102,17 @@ def recorded_token_ids(stack: Any) -> Iterator[dict[str, list[int]]]:
         yield seen
     finally:
         del dispatcher.generate
+
+
+class PinnedRatio(IterationRatio):
+    """A worker calibration that counts iterations but keeps the ratio at 1: for tests whose
+    seeded tables stand for the device (the tiny models run far faster than the tables, and
+    a held iteration far slower, so calibration would rescale the budgets under test)."""
+
+    def observe(self, observed_s: float, predicted_s: float) -> None:
+        self.samples += 1
+
+
+def pin_calibration(stack: LiveStack) -> None:
+    for worker in stack.workers:
+        worker.device.calibration.ratio = PinnedRatio()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -30,9 +31,15 @@ from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.inprocess import LiveStack
+from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.services.worker.engine.base import SamplingParams
 from slinfer.v1 import common_pb2, consolidator_pb2, consolidator_pb2_grpc, worker_pb2
-from tests.live.support import hold_executor, hold_iterations, seed_perf_tables
+from tests.live.support import (
+    hold_executor,
+    hold_iterations,
+    pin_calibration,
+    seed_perf_tables,
+)
 from tests.live.waits import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
@@ -69,8 +76,16 @@ def _workers(seeded):
 async def stack(etcd, model_dir, seeded):
     # Packing on, but its loop would first run in an hour: the test calls one cycle itself.
     s = await LiveStack.start(
-        etcd.endpoint, workers=_workers(seeded), consolidator={"pack_every_s": 3600.0}
+        etcd.endpoint,
+        workers=_workers(seeded),
+        consolidator={"pack_every_s": 3600.0},
+        # T_pack 0: a node below the threshold is due at the first cycle that sees it (the
+        # hysteresis itself is tests/policy/test_consolidation.py's).
+        dispatch=DispatchConfig(
+            default_kv_capacity_tokens=2048, policy=replace(LIVE_POLICY, pack_after_s=0.0)
+        ),
     )
+    pin_calibration(s)  # the growing tables stand for the device here
     await s.c.deploy("q", str(model_dir), **LOOSE)
     await s.c.deploy("b", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=0.2)
     await s.c.deploy("c", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=0.2)
@@ -269,6 +284,10 @@ async def test_pack_empties_the_least_loaded_node(stack: LiveStack) -> None:
     await wait_until(lambda: len(view.nodes_in_use()) == 2, what="both nodes in use")
     cview = svc.watcher.view  # the consolidator plans from its own view of etcd
     await wait_until(lambda: len(cview.nodes_in_use()) == 2, what="the consolidator's view")
+    await wait_until(
+        lambda: svc.consolidation.policy_config.pack_after_s == 0.0,
+        what="the schedulers' policy at the consolidator",
+    )
     plan = await svc.consolidation.pack_once()
     assert plan is not None and plan.kind == consolidator_pb2.PLAN_KIND_PACK
     assert plan.executed, plan.error

@@ -10,12 +10,11 @@ import pytest_asyncio
 
 from slinfer import Chunk, Completion
 from slinfer.models import build_random_model
-from slinfer.policy.calibration import IterationRatio
 from slinfer.services.common import keys
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler import metrics as scheduler_metrics
 from slinfer.services.worker.calibration import hardware_label
-from tests.live.support import hold_iterations, seed_perf_tables
+from tests.live.support import hold_iterations, pin_calibration, seed_perf_tables
 from tests.live.waits import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
@@ -67,8 +66,7 @@ async def stack(etcd, models, seeded_profiles):
         # evict b for c here) is tested in test_consolidation.py.
         consolidator={"advisory": True},
     )
-    for w in s.workers:
-        w.device.calibration.ratio = _PinnedRatio()
+    pin_calibration(s)
     loose = {"ttft_slo_s": 60.0, "tpot_slo_s": 5.0}
     await s.c.deploy("a", str(models["a"]), **loose)
     await s.c.deploy("a-urgent", str(models["a"]), ttft_slo_s=60.0, tpot_slo_s=0.5)
@@ -78,11 +76,6 @@ async def stack(etcd, models, seeded_profiles):
     await s.c.deploy("short", str(models["a"]), keep_alive_s=1.0, **loose)
     yield s
     await s.stop()
-
-
-class _PinnedRatio(IterationRatio):
-    def observe(self, observed_s: float, predicted_s: float) -> None:
-        self.samples += 1  # counted, not applied
 
 
 async def _final(
