@@ -194,12 +194,7 @@ def auth_metadata(credential: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {credential}"),) if credential else ()
 
 
-class _Bearer(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _Bearer:
     def __init__(self, credential: str) -> None:
         self.metadata = auth_metadata(credential)
 
@@ -207,17 +202,33 @@ class _Bearer(
         metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
         return replace_details(details, metadata)
 
+
+# grpc.aio files an interceptor under the first of the four kinds it is an instance of (an
+# if/elif chain), so each kind needs its own class.
+class _BearerUnaryUnary(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
         return await continuation(self._details(details), request)
 
+
+class _BearerUnaryStream(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
         return await continuation(self._details(details), request)
 
+
+class _BearerStreamUnary(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, requests):  # noqa: ANN001, ANN201
         return await continuation(self._details(details), requests)
 
+
+class _BearerStreamStream(_Bearer, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, requests):  # noqa: ANN001, ANN201
         return await continuation(self._details(details), requests)
+
+
+def bearer_interceptors(credential: str) -> list[Any]:
+    """Client interceptors that send `authorization: Bearer <credential>` on every call."""
+    kinds = (_BearerUnaryUnary, _BearerUnaryStream, _BearerStreamUnary, _BearerStreamStream)
+    return [kind(credential) for kind in kinds]
 
 
 def replace_details(
@@ -235,7 +246,7 @@ def channel(
 ) -> grpc.aio.Channel:
     """An asyncio channel to another service, with the cluster token and TLS as configured."""
     sec = security or _process
-    interceptors = [_Bearer(sec.cluster_token)] if sec.cluster_token else None
+    interceptors = bearer_interceptors(sec.cluster_token) if sec.cluster_token else None
     if sec.tls_ca:
         creds = grpc.ssl_channel_credentials(Path(sec.tls_ca).read_bytes())
         return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)
