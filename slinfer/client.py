@@ -63,6 +63,13 @@ __all__ = [
 ]
 
 
+def _backoff(attempt: int, replicas: int) -> float:
+    """No wait for the first try of each other replica; then exponential, capped."""
+    if attempt < replicas:
+        return 0.05
+    return min(0.2 * 2 ** (attempt - replicas), 3.0)
+
+
 class _Base:
     def __init__(
         self,
@@ -80,9 +87,18 @@ class _Base:
         self.timeout_s, self.stream_timeout_s, self.retries = timeout_s, stream_timeout_s, retries
         self._current = 0
 
-    def _failover(self) -> None:
-        """The next gateway replica answers from now on."""
-        self._current = (self._current + 1) % len(self.addresses)
+    @property
+    def _resume_attempts(self) -> int:
+        """A broken stream tries every replica at least twice."""
+        return max(self.retries, 2 * len(self.addresses))
+
+    def _failover(self, failed: int | None = None) -> None:
+        """The next gateway replica answers from now on. `failed`: the replica a call just
+        failed on; concurrent calls that saw the same replica fail move once, not each."""
+        if failed is None:
+            failed = self._current
+        if self._current == failed:
+            self._current = (failed + 1) % len(self.addresses)
 
 
 class Client(_Base):
@@ -126,7 +142,6 @@ class Client(_Base):
             retry=retry_if_exception(_unavailable),
             stop=stop_after_attempt(max(self.retries, len(self.addresses))),
             wait=wait_exponential(multiplier=0.2, max=3.0),
-            before_sleep=lambda _state: self._failover(),
             reraise=True,
         )
 
@@ -134,9 +149,15 @@ class Client(_Base):
         try:
             for attempt in self._retrying():
                 with attempt:
-                    return getattr(self._stub, method)(
-                        request, timeout=self.timeout_s, metadata=self._metadata
-                    )
+                    used = self._current
+                    try:
+                        return getattr(self._stubs[used], method)(
+                            request, timeout=self.timeout_s, metadata=self._metadata
+                        )
+                    except grpc.RpcError as exc:
+                        if _unavailable(exc):
+                            self._failover(used)
+                        raise
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
 
@@ -155,19 +176,20 @@ class Client(_Base):
         req = _generate_request(model, prompt, messages, request_id, sampling, prompt_token_ids)
         stream = _Stream(req)
         while True:
+            used = self._current
             try:
-                for resp in self._stub.Generate(
+                for resp in self._stubs[used].Generate(
                     stream.next_request(), timeout=self.stream_timeout_s, metadata=self._metadata
                 ):
                     stream.seen(resp)
                     yield _event(resp)
                 return
             except grpc.RpcError as exc:
-                if not _broken(exc) or stream.resumes >= self.retries:
+                if not _broken(exc) or stream.resumes >= self._resume_attempts:
                     raise _wrap(exc) from None
                 stream.resumes += 1
-                self._failover()
-                time.sleep(min(0.2 * 2**stream.resumes, 3.0))
+                self._failover(used)
+                time.sleep(_backoff(stream.resumes, len(self.addresses)))
 
     def complete(self, model: str, prompt: str | None = None, **kw: Any) -> Result:
         text, final = [], None
@@ -243,7 +265,6 @@ class AsyncClient(_Base):
             retry=retry_if_exception(_unavailable),
             stop=stop_after_attempt(max(self.retries, len(self.addresses))),
             wait=wait_exponential(multiplier=0.2, max=3.0),
-            before_sleep=lambda _state: self._failover(),
             reraise=True,
         )
 
@@ -251,9 +272,15 @@ class AsyncClient(_Base):
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    return await getattr(self._stub, method)(
-                        request, timeout=self.timeout_s, metadata=self._metadata
-                    )
+                    used = self._current
+                    try:
+                        return await getattr(self._stubs[used], method)(
+                            request, timeout=self.timeout_s, metadata=self._metadata
+                        )
+                    except grpc.RpcError as exc:
+                        if _unavailable(exc):
+                            self._failover(used)
+                        raise
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
 
@@ -270,7 +297,8 @@ class AsyncClient(_Base):
         req = _generate_request(model, prompt, messages, request_id, sampling, prompt_token_ids)
         stream = _Stream(req)
         while True:
-            call = self._stub.Generate(
+            used = self._current
+            call = self._stubs[used].Generate(
                 stream.next_request(), timeout=self.stream_timeout_s, metadata=self._metadata
             )
             try:
@@ -279,11 +307,11 @@ class AsyncClient(_Base):
                     yield _event(resp)
                 return
             except grpc.RpcError as exc:
-                if not _broken(exc) or stream.resumes >= self.retries:
+                if not _broken(exc) or stream.resumes >= self._resume_attempts:
                     raise _wrap(exc) from None
                 stream.resumes += 1
-                self._failover()
-                await asyncio.sleep(min(0.2 * 2**stream.resumes, 3.0))
+                self._failover(used)
+                await asyncio.sleep(_backoff(stream.resumes, len(self.addresses)))
             finally:
                 call.cancel()  # a consumer that stops early releases the request
 

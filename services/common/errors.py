@@ -103,12 +103,6 @@ class WorkerUnavailable(SlinferError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
-class MemoryServiceUnavailable(SlinferError):
-    """The memory service, which approves every load and KV resize, cannot be reached."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
 def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
     """Trailing metadata that goes with the status: the retry hint of a refusal for
     capacity."""

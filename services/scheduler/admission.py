@@ -28,7 +28,6 @@ from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.common.errors import (
     FailedPrecondition,
-    MemoryServiceUnavailable,
     NoCapacity,
     WorkerUnavailable,
 )
@@ -213,10 +212,6 @@ class Admission:
         """Why the request gives up, said so the caller knows what to do."""
         model_id = model["model_id"]
         failure = self.last_failure.pop(model_id, "")
-        if "memory service" in failure:
-            return MemoryServiceUnavailable(
-                f"model {model_id} has no instance and cannot start one: {failure}"
-            )
         cause = f"; the last cold start failed: {failure}" if failure else ""
         return NoCapacity(
             f"no capacity for model {model_id} now: no instance admits the request within "

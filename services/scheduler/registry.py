@@ -76,6 +76,13 @@ class RequestRegistry:
     def streaming(self, tenant: str, rid: str) -> bool:
         return (tenant, rid) in self._held
 
+    def holds(self, internal: str) -> bool:
+        """Is `internal` (an `internal_id`, perhaps another replica's) a submission of a
+        request this replica streams now? A resumed request's earlier submission, listed by
+        its dead replica's lease until that lease expires, is not another request."""
+        tenant, _, rest = internal.partition(":")
+        return (tenant, rest.rpartition(":")[0]) in self._held
+
     @contextlib.asynccontextmanager
     async def hold(self, principal: Principal, rid: str, resume: bool) -> AsyncIterator[None]:
         """Hold (tenant, rid) while the request streams; refuse a duplicate, take over for a

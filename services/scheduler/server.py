@@ -129,7 +129,11 @@ class SchedulerService:
 
     def _foreign_requests(self, instance_id: str) -> list:  # noqa: ANN201
         leased = self.watcher.view.lease_requests(instance_id, but=self.service_id)
-        return [request_from_lease(rid, entry) for rid, entry in leased.items()]
+        return [
+            request_from_lease(rid, entry)
+            for rid, entry in leased.items()
+            if not self.registry.holds(rid)  # our own request's earlier incarnation
+        ]
 
     async def start(self) -> str:
         sec = self.config.security

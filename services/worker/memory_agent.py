@@ -27,7 +27,7 @@ from loguru import logger
 
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
-from slinfer.services.common.errors import MemoryServiceUnavailable, NoCapacity
+from slinfer.services.common.errors import NoCapacity
 from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
@@ -90,7 +90,7 @@ class MemoryAgent:
             self.counters.peak_measured_bytes, self.used_bytes()
         )
 
-    def check_fits(self, path: str, kv_capacity_tokens: int) -> None:
+    def check_fits(self, path: str, kv_capacity_tokens: int, why: str = "") -> None:
         """Without a memory service: the measured free memory must hold the upper bound."""
         need = inspect_model_dir(path).estimate_bytes(kv_capacity_tokens, self.w.dtype_bytes)
         free = self.w.config.memory_bytes - self.used_bytes()
@@ -98,6 +98,7 @@ class MemoryAgent:
             raise NoCapacity(
                 f"node {self.node_id} has {free >> 20} MiB free, instance needs about "
                 f"{need >> 20} MiB (weights + {kv_capacity_tokens} KV tokens)"
+                + (f" ({why})" if why else "")
             )
 
     def totals(self) -> MemoryCounters:
@@ -179,19 +180,28 @@ class MemoryAgent:
     # ---- loads and unloads -------------------------------------------------------------------
 
     async def plan_load(self, inst: Instance) -> None:
-        """Plan weights + initial KV; returns once both are approved (raises NoCapacity, or
-        MemoryServiceUnavailable when the registered memory service does not answer)."""
+        """Plan weights + initial KV; returns once both are approved (raises NoCapacity).
+        A registered memory service that does not answer is treated as absent: the load is
+        checked against this node's measured free memory, as without one, and says so."""
         try:
             await self._plan_load(inst)
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise
-            raise MemoryServiceUnavailable(
-                f"the memory service, which approves every load, did not answer node "
-                f"{self.node_id} ({exc.code().name}: {exc.details()}); new instances wait "
-                "until it is back (`slinfer up` and compose restart it); running requests "
-                "are not affected"
-            ) from exc
+            self._planned.discard(inst.instance_id)
+            logger.warning(
+                "memory service unreachable ({}); load of instance={} checked against node "
+                "{}'s measured memory instead",
+                exc.details(),
+                inst.instance_id,
+                self.node_id,
+            )
+            self.check_fits(
+                inst.path,
+                inst.kv_capacity_tokens,
+                "the memory service, which plans every load, is unreachable: checked against "
+                "the node's measured memory",
+            )
 
     async def _plan_load(self, inst: Instance) -> None:
         if not await self.client.available():

@@ -115,14 +115,9 @@ def _wait_healthy(
     raise RuntimeError(f"{service} at {address} not healthy within {timeout_s:.0f} s; see {log}")
 
 
-def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
-    cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = cfg.run_dir or home() / "run"
-    data_dir = run_dir / "etcd-data"
-    etcd = start_etcd(
-        client_port=cfg.etcd_port, data_dir=data_dir, log_path=cfg.log_dir / "etcd.log"
-    )
-    echo(f"etcd        {etcd.endpoint} (data {data_dir})")  # type: ignore[operator]
+def service_commands(cfg: StackConfig) -> dict[str, tuple[list[str], str]]:
+    """Each service of the stack: its `python -m` arguments (before the security flags) and
+    its address."""
     b = cfg.metrics_base
     services: dict[str, tuple[list[str], str]] = {}
     for i, port in enumerate(cfg.gateway_ports()):
@@ -177,6 +172,45 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             args += ["--cpu-dtype", cfg.worker_cpu_dtype]
         name = "worker" if i == 0 else f"worker-{i}"
         services[name] = (args, f"127.0.0.1:{cfg.worker_port + i}")
+    return services
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def restart_service(stack: Stack, cfg: StackConfig, name: str) -> int:
+    """Start service `name` of a running stack again (after it died: chaos tests, a
+    supervisor); returns its new pid once it is healthy."""
+    run_dir = cfg.run_dir or home() / "run"
+    args, addr = service_commands(cfg)[name]
+    env = {**os.environ, "SLINFER_ETCD": stack.etcd_endpoint}
+    token_file = run_dir / "cluster.token"
+    flags = ["--insecure"] if cfg.insecure else _tls_flags(cfg)
+    if not cfg.insecure:
+        env["SLINFER_CLUSTER_TOKEN"] = token_file.read_text().strip()
+    log = Path(stack.logs[name])
+    proc = _spawn(name, [*args, *flags], env, log)
+    _wait_healthy(addr, name, proc, log, tls_ca=cfg.tls_ca)
+    stack.pids[name] = proc.pid
+    return proc.pid
+
+
+def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = cfg.run_dir or home() / "run"
+    data_dir = run_dir / "etcd-data"
+    etcd = start_etcd(
+        client_port=cfg.etcd_port, data_dir=data_dir, log_path=cfg.log_dir / "etcd.log"
+    )
+    echo(f"etcd        {etcd.endpoint} (data {data_dir})")  # type: ignore[operator]
+    services = service_commands(cfg)
     env = {**os.environ, "SLINFER_ETCD": etcd.endpoint}
     flags = _security_flags(cfg, run_dir, env)
     api_key = "" if cfg.insecure else _admin_key(etcd.endpoint)
@@ -187,13 +221,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             args = [*args, *flags]
             log = cfg.log_dir / f"{name}.log"
             logs[name] = str(log)
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", *args],
-                env=env,
-                stdout=open(log, "ab"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            procs[name] = _spawn(name, args, env, log)
         for name, (_args, addr) in services.items():
             _wait_healthy(addr, name, procs[name], Path(logs[name]), tls_ca=cfg.tls_ca)
             echo(f"{name:<11} {addr} (log {logs[name]})")  # type: ignore[operator]
@@ -234,6 +262,10 @@ def _security_flags(cfg: StackConfig, run_dir: Path, env: dict[str, str]) -> lis
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     env["SLINFER_CLUSTER_TOKEN"] = token
+    return _tls_flags(cfg)
+
+
+def _tls_flags(cfg: StackConfig) -> list[str]:
     flags = []
     for flag, value in (
         ("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key), ("--tls-ca", cfg.tls_ca)
