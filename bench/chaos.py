@@ -162,9 +162,10 @@ async def run(args: argparse.Namespace) -> dict:
         await client.deploy("chaos", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=5.0)
         ask = {"max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True,
                "deterministic": True}  # fmt: skip
-        references: dict[str, str] = {}
-        for prompt in {PROMPTS[i % len(PROMPTS)] for i in range(args.streams)}:
-            references[prompt] = (await client.complete("chaos", prompt, **ask)).text
+        # Deterministic requests: run together, each gives its text alone.
+        prompts = sorted({PROMPTS[i % len(PROMPTS)] for i in range(args.streams)})
+        results = await asyncio.gather(*(client.complete("chaos", p, **ask) for p in prompts))
+        references = {p: r.text for p, r in zip(prompts, results, strict=True)}
         rounds = []
         for fault in args.faults:
             r = await _round(ps, client, fault, references, args)

@@ -200,3 +200,79 @@ async def test_deterministic_text_alone_batched_and_preempted(stack: LiveStack) 
 
 def _channel(svc):  # noqa: ANN001, ANN202
     return grpc.aio.insecure_channel(svc.address)
+
+
+async def test_memory_service_crash_loads_against_measured_memory(stack: LiveStack, tiny_models):
+    """A memory service that stops answering (its registration not yet expired) is treated as
+    absent: a cold start is checked against the node's measured memory and goes ahead, and
+    streams under way are not affected."""
+    memory = stack.others[0]
+    memory.registration._task.cancel()  # a crash: the lease is not revoked
+    await memory.server.stop(0)
+    try:
+        await stack.c.deploy("after-memory", str(tiny_models["llama"]), **SLO)
+        result = await stack.c.complete("after-memory", "hello", max_tokens=3)
+        assert result.completion.completion_tokens == 3
+        assert result.completion.load_s > 0, "a cold start ran without the memory service"
+    finally:
+        await stack.c.delete("after-memory")
+
+
+async def test_etcd_unreachable_is_unavailable_not_a_hang(stack: LiveStack, etcd, tiny_models):
+    """While etcd does not answer, calls that must write it fail UNAVAILABLE within seconds
+    (nothing changed), and a warm model keeps serving: etcd is not on a stream's path."""
+    import os
+    import signal
+    import time
+
+    await stack.c.complete("m", "warm", max_tokens=2)
+    client = AsyncClient(stack.scheduler.address, retries=1)
+    os.kill(etcd.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SlinferError) as info:
+            await client.deploy("while-etcd-away", str(tiny_models["llama"]))
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "etcd" in info.value.message and "retry" in info.value.message
+        assert time.monotonic() - t0 < 15, "answered within seconds, not a hang"
+        result = await client.complete("m", "still streaming", max_tokens=8, **DET)
+        assert result.completion.completion_tokens == 8
+    finally:
+        os.kill(etcd.proc.pid, signal.SIGCONT)
+    await client.close()
+    assert "while-etcd-away" not in {m.model_id for m in await stack.c.models()}
+
+
+async def test_no_capacity_now_is_resource_exhausted_with_a_retry_hint(tiny_models, profile_dir):
+    """Room for one instance, not two: a request for a second model waits for capacity
+    within its TTFT SLO, then is refused RESOURCE_EXHAUSTED with a retry hint (it could run
+    on this cluster, unlike "can never run", which is FAILED_PRECONDITION at once)."""
+    from slinfer.services.common.etcd_process import start_etcd
+    from tests.live.support import measure_footprint
+
+    kv = 60_000
+    node_bytes = int(measure_footprint(tiny_models["llama"]).bytes(kv) * 1.6)
+    etcd = start_etcd()
+    s = await LiveStack.start(
+        etcd.endpoint,
+        workers=[{"node_id": "one", "memory_bytes": node_bytes, "profile_dir": profile_dir}],
+    )
+    try:
+        await s.others[0].stop()  # no memory service: KV pools keep their size
+        await s.scheduler.watcher.wait_for(lambda v: not s.scheduler.dispatcher.kv.enabled, 30)
+        await s.c.deploy("first", str(tiny_models["llama"]), kv_capacity_tokens=kv, **SLO)
+        await s.c.deploy("second", str(tiny_models["llama"]), kv_capacity_tokens=kv,
+                         ttft_slo_s=1.0, tpot_slo_s=5.0)  # fmt: skip
+        assert (await s.c.complete("first", "hi", max_tokens=2)).completion.completion_tokens
+        with pytest.raises(SlinferError) as info:
+            await s.c.complete("second", "hi", max_tokens=2)
+        assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "no capacity" in info.value.message and "retry" in info.value.message
+        assert info.value.retry_after_s is not None and info.value.retry_after_s >= 1.0
+        # Once the first model is gone, the second runs.
+        await s.c.delete("first")
+        assert (await s.c.complete("second", "hi", max_tokens=2)).completion.completion_tokens
+    finally:
+        s.others = s.others[1:]
+        await s.stop()
+        etcd.stop()
