@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 
 from bench.chaos import _cpu, _smollm2
-from bench.live_procs import proc_stack
+from bench.live_procs import metric_sum, proc_stack, scrape
 from slinfer import Chunk, Completion, SlinferError
 from slinfer.client import AsyncClient
 from slinfer.policy import SloPolicy
@@ -85,6 +85,19 @@ async def run(args: argparse.Namespace) -> dict:
         )
         wall = time.monotonic() - t0
         await client.close()
+        metrics = scrape(ps.config.metrics_base + 1)
+        decisions = {
+            k.split("{", 1)[1].rstrip("}"): int(v)
+            for k, v in metrics.items()
+            if k.startswith("slinfer_gateway_admission_decisions_total{")
+        }
+        nodes = {}
+        for i in range(args.cpu_nodes):
+            w = scrape(ps.config.metrics_base + 11 + i)
+            nodes[f"cpu-{i}"] = {
+                "iterations": int(metric_sum(w, "slinfer_worker_iteration_seconds_count")),
+                "busy_s": round(metric_sum(w, "slinfer_worker_iteration_seconds_sum"), 1),
+            }
     admitted = [o for o in outcomes if o.admitted and not o.error]
     refused = [o for o in outcomes if not o.admitted and not o.error]
     errors = [o for o in outcomes if o.error]
@@ -108,6 +121,8 @@ async def run(args: argparse.Namespace) -> dict:
         "ttft_s_p50": round(statistics.median(ttfts), 3) if ttfts else None,
         "ttft_s_p95": round(ttfts[int(0.95 * (len(ttfts) - 1))], 3) if ttfts else None,
         "errors": [o.error for o in errors],
+        "decisions": decisions,
+        "nodes": nodes,
         "wall_s": round(wall, 1),
         "outcomes": [asdict(o) for o in outcomes] if args.details else None,
     }

@@ -10,8 +10,6 @@ until `give_up_at_s` (the simulator's rule too), then refused with RESOURCE_EXHA
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,14 +19,12 @@ import grpc
 from loguru import logger
 
 from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide, system_spec
-from slinfer.policy.headroom import give_up_at_s
 from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.common.errors import (
     FailedPrecondition,
-    NoCapacity,
     WorkerUnavailable,
 )
 from slinfer.services.scheduler import metrics
@@ -37,6 +33,7 @@ from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
 from slinfer.services.scheduler.preemption import PreemptionClient
 from slinfer.services.scheduler.redispatch import without_node
+from slinfer.services.scheduler.waiting import WaitQueues
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
 _TRANSIENT = (
@@ -68,7 +65,6 @@ class Admission:
     ) -> None:
         self.watcher, self.tracker, self.cold, self.kv = watcher, tracker, cold, kv
         self.suspects = suspects
-        self.last_failure: dict[str, str] = {}  # model -> why its last cold start failed
         self.config = config
         self.policy = config.policy
         self.system = system_spec(config.system)
@@ -76,7 +72,7 @@ class Admission:
         self.views = ViewBuilder()
         self.preemption = PreemptionClient()
         self.on_change = on_change
-        self.waiting = 0  # requests waiting for capacity now (published for packing)
+        self.queues = WaitQueues(watcher, config.policy, config.failover_patience_s)
 
     def dispatch_view(self, model: dict[str, Any]) -> DispatchView:
         return self.views.build(
@@ -146,22 +142,32 @@ class Admission:
             return None
         return Placement(iid, node["node_id"], node["address"], load_s)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for capacity now (published for packing)."""
+        return self.queues.waiting
+
     async def admit(self, model: dict[str, Any], req: LiveRequest) -> Placement:
-        """Attach the request to an instance that admits it, starting one if needed."""
-        waiting = False
+        """Attach the request to an instance that admits it, starting one if needed; or wait
+        in its model's queue (waiting.py) and decide again when it is the head."""
+        model_id = model["model_id"]
+        waiter = None
+        if self.queues.others_waiting(model_id):
+            waiter = self.queues.join(model_id, req)  # nothing jumps the queue
         try:
             while True:
-                iid = await self._target(model, req)
-                if iid is not None:
-                    placement = await self._ready(model, req, iid)
-                    if placement is not None:
-                        return placement
-                if not waiting:
-                    waiting, self.waiting = True, self.waiting + 1
-                await self._wait_or_give_up(model, req)
+                if waiter is None or self.queues.is_head(model_id, waiter):
+                    iid = await self._target(model, req)
+                    if iid is not None:
+                        placement = await self._ready(model, req, iid)
+                        if placement is not None:
+                            return placement
+                    if waiter is None:
+                        waiter = self.queues.join(model_id, req)
+                await self.queues.wait(model, req, waiter)
         finally:
-            if waiting:
-                self.waiting -= 1
+            if waiter is not None:
+                self.queues.leave(model_id, waiter)
 
     async def _ready(self, model: dict[str, Any], req: LiveRequest, iid: str) -> Placement | None:
         """Wait for the chosen instance to be ready; None if it failed or went away."""
@@ -173,7 +179,7 @@ class Admission:
             logger.warning("instance {} unusable for request={}: {}", iid, req.request_id, exc)
             placement = None
             details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            self.last_failure[model["model_id"]] = details or str(exc)
+            self.queues.last_failure[model["model_id"]] = details or str(exc)
             node_id = self.cold.node_of(iid)
             if (
                 isinstance(exc, grpc.aio.AioRpcError)
@@ -193,29 +199,6 @@ class Admission:
         if placement is None:
             self.tracker.detach(req)  # it failed or went away while we waited
             self.on_change(iid)
+        else:
+            self.queues.last_failure.pop(model["model_id"], None)
         return placement
-
-    async def _wait_or_give_up(self, model: dict[str, Any], req: LiveRequest) -> None:
-        give_up = give_up_at_s(req, req.resumed_at_s, self.policy)
-        if req.resumed_at_s is not None:  # a stream under way: more patience to continue it
-            give_up = max(give_up, req.resumed_at_s + self.config.failover_patience_s)
-        remaining = give_up - time.time()
-        if remaining <= 0:
-            raise self._refusal(model, req)
-        async with self.watcher.changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.watcher.changed.wait(), min(remaining, self.policy.retry_interval_s)
-                )
-
-    def _refusal(self, model: dict[str, Any], req: LiveRequest) -> Exception:
-        """Why the request gives up, said so the caller knows what to do."""
-        model_id = model["model_id"]
-        failure = self.last_failure.pop(model_id, "")
-        cause = f"; the last cold start failed: {failure}" if failure else ""
-        return NoCapacity(
-            f"no capacity for model {model_id} now: no instance admits the request within "
-            f"its TTFT SLO ({req.ttft_slo_s:.2f} s) and no node can host another{cause}; "
-            "retry in a few seconds, relax the SLO or add a worker",
-            retry_after_s=max(1.0, req.ttft_slo_s),
-        )
