@@ -47,15 +47,20 @@ class Outcome:
     error: str = ""
 
 
-async def one(client: AsyncClient, i: int, max_tokens: int, slo: SloPolicy) -> Outcome:
+async def one(
+    client: AsyncClient, i: int, max_tokens: int, slo: SloPolicy, raw: bool
+) -> Outcome:
     t0 = time.monotonic()
     first: float | None = None
     final: Completion | None = None
+    question = QUESTIONS[i % len(QUESTIONS)]
+    prompt = {"prompt": question} if raw else {
+        "messages": [{"role": "user", "content": question}]
+    }
     try:
         async for ev in client.generate(
-            "burst", messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-            max_tokens=max_tokens, temperature=0, ignore_eos=True,
-        ):  # fmt: skip
+            "burst", **prompt, max_tokens=max_tokens, temperature=0, ignore_eos=True
+        ):
             if isinstance(ev, Chunk) and first is None:
                 first = time.monotonic()
             elif isinstance(ev, Completion):
@@ -77,15 +82,31 @@ async def run(args: argparse.Namespace) -> dict:
                           worker_memory=args.worker_memory) as ps:  # fmt: skip
         client = ps.new_client(retries=1, stream_timeout_s=300.0)
         await client.deploy("burst", str(model_dir))
-        await client.complete("burst", messages=[{"role": "user", "content": "Hi"}],
-                              max_tokens=4)  # fmt: skip
+        await client.complete("burst", "Hi", max_tokens=4)
+        # Warm-up waves: a running system has history (the devices' calibration, the
+        # gateway's SLO guard); a burst on a stack that has served nothing measures a cold
+        # start of everything instead.
+        for _ in range(args.warmup_waves):
+            await asyncio.gather(
+                *(one(client, i, args.max_tokens, slo, args.raw) for i in range(args.warmup))
+            )
+        margin = metric_sum(scrape(ps.config.metrics_base + 1), "slinfer_gateway_slo_margin")
         t0 = time.monotonic()
         outcomes = await asyncio.gather(
-            *(one(client, i, args.max_tokens, slo) for i in range(args.streams))
+            *(one(client, i, args.max_tokens, slo, args.raw) for i in range(args.streams))
         )
         wall = time.monotonic() - t0
         await client.close()
         metrics = scrape(ps.config.metrics_base + 1)
+        def mean(name: str) -> float | None:
+            count = metric_sum(metrics, name + "_count")
+            return round(metric_sum(metrics, name + "_sum") / count, 3) if count else None
+
+        gateway = {
+            "ttft_mean_s": mean("slinfer_gateway_ttft_seconds"),
+            "admit_mean_s": mean("slinfer_gateway_admit_seconds"),
+            "worker_first_token_mean_s": mean("slinfer_gateway_worker_first_token_seconds"),
+        }
         decisions = {
             k.split("{", 1)[1].rstrip("}"): int(v)
             for k, v in metrics.items()
@@ -121,7 +142,9 @@ async def run(args: argparse.Namespace) -> dict:
         "ttft_s_p50": round(statistics.median(ttfts), 3) if ttfts else None,
         "ttft_s_p95": round(ttfts[int(0.95 * (len(ttfts) - 1))], 3) if ttfts else None,
         "errors": [o.error for o in errors],
+        "slo_margin_at_burst": round(margin, 3),
         "decisions": decisions,
+        "gateway": gateway,
         "nodes": nodes,
         "wall_s": round(wall, 1),
         "outcomes": [asdict(o) for o in outcomes] if args.details else None,
@@ -137,6 +160,9 @@ def main() -> None:
     parser.add_argument("--cpu-nodes", type=int, default=2)
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--worker-memory", default="4GiB")
+    parser.add_argument("--raw", action="store_true", help="raw prompts, no chat template")
+    parser.add_argument("--warmup", type=int, default=40, help="streams per warm-up wave")
+    parser.add_argument("--warmup-waves", type=int, default=3)
     parser.add_argument("--details", action="store_true", help="every outcome in the JSON")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

@@ -33,6 +33,7 @@ from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
 from slinfer.services.scheduler.preemption import PreemptionClient
 from slinfer.services.scheduler.redispatch import without_node
+from slinfer.services.scheduler.slo_guard import SloGuard
 from slinfer.services.scheduler.waiting import WaitQueues
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
@@ -72,7 +73,8 @@ class Admission:
         self.views = ViewBuilder()
         self.preemption = PreemptionClient()
         self.on_change = on_change
-        self.queues = WaitQueues(watcher, config.policy, config.failover_patience_s)
+        self.guard = SloGuard(config.policy)
+        self.queues = WaitQueues(watcher, self.guard, config.failover_patience_s)
 
     def dispatch_view(self, model: dict[str, Any]) -> DispatchView:
         return self.views.build(
@@ -89,10 +91,10 @@ class Admission:
         if req.preempted_from is not None:
             # Its old node's room went to another request: elsewhere first, if possible.
             elsewhere = without_node(view, req.preempted_from)
-            d = decide(elsewhere, req, time.time(), system, self.policy)
+            d = decide(elsewhere, req, time.time(), system, self.guard.policy)
             if d.kind is not DispatchKind.NONE:
                 return d
-        return decide(view, req, time.time(), system, self.policy)
+        return decide(view, req, time.time(), system, self.guard.policy)
 
     async def _target(self, model: dict[str, Any], req: LiveRequest) -> str | None:
         """The instance the policy puts the request on now (attached), or None: wait."""

@@ -130,6 +130,12 @@ async def generate(
     new = n - len(resumed)
     tpot = (last_at - first_at) / (new - 1) if first_at is not None and new > 1 else 0.0
     metrics.TTFT.labels(model["model_id"]).observe(ttft)
+    if live.submitted_at is not None:
+        metrics.ADMIT_SECONDS.labels(model["model_id"]).observe(live.submitted_at - arrival)
+        if live.first_token_at is not None:
+            metrics.WORKER_FIRST_TOKEN_SECONDS.labels(model["model_id"]).observe(
+                live.first_token_at - live.submitted_at
+            )
     if new > 1:
         metrics.TPOT.labels(model["model_id"]).observe(tpot)
     yield gateway_pb2.GenerateResponse(

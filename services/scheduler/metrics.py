@@ -34,3 +34,20 @@ PREEMPTION_PLANS = Counter(
     "Preemption plans asked of the consolidator, by whether it carried one out",
     ["model", "executed"],
 )
+ADMIT_SECONDS = Histogram(
+    "slinfer_gateway_admit_seconds",
+    "Gateway arrival to the first submission to a worker (parse, tokenise, admit, wait)",
+    ["model"],
+    buckets=_LATENCY,
+)
+WORKER_FIRST_TOKEN_SECONDS = Histogram(
+    "slinfer_gateway_worker_first_token_seconds",
+    "Submission to a worker to its first token, as the gateway sees it",
+    ["model"],
+    buckets=_LATENCY,
+)
+SLO_MARGIN = Gauge(
+    "slinfer_gateway_slo_margin",
+    "Fraction of each SLO admission aims at now (the configured margin, tightened while first "
+    "tokens come later than aimed: scheduler/slo_guard.py)",
+)

@@ -159,6 +159,8 @@ class Relay:
         )
         stub = self.workers.stub(placement.address)
         call = stub.Submit(submit)
+        if req.submitted_at is None:
+            req.submitted_at = time.monotonic()
         self.cold.last_used[iid] = time.monotonic()
         answered = refused = False
         try:
@@ -177,6 +179,11 @@ class Relay:
                 if out is None:
                     continue
                 if out.token_ids:
+                    if req.first_token_at is None:
+                        req.first_token_at = time.monotonic()
+                        if req.resumed_at_s is None:  # what admission aimed at: SloGuard
+                            ttft = time.time() - req.arrival_s - req.excused_s
+                            self.admission.guard.first_token(ttft, req.ttft_slo_s)
                     first = req.output_tokens == 0
                     req.output_tokens += len(out.token_ids)
                     if first:

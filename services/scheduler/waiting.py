@@ -21,11 +21,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from slinfer.policy import PolicyConfig
 from slinfer.policy.headroom import give_up_at_s
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common.errors import NoCapacity
+from slinfer.services.scheduler.slo_guard import SloGuard
 
 
 @dataclass(eq=False)
@@ -36,9 +36,9 @@ class Waiter:
 
 class WaitQueues:
     def __init__(
-        self, watcher: ClusterWatcher, policy: PolicyConfig, failover_patience_s: float
+        self, watcher: ClusterWatcher, guard: SloGuard, failover_patience_s: float
     ) -> None:
-        self.watcher, self.policy = watcher, policy
+        self.watcher, self.guard = watcher, guard
         self.failover_patience_s = failover_patience_s
         self._queues: defaultdict[str, deque[Waiter]] = defaultdict(deque)
         self.last_failure: dict[str, str] = {}  # model -> why its last cold start failed
@@ -76,7 +76,7 @@ class WaitQueues:
             del self._queues[model_id]
 
     def give_up_at(self, req: LiveRequest) -> float:
-        at = give_up_at_s(req, req.resumed_at_s, self.policy)
+        at = give_up_at_s(req, req.resumed_at_s, self.guard.policy)
         if req.resumed_at_s is not None:  # a stream under way: more patience to continue it
             at = max(at, req.resumed_at_s + self.failover_patience_s)
         return at
@@ -92,7 +92,8 @@ class WaitQueues:
             async with self.watcher.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self.watcher.changed.wait(), min(remaining, self.policy.retry_interval_s)
+                        self.watcher.changed.wait(),
+                        min(remaining, self.guard.base.retry_interval_s),
                     )
             return
         waiter.turn.clear()
