@@ -21,7 +21,7 @@ from dataclasses import replace
 from slinfer.policy import PolicyConfig
 from slinfer.services.scheduler import metrics
 
-FLOOR = 0.25  # never aim below a quarter of the configured margin
+FLOOR = 0.5  # never aim below half the configured margin: late tokens never stop admission
 RECOVERY = 1.01  # per early first token
 RECOVERY_PER_S = 1.01  # and with time: a quiet system goes back to the configured margin
 SLACK = 0.6  # "early": the TTFT was under this fraction of the aim
