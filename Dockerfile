@@ -1,4 +1,4 @@
-# One image for every slinfer service (scheduler, memory, consolidator, cpu-worker).
+# One image for every slinfer service (scheduler, memory, consolidator, cpu-worker, http).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1

@@ -39,10 +39,12 @@ demo: $(STAMP) system-deps
 	bash scripts/demo.sh
 
 test: $(STAMP) $(VLLM_STAMP) system-deps
+	$(BIN)/python -m scripts.check_imports
 	$(BIN)/python -m pytest -q -ra
 
 # Policy, simulator and engine unit tests (engines in fp32 and bf16): no etcd, no services.
 test-fast: $(STAMP)
+	$(BIN)/python -m scripts.check_imports
 	$(BIN)/python -m pytest -q -ra -m "not live and not slow and not vllm"
 
 lint: $(STAMP)

@@ -19,6 +19,7 @@ from slinfer.policy import SystemName
 from slinfer.policy.config import Admission
 from slinfer.replay import ReplayConfig, replay, request_lengths
 from slinfer.services.common import keys
+from slinfer.services.common.records import InstanceRecord, NodeRecord
 from slinfer.services.common.store import Store
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY
 from slinfer.sim.live import LiveModel, LiveSetup, SentRequest, simulate_live, trace_of
@@ -107,11 +108,15 @@ async def _etcd_values(endpoint: str, prefix: str) -> list[dict[str, Any]]:
         await store.close()
 
 
-def _node_figures(nodes: list[dict[str, Any]]) -> dict[str, float]:
+async def _nodes(endpoint: str) -> list[NodeRecord]:
+    return [NodeRecord.from_etcd(v) for v in await _etcd_values(endpoint, keys.NODES)]
+
+
+def _node_figures(nodes: list[NodeRecord]) -> dict[str, float]:
     if not nodes:
         return {}
-    rates = [float(n.get("load_bytes_per_s") or 0.0) for n in nodes]
-    overheads = [float(n.get("iteration_overhead_s") or 0.0) for n in nodes]
+    rates = [n.load_bytes_per_s for n in nodes]
+    overheads = [n.iteration_overhead_s for n in nodes]
     return {
         "load_bytes_per_s": max(rates),
         "iteration_overhead_s": sum(overheads) / len(overheads),
@@ -128,22 +133,24 @@ async def measure_setup(args: argparse.Namespace, model: Path) -> Measured:
                                      max_tokens=8)  # fmt: skip
         endpoint = ps.stack.etcd_endpoint
         profiles = await _etcd_values(endpoint, keys.PROFILES)
-        instances = await _etcd_values(endpoint, keys.INSTANCES)
-        nodes = await _etcd_values(endpoint, keys.NODES)
-    inst = next(i for i in instances if i.get("weights_bytes"))
+        instances = [
+            InstanceRecord.from_etcd(v) for v in await _etcd_values(endpoint, keys.INSTANCES)
+        ]
+        nodes = await _nodes(endpoint)
+    inst = next(i for i in instances if i.weights_bytes)
     tables = next(p for p in profiles if p.get("label"))
     figures = _node_figures(nodes)
     return Measured(
         model=LiveModel(
             name="smollm2",
-            weights_bytes=int(inst["weights_bytes"]),
-            kv_bytes_per_token=int(inst["kv_bytes_per_token"]),
+            weights_bytes=inst.weights_bytes,
+            kv_bytes_per_token=inst.kv_bytes_per_token,
             kv_pool_tokens=args.kv_tokens,
             prefill_ms=tables["prefill_ms"],
             decode_ms=tables["decode_ms"],
         ),
         label=str(tables["label"]),
-        node_memory_bytes=int(nodes[0]["memory_bytes"]),
+        node_memory_bytes=nodes[0].memory_bytes,
         load_bytes_per_s=figures["load_bytes_per_s"],
         iteration_overhead_s=figures["iteration_overhead_s"],
     )
@@ -181,7 +188,7 @@ async def run_point(point: Point, args: argparse.Namespace, model: Path) -> dict
         sampler.start()
         summary = (await replay(ps.client, cfg, records_path)).as_dict()
         avg_nodes = await sampler.stop()
-        node = _node_figures(await _etcd_values(ps.stack.etcd_endpoint, keys.NODES))
+        node = _node_figures(await _nodes(ps.stack.etcd_endpoint))
     records = [json.loads(line) for line in records_path.read_text().splitlines()]
     done = [r for r in records if r["outcome"] == "done"]
     n = max(len(records), 1)

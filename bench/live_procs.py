@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,15 +25,40 @@ from slinfer.cli.stack import Stack, StackConfig, start_stack, stop_stack
 from slinfer.client import AsyncClient
 from slinfer.services.consolidator.occupancy import UsageIntegral
 
-# Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack.
+# Away from `slinfer up`'s defaults, so a benchmark never meets a user's stack; a benchmark
+# (or a test) already holding them moves the next one up by PORT_STEP (bench_ports()).
 BENCH_PORTS = {
     "etcd_port": 24790,
     "gateway_port": 51051,
     "memory_port": 51052,
     "consolidator_port": 51053,
     "worker_port": 51061,
+    "http_port": 51080,
     "metrics_base": 9600,
 }
+PORT_STEP = 100
+
+
+def bench_ports(cpu_nodes: int, tries: int = 20) -> dict[str, int]:
+    """BENCH_PORTS, or the first shift of them by PORT_STEP whose every port is free."""
+    for k in range(tries):
+        ports = {name: port + k * PORT_STEP for name, port in BENCH_PORTS.items()}
+        base = ports["metrics_base"]
+        wanted = [p for name, p in ports.items() if name != "metrics_base"]
+        wanted += [base + 1, base + 2, base + 3, *(base + 11 + i for i in range(cpu_nodes))]
+        wanted += [ports["worker_port"] + i for i in range(cpu_nodes)]
+        if all(_free(p) for p in wanted):
+            return ports
+    raise RuntimeError(f"no free set of benchmark ports near {BENCH_PORTS} ({tries} tried)")
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -66,10 +94,11 @@ async def proc_stack(
     schedulers: int = 1,
 ) -> AsyncIterator[ProcStack]:
     """Start the stack; on exit stop it and copy its logs to `keep_logs` when given."""
+    _interrupt_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="slinfer-bench-") as tmp:
         run_dir = Path(tmp)
         cfg = StackConfig(
-            **BENCH_PORTS,  # type: ignore[arg-type]
+            **bench_ports(cpu_nodes),  # type: ignore[arg-type]
             worker_memory=worker_memory,
             worker_threads=worker_threads,
             worker_cpu_dtype=worker_cpu_dtype,
@@ -90,6 +119,14 @@ async def proc_stack(
             await asyncio.to_thread(stop_stack, stack, run_dir)
             if keep_logs is not None:
                 shutil.copytree(run_dir / "logs", keep_logs, dirs_exist_ok=True)
+
+
+def _interrupt_on_sigterm() -> None:
+    """A benchmark stopped with SIGTERM (`kill`, `timeout`) stops its stack as Ctrl-C does,
+    leaving no services behind: the signal raises KeyboardInterrupt, the stack's exit runs."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def scrape(port: int, timeout_s: float = 5.0) -> dict[str, float]:
@@ -117,9 +154,9 @@ def arbiter_overhead_pct(ports: Sequence[int]) -> tuple[float, int]:
     iterations = 0
     for port in ports:
         m = scrape(port)
-        arbiter += metric_sum(m, "slinfer_worker_arbiter_seconds_sum")
-        iteration += metric_sum(m, "slinfer_worker_iteration_seconds_sum")
-        iterations += int(metric_sum(m, "slinfer_worker_iteration_seconds_count"))
+        arbiter += metric_sum(m, "slinfer:worker_arbiter_seconds_sum")
+        iteration += metric_sum(m, "slinfer:worker_iteration_seconds_sum")
+        iterations += int(metric_sum(m, "slinfer:worker_iteration_seconds_count"))
     return (100.0 * arbiter / iteration if iteration > 0 else 0.0), iterations
 
 

@@ -10,7 +10,6 @@ load throughput, from which a loading instance's ready time is predicted.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -31,14 +30,16 @@ from slinfer.policy.perf_model import DEFAULT_SAFETY
 from slinfer.policy.slo import SloPolicy
 from slinfer.services.cluster.state import ClusterView
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
+from slinfer.services.common.engine_types import EngineKind
 from slinfer.services.common.model_dir import FP32_BYTES, ModelDir, inspect_model_dir
+from slinfer.services.common.records import InstanceRecord, InstanceState, ModelRecord, NodeRecord
 
 _PHASES = {
-    "loading": InstancePhase.LOADING,
-    "ready": InstancePhase.READY,
-    "draining": InstancePhase.RELEASING,
-    "unloading": InstancePhase.RELEASING,
-    "failed": InstancePhase.RELEASING,
+    InstanceState.LOADING: InstancePhase.LOADING,
+    InstanceState.READY: InstancePhase.READY,
+    InstanceState.DRAINING: InstancePhase.RELEASING,
+    InstanceState.UNLOADING: InstancePhase.RELEASING,
+    InstanceState.FAILED: InstancePhase.RELEASING,
 }
 
 
@@ -52,9 +53,27 @@ class PendingLoad:
     kv_capacity_tokens: int
     started_s: float  # wall clock of the LoadInstance call
 
+    def record(self) -> InstanceRecord:
+        """The instance as it will count until its worker's record shows up: loading."""
+        return InstanceRecord(
+            instance_id=self.instance_id,
+            model_id=self.model_id,
+            node_id=self.node_id,
+            state=InstanceState.LOADING,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            loading_since=self.started_s,
+        )
 
-def _kind(label_or_kind: str) -> DeviceKind:
-    return DeviceKind.GPU if label_or_kind.startswith("gpu") else DeviceKind.CPU
+
+def _kind(label: str) -> DeviceKind:
+    """The device kind a hardware label names (`cpu-8t`, `gpu-...`)."""
+    return DeviceKind.GPU if label.startswith("gpu") else DeviceKind.CPU
+
+
+def label_of(cluster: ClusterView, node_id: str) -> str:
+    """The hardware label of a node's perf tables (a CPU's when the node is gone)."""
+    node = cluster.nodes.get(node_id)
+    return node.label if node is not None else DeviceKind.CPU.value
 
 
 def request_view(r: LiveRequest) -> RequestView:
@@ -91,11 +110,11 @@ class ViewBuilder:
         return perf
 
     def caps(
-        self, cluster: ClusterView, model: Mapping[str, Any]
+        self, cluster: ClusterView, model: ModelRecord
     ) -> dict[tuple[DeviceKind, str], ConcurrencyCaps]:
         """The baselines' concurrency caps per measured device label (`derived_caps`)."""
-        model_id = model["model_id"]
-        tpot = float(model.get("tpot_slo_s") or SloPolicy().tpot_s)
+        model_id = model.model_id
+        tpot = model.tpot_slo_s or SloPolicy().tpot_s
         out: dict[tuple[DeviceKind, str], ConcurrencyCaps] = {}
         for label, tables in cluster.profiles.get(model_id, {}).items():
             key = (model_id, label, id(tables), tpot)
@@ -111,23 +130,21 @@ class ViewBuilder:
     def has_profile(self, cluster: ClusterView, model_id: str) -> bool:
         return bool(cluster.profiles.get(model_id))
 
-    def measured(self, cluster: ClusterView, model: Mapping[str, Any]) -> tuple[int, int] | None:
+    def measured(self, cluster: ClusterView, model: ModelRecord) -> tuple[int, int] | None:
         """(weights bytes, KV bytes per token) a loaded instance of the model reported."""
-        rec = next(
-            (i for i in cluster.instances_of(model["model_id"]) if i.get("weights_bytes")), None
-        )
+        rec = next((i for i in cluster.instances_of(model.model_id) if i.weights_bytes), None)
         if rec is None:
             return None
-        return int(rec["weights_bytes"]), int(rec["kv_bytes_per_token"])
+        return rec.weights_bytes, rec.kv_bytes_per_token
 
-    def model_dir(self, model: Mapping[str, Any]) -> ModelDir:
-        info = self._dirs.get(model["path"]) or inspect_model_dir(model["path"])
-        self._dirs[model["path"]] = info
+    def model_dir(self, model: ModelRecord) -> ModelDir:
+        info = self._dirs.get(model.path) or inspect_model_dir(model.path)
+        self._dirs[model.path] = info
         return info
 
-    def spec(self, cluster: ClusterView, model: Mapping[str, Any], kv_tokens: int) -> ModelSpec:
+    def spec(self, cluster: ClusterView, model: ModelRecord, kv_tokens: int) -> ModelSpec:
         """Real figures from a loaded instance when there is one, fp32 estimates otherwise."""
-        model_id = model["model_id"]
+        model_id = model.model_id
         measured = self.measured(cluster, model)
         if measured is not None:
             weights, bpt = measured
@@ -149,45 +166,45 @@ class ViewBuilder:
         self,
         cluster: ClusterView,
         tracker: Tracker,
-        rec: Mapping[str, Any],
+        rec: InstanceRecord,
         label: str,
         specs: dict[str, ModelSpec],
         kv_tokens_default: int,
     ) -> InstanceView | None:
-        model_id = rec.get("model_id", "")
+        model_id = rec.model_id
         model = cluster.models.get(model_id)
         perf = self.perf(cluster, model_id, label)
         if model is None or perf is None:
             return None
-        node = cluster.nodes.get(rec.get("node_id", ""), {})
-        ratio = float(node.get("perf_ratio") or 1.0)
+        node = cluster.nodes.get(rec.node_id)
+        ratio = node.perf_ratio if node is not None else 1.0
         if ratio != 1.0:  # the device runs its iterations this much slower (faster) than tabled
             perf = perf.with_safety(perf.safety * ratio)
         spec = specs.get(model_id)
         if spec is None:
-            kv = int(model.get("kv_capacity_tokens") or kv_tokens_default)
+            kv = model.kv_capacity_tokens or kv_tokens_default
             spec = specs[model_id] = self.spec(cluster, model, kv)
-        requests = tuple(request_view(r) for r in tracker.load_on(rec["instance_id"]))
-        bpt = int(rec.get("kv_bytes_per_token") or spec.kv_bytes_per_token)
-        kv_bytes = int(rec.get("kv_capacity_tokens", 0)) * bpt
-        weights_bytes = int(rec.get("weights_bytes") or spec.weights_bytes)
+        requests = tuple(request_view(r) for r in tracker.load_on(rec.instance_id))
+        bpt = rec.kv_bytes_per_token or spec.kv_bytes_per_token
+        kv_bytes = rec.kv_capacity_tokens * bpt
+        weights_bytes = rec.weights_bytes or spec.weights_bytes
         # The memory ledger's plan, where there is one (DESIGN.md §3: admission counts
         # planned footprints); the instance's measured allocation otherwise.
-        book = cluster.ledgers.get(rec.get("node_id", ""), {}).get("instances", {})
-        plan = book.get(rec["instance_id"])
+        book = cluster.ledgers.get(rec.node_id, {}).get("instances", {})
+        plan = book.get(rec.instance_id)
         planned_kv = int(plan["planned_kv_bytes"]) if plan else kv_bytes
         if plan:
             weights_bytes = int(plan["planned_weights_bytes"])
-        phase = _PHASES.get(rec.get("state", ""), InstancePhase.LOADING)
+        phase = _PHASES[rec.state]
         ready_at = None
         if phase is InstancePhase.LOADING:
-            rate = float(node.get("load_bytes_per_s") or 0.0)
-            started = float(rec.get("loading_since") or time.time())
+            rate = node.load_bytes_per_s if node is not None else 0.0
+            started = rec.loading_since or time.time()
             ready_at = started + (spec.weights_bytes / rate if rate > 0 else 0.0)
         return InstanceView(
-            instance_id=rec["instance_id"],
+            instance_id=rec.instance_id,
             model_name=model_id,
-            node_id=rec["node_id"],
+            node_id=rec.node_id,
             phase=phase,
             perf=perf,
             spec=spec,
@@ -195,59 +212,44 @@ class ViewBuilder:
             prefill_ids=frozenset(r.request_id for r in requests if r.output_tokens == 0),
             planned_weights_bytes=weights_bytes,
             planned_kv_bytes=planned_kv,
-            kv_pool_bytes=None if rec.get("kv_resizable") else kv_bytes,
-            tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
+            kv_pool_bytes=None if rec.kv_resizable else kv_bytes,
+            tpot_slo_s=model.tpot_slo_s or 0.25,
             mean_output_tokens=tracker.mean_output(model_id, cluster.outputs),
             ready_at_s=ready_at,
-            moved_at_s=tracker.moved_at(rec["instance_id"]),
+            moved_at_s=tracker.moved_at(rec.instance_id),
         )
 
     def build(
         self,
         cluster: ClusterView,
         tracker: Tracker,
-        model: Mapping[str, Any],
+        model: ModelRecord,
         pending: list[PendingLoad],
         kv_tokens_default: int,
     ) -> DispatchView:
-        model_id = model["model_id"]
+        model_id = model.model_id
         specs: dict[str, ModelSpec] = {}
-        kv_tokens = int(model.get("kv_capacity_tokens") or kv_tokens_default)
+        kv_tokens = model.kv_capacity_tokens or kv_tokens_default
         spec = specs[model_id] = self.spec(cluster, model, kv_tokens)
         records = list(cluster.instances.values())
-        seen = {r["instance_id"] for r in records}
-        for p in pending:
-            if p.instance_id not in seen:
-                records.append(
-                    {
-                        "instance_id": p.instance_id,
-                        "model_id": p.model_id,
-                        "node_id": p.node_id,
-                        "state": "loading",
-                        "kv_capacity_tokens": p.kv_capacity_tokens,
-                        "loading_since": p.started_s,
-                    }
-                )
+        seen = {r.instance_id for r in records}
+        records += [p.record() for p in pending if p.instance_id not in seen]
         devices: list[DeviceView] = []
         candidates: list[InstanceView] = []
-        engine = model.get("engine")
-        want = model.get("device")
         for node_id, node in sorted(cluster.nodes.items()):
-            kind = node.get("kind", "cpu")
-            if (want and kind != want) or (engine == "torch" and kind != "cpu"):
+            if (model.device is not None and node.kind is not model.device) or (
+                model.engine is EngineKind.TORCH and node.kind is not DeviceKind.CPU
+            ):
                 continue
             if cluster.unavailable(node_id):  # draining, or suspected dead: nothing new there
                 continue
-            label = node.get("label", kind)
             views, other = [], 0
             for rec in records:
-                if rec.get("node_id") != node_id:
+                if rec.node_id != node_id:
                     continue
-                iv = self.instance_view(cluster, tracker, rec, label, specs, kv_tokens_default)
+                iv = self.instance_view(cluster, tracker, rec, node.label, specs, kv_tokens_default)
                 if iv is None:  # no perf model yet: its memory still counts
-                    other += int(rec.get("weights_bytes", 0)) + int(
-                        rec.get("kv_capacity_tokens", 0)
-                    ) * int(rec.get("kv_bytes_per_token", 0))
+                    other += rec.footprint_bytes
                     continue
                 views.append(iv)
                 if iv.model_name == model_id:
@@ -263,7 +265,7 @@ class ViewBuilder:
             candidates=tuple(sorted(candidates, key=lambda c: c.instance_id)),
             model=spec,
             perf_by_label=perf_by_label,
-            tpot_slo_s=float(model.get("tpot_slo_s") or 0.25),
+            tpot_slo_s=model.tpot_slo_s or 0.25,
             mean_output_tokens=tracker.mean_output(model_id, cluster.outputs),
             model_id=model_id,
         )
@@ -271,20 +273,19 @@ class ViewBuilder:
 
 def device_view(
     node_id: str,
-    node: Mapping[str, Any],
+    node: NodeRecord,
     instances: tuple[InstanceView, ...],
     other_planned_bytes: int = 0,
 ) -> DeviceView:
     """A node as its worker measured it (worker/node.py's record)."""
-    kind = node.get("kind", "cpu")
     return DeviceView(
         node_id,
-        _kind(kind),
-        node.get("label", kind),
-        int(node.get("memory_bytes", 0)),
+        node.kind,
+        node.label,
+        node.memory_bytes,
         instances,
         other_planned_bytes=other_planned_bytes,
-        prefill_share=float(node.get("prefill_share") or 0.0),
-        perf_ratio=float(node.get("perf_ratio") or 1.0),
-        load_bytes_per_s=float(node.get("load_bytes_per_s") or 0.0),
+        prefill_share=node.prefill_share,
+        perf_ratio=node.perf_ratio,
+        load_bytes_per_s=node.load_bytes_per_s,
     )

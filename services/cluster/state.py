@@ -3,6 +3,10 @@
 Level-triggered like a Kubernetes informer: list everything under /slinfer/ at revision R,
 watch from R + 1, and on any watch failure list again. The view is rebuilt from scratch on
 start, which is what makes a restarted scheduler whole again.
+
+Nodes, instances and models are parsed here, at the watch edge, into the typed records of
+services/common/records.py; a value that does not parse is logged and left out of the view
+(never an exception in the watch loop). The other tables keep their JSON documents.
 """
 
 from __future__ import annotations
@@ -10,19 +14,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
 from slinfer.services.common import keys
+from slinfer.services.common.records import (
+    InstanceRecord,
+    InstanceState,
+    ModelRecord,
+    NodeRecord,
+    read_record,
+)
 from slinfer.services.common.store import Store
+
+R = TypeVar("R", NodeRecord, InstanceRecord, ModelRecord)
+
+
+def _apply_record(
+    table: dict[str, R], cls: type[R], prefix: str, key: str, value: Any, rev: int | None
+) -> None:
+    name = keys.tail(key, prefix)
+    record = read_record(cls, key, value, rev) if value is not None else None
+    if record is None:  # deleted, or a value nobody can read: what it said before is gone too
+        table.pop(name, None)
+    else:
+        table[name] = record
 
 
 @dataclass
 class ClusterView:
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    instances: dict[str, InstanceRecord] = field(default_factory=dict)
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     # model -> hardware label -> measured tables (profiles format)
     profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
@@ -43,7 +67,19 @@ class ClusterView:
     suspects: dict[str, str] = field(default_factory=dict)
     revision: int = 0
 
-    def apply(self, key: str, value: dict[str, Any] | None) -> None:
+    def apply(
+        self, key: str, value: dict[str, Any] | None, mod_revision: int | None = None
+    ) -> None:
+        """Show one etcd key's value (None: deleted), read at `mod_revision` if known."""
+        if key.startswith(keys.NODES):
+            _apply_record(self.nodes, NodeRecord, keys.NODES, key, value, mod_revision)
+            return
+        if key.startswith(keys.INSTANCES):
+            _apply_record(self.instances, InstanceRecord, keys.INSTANCES, key, value, mod_revision)
+            return
+        if key.startswith(keys.MODELS):
+            _apply_record(self.models, ModelRecord, keys.MODELS, key, value, mod_revision)
+            return
         if key.startswith(keys.PROFILES):
             model_id, _, label = keys.tail(key, keys.PROFILES).partition("/")
             if value is None:
@@ -66,9 +102,6 @@ class ClusterView:
         for prefix, table in (
             (keys.DRAIN, self.drains),
             (keys.ELECTION, self.leaders),
-            (keys.NODES, self.nodes),
-            (keys.MODELS, self.models),
-            (keys.INSTANCES, self.instances),
             (keys.SERVICES, self.services),
             (keys.MEMORY, self.ledgers),
             (keys.OUTPUTS, self.outputs),
@@ -83,11 +116,16 @@ class ClusterView:
                     table[name] = value
                 return
 
-    def instances_of(self, model_id: str) -> list[dict[str, Any]]:
-        return [i for i in self.instances.values() if i.get("model_id") == model_id]
+    def instances_of(self, model_id: str) -> list[InstanceRecord]:
+        return [i for i in self.instances.values() if i.model_id == model_id]
 
-    def instances_on(self, node_id: str) -> list[dict[str, Any]]:
-        return [i for i in self.instances.values() if i.get("node_id") == node_id]
+    def instances_on(self, node_id: str) -> list[InstanceRecord]:
+        return [i for i in self.instances.values() if i.node_id == node_id]
+
+    def state_of(self, instance_id: str) -> InstanceState | None:
+        """The instance's state; None when the view holds no (readable) record of it."""
+        rec = self.instances.get(instance_id)
+        return rec.state if rec is not None else None
 
     def waiting_requests(self) -> int:
         """Requests the schedulers hold waiting for capacity (their registrations say)."""
@@ -111,7 +149,7 @@ class ClusterView:
 
     def nodes_in_use(self) -> set[str]:
         """Nodes hosting at least one instance (what consolidation tries to keep small)."""
-        return {str(i.get("node_id")) for i in self.instances.values() if i.get("node_id")}
+        return {i.node_id for i in self.instances.values() if i.node_id}
 
 
 class ClusterWatcher:
@@ -138,7 +176,7 @@ class ClusterWatcher:
         entries, revision = await self.store.list(keys.ROOT)
         view = ClusterView(revision=revision, suspects=self.view.suspects)
         for e in entries:
-            view.apply(e.key, e.value)
+            view.apply(e.key, e.value, e.mod_revision)
         self.view = view
         self._synced.set()
         await self._notify()
@@ -158,7 +196,7 @@ class ClusterWatcher:
         while True:
             try:
                 async for ev in self.store.watch(keys.ROOT, self.view.revision + 1):
-                    self.view.apply(ev.key, ev.value)
+                    self.view.apply(ev.key, ev.value, ev.mod_revision)
                     self.view.revision = max(self.view.revision, ev.mod_revision)
                     await self._notify()
                 raise RuntimeError("watch ended")

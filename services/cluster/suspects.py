@@ -32,9 +32,9 @@ class Suspects:
         view = self.watcher.view
         if node_id in view.suspects:
             return
-        node = view.nodes.get(node_id, {})
+        node = view.nodes.get(node_id)
         # The incarnation suspected: a restarted worker writes a new started_at.
-        view.suspects[node_id] = str(node.get("started_at", ""))
+        view.suspects[node_id] = str(node.started_at) if node is not None else ""
         logger.warning("node {} suspected dead ({}): nothing new goes there", node_id, reason)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._probe(), name="suspects")
@@ -57,9 +57,9 @@ class Suspects:
                 node = view.nodes.get(node_id)
                 if node is None:
                     self.clear(node_id, "its record is gone")
-                elif str(node.get("started_at", "")) != incarnation:
+                elif str(node.started_at) != incarnation:
                     self.clear(node_id, "its worker restarted")
-                elif await self._serving(str(node.get("address", ""))):
+                elif await self._serving(node.address):
                     self.clear(node_id, "its worker answers again")
 
     async def _serving(self, address: str) -> bool:

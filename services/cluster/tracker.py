@@ -36,8 +36,8 @@ class LiveRequest:
     instance_id: str | None = None
     resumed_at_s: float | None = None  # wall clock of the last re-dispatch after a preemption
     preempted_from: str | None = None  # node it was last preempted on (re-dispatch avoids it)
-    submitted_at: float | None = None  # monotonic: first submission to a worker
     first_token_at: float | None = None  # monotonic: its first token reached the gateway
+    submitted_at_s: float | None = None  # wall clock of its first submission to an instance
 
     @property
     def prefilled(self) -> bool:

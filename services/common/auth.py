@@ -46,8 +46,11 @@ class Principal:
     def admin(self) -> bool:
         return self.role is Role.ADMIN
 
-    def owns(self, record: Mapping[str, Any]) -> bool:
-        """May this caller see and use a model (or anything with a `tenant`)?"""
+    def owns(self, record: Any) -> bool:
+        """May this caller see and use a model (a record with a `tenant`)? A record that
+        could not be read is the admin's alone."""
+        if record is None:
+            return self.admin
         return self.admin or tenant_of(record) == self.tenant
 
     def require_admin(self, what: str) -> None:
@@ -77,8 +80,10 @@ class TenantLimits:
         )
 
 
-def tenant_of(record: Mapping[str, Any]) -> str:
-    return str(record.get("tenant") or DEFAULT_TENANT)
+def tenant_of(record: Any) -> str:
+    """The tenant of a model record (or an etcd value with a `tenant` field)."""
+    tenant = record.get("tenant") if isinstance(record, Mapping) else record.tenant
+    return str(tenant or DEFAULT_TENANT)
 
 
 def key_hash(key_id: str, secret: str) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from slinfer.policy import DeviceKind
 from slinfer.services.common.engine_types import (
     EngineKind,
     FinishReason,
     SamplingParams,
 )
+from slinfer.services.common.records import InstanceState
 from slinfer.v1 import common_pb2
 
 DEFAULT_MAX_TOKENS = 128
@@ -29,12 +31,22 @@ ENGINE_FROM_PB: dict[int, EngineKind | None] = {
     common_pb2.ENGINE_KIND_TORCH: EngineKind.TORCH,
     common_pb2.ENGINE_KIND_VLLM: EngineKind.VLLM,
 }
-DEVICE_NAMES = {
-    common_pb2.DEVICE_KIND_AUTO: None,
-    common_pb2.DEVICE_KIND_CPU: "cpu",
-    common_pb2.DEVICE_KIND_GPU: "gpu",
+DEVICE_TO_PB = {
+    DeviceKind.CPU: common_pb2.DEVICE_KIND_CPU,
+    DeviceKind.GPU: common_pb2.DEVICE_KIND_GPU,
 }
-DEVICE_FROM_NAME = {"cpu": common_pb2.DEVICE_KIND_CPU, "gpu": common_pb2.DEVICE_KIND_GPU}
+DEVICE_FROM_PB: dict[int, DeviceKind | None] = {
+    common_pb2.DEVICE_KIND_AUTO: None,
+    common_pb2.DEVICE_KIND_CPU: DeviceKind.CPU,
+    common_pb2.DEVICE_KIND_GPU: DeviceKind.GPU,
+}
+INSTANCE_STATE_TO_PB = {
+    InstanceState.LOADING: common_pb2.INSTANCE_STATE_LOADING,
+    InstanceState.READY: common_pb2.INSTANCE_STATE_READY,
+    InstanceState.DRAINING: common_pb2.INSTANCE_STATE_DRAINING,
+    InstanceState.UNLOADING: common_pb2.INSTANCE_STATE_UNLOADING,
+    InstanceState.FAILED: common_pb2.INSTANCE_STATE_FAILED,
+}
 
 
 def sampling_from_pb(pb: common_pb2.SamplingParams) -> SamplingParams:

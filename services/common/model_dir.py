@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
+from slinfer.services.common.records import NodeRecord
 
 FP32_BYTES = 4
 _DTYPE_BYTES = {
@@ -49,10 +50,10 @@ class ModelDir:
         return self.estimate_bytes(kv_tokens, FP32_BYTES)
 
 
-def node_dtype_bytes(node: dict[str, Any]) -> int:
+def node_dtype_bytes(node: NodeRecord) -> int:
     """Bytes per element of a node's engines, from its etcd record (workers publish
     `dtype_bytes`); fp32, the widest, for a record without it."""
-    return int(node.get("dtype_bytes") or FP32_BYTES)
+    return node.dtype_bytes or FP32_BYTES
 
 
 def _safetensors_parameters(path: Path) -> int:

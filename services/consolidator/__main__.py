@@ -12,25 +12,23 @@ from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.consolidator.server import create
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m slinfer.services.consolidator", description=__doc__
-    )
-    common_args(parser, 50053)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slinfer.services.consolidator", description=__doc__)
+    common_args(p, 50053)
+    p.add_argument(
         "--system",
         choices=[s.value for s in SystemName],
         default=SystemName.SLINFER.value,
         help="the schedulers' system; preemption and packing are on only where it preempts "
         "(slinfer, slinfer-gpu), off for slinfer-no-defrag and the baselines",
     )
-    parser.add_argument(
+    p.add_argument(
         "--advisory",
         action="store_true",
-        help="log and list plans (ListPlans, slinfer_consolidator_plans_total) without "
+        help="log and list plans (ListPlans, slinfer:consolidator_plans_total) without "
         "carrying them out",
     )
-    parser.add_argument(
+    p.add_argument(
         "--pack-every",
         type=float,
         default=30.0,
@@ -39,9 +37,14 @@ def main() -> None:
         "threshold for T_pack and whose requests fit on resident instances elsewhere, and "
         "empty it (0: off; default 30; the threshold and T_pack are the schedulers' policy)",
     )
-    parser.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
-    ns = parser.parse_args()
+    p.add_argument("--drain-timeout", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--kv-tokens", type=int, default=4096, help="as the schedulers' setting")
+    return p
+
+
+def main() -> None:
+    parser_ = parser()
+    ns = parser_.parse_args()
     configure_logging("consolidator")
     try:
         service = create(
@@ -55,7 +58,7 @@ def main() -> None:
             security=security_from_args(ns),
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser_.error(str(exc))
     start_metrics(ns.metrics_port)
     asyncio.run(run_until_signal(service.start, service.stop))
 

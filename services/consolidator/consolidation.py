@@ -38,6 +38,7 @@ from slinfer.services.common.errors import (
     InstanceNotFound,
     InvalidArgument,
 )
+from slinfer.services.common.records import InstanceState
 from slinfer.services.common.security import Security
 from slinfer.services.common.store import Store
 from slinfer.services.consolidator import metrics
@@ -115,10 +116,10 @@ class Consolidation:
         rec = view.instances.get(instance_id)
         if rec is None:
             raise InstanceNotFound(f"no instance {instance_id} (see `slinfer status`)")
-        node = view.nodes.get(rec.get("node_id", ""))
+        node = view.nodes.get(rec.node_id)
         if node is None:
             raise InstanceNotFound(f"the node of instance {instance_id} is gone")
-        resp = await self.workers.stub(node["address"]).UnloadInstance(
+        resp = await self.workers.stub(node.address).UnloadInstance(
             worker_pb2.UnloadInstanceRequest(instance_id=instance_id, preempt=True),
             timeout=self.config.unload_timeout_s,
         )
@@ -180,16 +181,16 @@ class Consolidation:
             rec = self.watcher.view.instances.get(instance_id)
             if rec is None:
                 raise InstanceNotFound(f"no instance {instance_id} (see `slinfer status`)")
-            if rec.get("state") != "ready":
+            if rec.state is not InstanceState.READY:
                 # DESIGN.md §4: never evict an instance that is loading (or already leaving).
                 raise FailedPrecondition(
-                    f"instance {instance_id} is {rec.get('state')}; only ready instances "
+                    f"instance {instance_id} is {rec.state.value}; only ready instances "
                     "can be preempted"
                 )
             plan = new_plan(
                 consolidator_pb2.PLAN_KIND_PREEMPT_OPERATOR,
                 [instance_id],
-                node_id=str(rec.get("node_id", "")),
+                node_id=rec.node_id,
                 advisory=self.config.advisory,
             )
             if not plan.advisory:
@@ -210,8 +211,8 @@ class Consolidation:
             if not left:
                 break
             for rec in left:
-                iid = rec["instance_id"]
-                if rec.get("state") != "ready":
+                iid = rec.instance_id
+                if rec.state is not InstanceState.READY:
                     continue  # loading: evict once it is ready; unloading: on its way out
                 if iid not in plan.victim_instance_ids:
                     plan.victim_instance_ids.append(iid)
@@ -244,7 +245,7 @@ class Consolidation:
         async with self._lock:
             if node_id not in self.watcher.view.nodes:
                 raise InstanceNotFound(f"no node {node_id} (see `slinfer status`)")
-            victims = [i["instance_id"] for i in self.watcher.view.instances_on(node_id)]
+            victims = [i.instance_id for i in self.watcher.view.instances_on(node_id)]
             plan = new_plan(
                 consolidator_pb2.PLAN_KIND_DRAIN,
                 victims,

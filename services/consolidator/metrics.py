@@ -2,14 +2,16 @@
 
 from prometheus_client import Counter, Gauge
 
+from slinfer.services.common.metric_buckets import name
+
 PLANS = Counter(
-    "slinfer_consolidator_plans_total",
+    name("consolidator_plans"),
     "Consolidation plans by kind and outcome (executed, advisory, failed)",
     ["kind", "outcome"],
 )
 REQUESTS_MOVED = Counter(
-    "slinfer_consolidator_requests_moved_total",
+    name("consolidator_requests_moved"),
     "In-flight requests handed back to their schedulers for re-dispatch",
 )
-LEADER = Gauge("slinfer_consolidator_leader", "1 while this replica is the elected leader")
-NODES_IN_USE = Gauge("slinfer_consolidator_nodes_in_use", "Nodes hosting at least one instance")
+LEADER = Gauge(name("consolidator_leader"), "1 while this replica is the elected leader")
+NODES_IN_USE = Gauge(name("nodes_in_use"), "Nodes hosting at least one instance")

@@ -1,7 +1,7 @@
 """Recent consolidation plans: what was decided, and whether it was carried out.
 
 Every plan (advisory ones included) is logged as one structured line, counted in
-`slinfer_consolidator_plans_total{kind,outcome}` and kept in a bounded list that
+`slinfer:consolidator_plans_total{kind,outcome}` and kept in a bounded list that
 `Consolidator.ListPlans` returns, newest first.
 """
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from slinfer.policy import DEFAULT_CONFIG, DeviceKind, DeviceView, InstanceView
-from slinfer.services.cluster.live_view import ViewBuilder, device_view
+from slinfer.services.cluster.live_view import ViewBuilder, device_view, label_of
 from slinfer.services.cluster.state import ClusterView
 from slinfer.services.cluster.tracker import Tracker, request_from_lease
 
@@ -44,9 +44,8 @@ class ConsolidationView:
         rec = cluster.instances.get(instance_id)
         if rec is None:
             return None
-        node = cluster.nodes.get(rec.get("node_id", ""), {})
         tracker = tracker_from_leases(cluster, self.prior_output_tokens)
-        label = node.get("label", node.get("kind", "cpu"))
+        label = label_of(cluster, rec.node_id)
         return self.builder.instance_view(cluster, tracker, rec, label, {}, self.kv_tokens_default)
 
     def pools(self, cluster: ClusterView) -> dict[DeviceKind, list[DeviceView]]:
@@ -61,12 +60,11 @@ class ConsolidationView:
         for node_id, node in sorted(cluster.nodes.items()):
             if node_id in cluster.drains:
                 continue
-            label = node.get("label", node.get("kind", "cpu"))
             views: list[InstanceView] = []
             complete = True
             for rec in cluster.instances_on(node_id):
                 iv = self.builder.instance_view(
-                    cluster, tracker, rec, label, specs, self.kv_tokens_default
+                    cluster, tracker, rec, node.label, specs, self.kv_tokens_default
                 )
                 if iv is None:
                     complete = False

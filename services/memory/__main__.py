@@ -11,10 +11,15 @@ from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.memory.server import create
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slinfer.services.memory", description=__doc__)
+    common_args(p, 50052)
+    return p
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m slinfer.services.memory", description=__doc__)
-    common_args(parser, 50052)
-    ns = parser.parse_args()
+    parser_ = parser()
+    ns = parser_.parse_args()
     configure_logging("memory")
     try:
         service = create(ns.etcd, ns.listen, security_from_args(ns))

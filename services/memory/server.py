@@ -23,6 +23,7 @@ from slinfer.services.common.errors import (
 )
 from slinfer.services.common.presence import PresenceService
 from slinfer.services.common.security import Security
+from slinfer.services.memory import metrics
 from slinfer.services.memory.state import LedgerStore, NodeBook, approval_dict
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
 
@@ -76,6 +77,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServicer):
                 return outcome, book.ledger.planned_bytes, book.ledger.capacity_bytes
 
             outcome, planned, capacity = await self.ledgers.transact(change.node_id, submit)
+            metrics.LEDGER_CHANGES.labels(op.value, outcome.status.value).inc()
             _raise_refusal(outcome, change.node_id, change.revision)
             message = ""
             if outcome.status is LedgerStatus.REJECTED:

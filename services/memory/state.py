@@ -21,7 +21,9 @@ from loguru import logger
 from slinfer.policy.ledger import Approval, Ledger
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NodeNotFound, StoreUnavailable
+from slinfer.services.common.records import NodeRecord, read_record
 from slinfer.services.common.store import Store
+from slinfer.services.memory import metrics
 
 T = TypeVar("T")
 
@@ -105,22 +107,32 @@ class NodeBook:
         }
 
 
+def record_ledger(book: NodeBook) -> None:
+    ledger = book.ledger
+    for kind, value in (
+        ("planned", ledger.planned_bytes),
+        ("actual", ledger.actual_bytes),
+        ("reported", book.reported_bytes),
+        ("capacity", ledger.capacity_bytes),
+    ):
+        metrics.LEDGER_BYTES.labels(book.node_id, kind).set(value)
+
+
 class LedgerStore:
     def __init__(self, store: Store):
         self.store = store
 
     async def _load(self, node_id: str) -> tuple[NodeBook, int | None]:
-        node = await self.store.get(keys.node(node_id))
+        e = await self.store.get(keys.node(node_id))
+        node = read_record(NodeRecord, e.key, e.value, e.mod_revision) if e is not None else None
         if node is None:
             raise NodeNotFound(
-                f"node {node_id} is not registered (no worker holds nodes/{node_id}); "
-                "start its worker first"
+                f"node {node_id} is not registered (no worker holds a readable "
+                f"nodes/{node_id}); start its worker first"
             )
-        capacity = int(node.value.get("memory_bytes", 0))
-        started = float(node.value.get("started_at", 0.0))
         entry = await self.store.get(keys.memory(node_id))
         value = entry.value if entry is not None else {}
-        book = NodeBook.from_value(node_id, value, capacity, started)
+        book = NodeBook.from_value(node_id, value, node.memory_bytes, node.started_at)
         return book, (entry.mod_revision if entry is not None else None)
 
     async def read(self, node_id: str) -> NodeBook:
@@ -140,6 +152,7 @@ class LedgerStore:
             else:
                 ok = await self.store.update(key, value, mod_revision)
             if ok:
+                record_ledger(book)
                 return result
             logger.debug("ledger of node={} changed under us (attempt {})", node_id, attempt + 1)
         raise StoreUnavailable(

@@ -15,73 +15,76 @@ from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConf
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m slinfer.services.scheduler", description=__doc__
-    )
-    common_args(parser, 50051)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slinfer.services.scheduler", description=__doc__)
+    common_args(p, 50051)
+    p.add_argument(
         "--keep-alive",
         type=float,
         default=300.0,
         help="default seconds an idle instance stays loaded (scale to zero after)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--system",
         default="slinfer",
         choices=[n.value for n in SystemName],
         help="scheduling system (slinfer: token-level sharing; sllm+c: exclusive instances, "
         "ServerlessLLM-style)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--admission",
         default=Admission.SHADOW.value,
         choices=[a.value for a in Admission],
         help="admission rule (DESIGN.md §2): shadow (memory, Σ slices + ρ ≤ 1, a shadow run of "
         "the device) or paper (the first design: decode budget and prefill deadlines)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--queue-grace",
         type=float,
         default=0.0,
         help="extra seconds past its TTFT deadline a request may wait for capacity before "
         "RESOURCE_EXHAUSTED",
     )
-    parser.add_argument(
+    p.add_argument(
         "--l-min",
         type=int,
         default=LIVE_POLICY.l_min_tokens,
         help="KV demand floor L_min in tokens (DESIGN.md §3)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--prior-output-tokens",
         type=float,
         default=LIVE_POLICY.prior_output_tokens,
         help="prior of a model's mean output length Ō before it completed requests",
     )
-    parser.add_argument(
+    p.add_argument(
         "--kv-tokens", type=int, default=4096, help="default KV capacity (tokens) of a new instance"
     )
-    parser.add_argument(
+    p.add_argument(
         "--kv-scaling",
         default="forward",
         choices=[m.value for m in KvScaling],
         help="KV scaling through the memory service: forward (forecast with the mean output "
         "length, L_min and watermark) or reactive (grow only when full; a baseline)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--watermark",
         type=float,
         default=LIVE_POLICY.watermark,
         help="watermark hysteresis w of forward-looking KV scaling (0: none; DESIGN.md §3)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--pack-after",
         type=float,
         default=LIVE_POLICY.pack_after_s,
         help="T_pack: seconds a node stays below the packing threshold before it is emptied",
     )
-    ns = parser.parse_args()
+    return p
+
+
+def main() -> None:
+    parser_ = parser()
+    ns = parser_.parse_args()
     configure_logging("scheduler")
     try:
         policy = replace(
@@ -95,7 +98,7 @@ def main() -> None:
             pack_after_s=ns.pack_after,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        parser_.error(str(exc))
     try:
         config = SchedulerConfig(
             etcd=ns.etcd,
@@ -110,7 +113,7 @@ def main() -> None:
         )
         config.security.check_listen(ns.listen)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser_.error(str(exc))
     service = SchedulerService(config)
     start_metrics(ns.metrics_port)
     asyncio.run(run_until_signal(service.start, service.stop))

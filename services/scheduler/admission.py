@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import grpc
 from loguru import logger
@@ -23,10 +22,8 @@ from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
-from slinfer.services.common.errors import (
-    FailedPrecondition,
-    WorkerUnavailable,
-)
+from slinfer.services.common.errors import FailedPrecondition, WorkerUnavailable
+from slinfer.services.common.records import InstanceState, ModelRecord
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
@@ -76,7 +73,7 @@ class Admission:
         self.guard = SloGuard(config.policy)
         self.queues = WaitQueues(watcher, self.guard, config.failover_patience_s)
 
-    def dispatch_view(self, model: dict[str, Any]) -> DispatchView:
+    def dispatch_view(self, model: ModelRecord) -> DispatchView:
         return self.views.build(
             self.watcher.view,
             self.tracker,
@@ -85,7 +82,7 @@ class Admission:
             self.config.default_kv_capacity_tokens,
         )
 
-    def _decide(self, model: dict[str, Any], req: LiveRequest, preempt: bool) -> DispatchDecision:
+    def _decide(self, model: ModelRecord, req: LiveRequest, preempt: bool) -> DispatchDecision:
         system = self.system if preempt else self.no_preempt
         view = self.dispatch_view(model)
         if req.preempted_from is not None:
@@ -96,10 +93,10 @@ class Admission:
                 return d
         return decide(view, req, time.time(), system, self.guard.policy)
 
-    async def _target(self, model: dict[str, Any], req: LiveRequest) -> str | None:
+    async def _target(self, model: ModelRecord, req: LiveRequest) -> str | None:
         """The instance the policy puts the request on now (attached), or None: wait."""
-        model_id = model["model_id"]
-        kv_tokens = int(model.get("kv_capacity_tokens") or self.config.default_kv_capacity_tokens)
+        model_id = model.model_id
+        kv_tokens = model.kv_capacity_tokens or self.config.default_kv_capacity_tokens
         if not self.views.has_profile(self.watcher.view, model_id):
             # Bootstrap: share an in-flight first load, or place one by memory alone.
             iid = self.cold.loading_of(model_id)
@@ -139,20 +136,20 @@ class Admission:
     def _placement(self, iid: str, load_s: float) -> Placement | None:
         view = self.watcher.view
         rec = view.instances.get(iid)
-        node = view.nodes.get(rec.get("node_id", "")) if rec else None
-        if rec is None or node is None or rec.get("state") != "ready":
+        node = view.nodes.get(rec.node_id) if rec else None
+        if rec is None or node is None or rec.state is not InstanceState.READY:
             return None
-        return Placement(iid, node["node_id"], node["address"], load_s)
+        return Placement(iid, node.node_id, node.address, load_s)
 
     @property
     def waiting(self) -> int:
         """Requests waiting for capacity now (published for packing)."""
         return self.queues.waiting
 
-    async def admit(self, model: dict[str, Any], req: LiveRequest) -> Placement:
+    async def admit(self, model: ModelRecord, req: LiveRequest) -> Placement:
         """Attach the request to an instance that admits it, starting one if needed; or wait
         in its model's queue (waiting.py) and decide again when it is the head."""
-        model_id = model["model_id"]
+        model_id = model.model_id
         waiter = None
         if self.queues.others_waiting(model_id):
             waiter = self.queues.join(model_id, req)  # nothing jumps the queue
@@ -171,7 +168,7 @@ class Admission:
             if waiter is not None:
                 self.queues.leave(model_id, waiter)
 
-    async def _ready(self, model: dict[str, Any], req: LiveRequest, iid: str) -> Placement | None:
+    async def _ready(self, model: ModelRecord, req: LiveRequest, iid: str) -> Placement | None:
         """Wait for the chosen instance to be ready; None if it failed or went away."""
         self.on_change(iid)
         try:
@@ -181,7 +178,7 @@ class Admission:
             logger.warning("instance {} unusable for request={}: {}", iid, req.request_id, exc)
             placement = None
             details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
-            self.queues.last_failure[model["model_id"]] = details or str(exc)
+            self.queues.last_failure[model.model_id] = details or str(exc)
             node_id = self.cold.node_of(iid)
             if (
                 isinstance(exc, grpc.aio.AioRpcError)
@@ -196,11 +193,11 @@ class Admission:
                 # The model cannot load (bad files, the engine refuses it): say so now
                 # instead of trying node after node until the deadline.
                 raise FailedPrecondition(
-                    f"model {model['model_id']} failed to load: {exc.details()}"
+                    f"model {model.model_id} failed to load: {exc.details()}"
                 ) from exc
         if placement is None:
             self.tracker.detach(req)  # it failed or went away while we waited
             self.on_change(iid)
         else:
-            self.queues.last_failure.pop(model["model_id"], None)
+            self.queues.last_failure.pop(model.model_id, None)
         return placement

@@ -1,10 +1,9 @@
 """Token-budget leases (DESIGN.md §2): what a scheduler has admitted to each busy instance.
 
-`/slinfer/leases/{node}/{instance}/{scheduler}` lists the requests this scheduler holds on the
-instance
-— their arrival, SLOs, excused load time, sizes and last re-dispatch — from which their
-deadlines, and so the instance's time slice, follow by the policy core. Its reader is the
-consolidator, which owns no requests and builds its views (packing, T_move) from these. The
+`/slinfer/leases/{node}/{instance}/{scheduler}` records the instance's time slice and the batch
+it was computed for (read by GetClusterStatus and `slinfer top`) and the requests this
+scheduler holds there — their arrival, SLOs, excused load time, sizes and last re-dispatch —
+from which the consolidator, which owns no requests, builds its views (packing, T_move). The
 worker does not read them: deadlines reach it once, in each request's Submit. Other scheduler
 replicas read them too: an instance's load, its KV demand and whether it is idle are what
 every replica holds on it, not one replica's share (`Tracker.load_on`). The keys live under
@@ -20,9 +19,12 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from slinfer.policy import time_slice
+from slinfer.policy.types import InstanceLike
 from slinfer.services.cluster.tracker import Tracker
 from slinfer.services.common import keys
 from slinfer.services.common.store import Registration, Store
+from slinfer.services.scheduler import metrics
 
 
 class LeaseWriter:
@@ -32,12 +34,16 @@ class LeaseWriter:
         registration: Registration,
         tracker: Tracker,
         node_of: Callable[[str], str | None],
+        view_of: Callable[[str], InstanceLike | None],
         scheduler_id: str,
+        margin: float,
     ):
         self.store, self.registration, self.tracker = store, registration, tracker
-        self.node_of, self.scheduler_id = node_of, scheduler_id
+        self.node_of, self.view_of, self.scheduler_id = node_of, view_of, scheduler_id
+        self.margin = margin
         self._dirty: set[str] = set()
         self._written: dict[str, str] = {}  # instance -> key written
+        self._gauged: dict[str, tuple[str, str, str]] = {}  # instance -> time-slice labels
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.writes = 0
@@ -77,13 +83,25 @@ class LeaseWriter:
         node = self.node_of(iid)
         if not requests or node is None:
             key = self._written.pop(iid, None)
+            labels = self._gauged.pop(iid, None)
+            if labels is not None:
+                with contextlib.suppress(KeyError):
+                    metrics.TIME_SLICE.remove(*labels)
             if key is not None:
                 await self.store.delete(key)
             return
         key = keys.lease(node, iid, self.scheduler_id)
+        view = self.view_of(iid)
+        share = time_slice(view, self.margin) if view else None
+        if share is not None:
+            labels = (node, iid, requests[0].model_id)
+            metrics.TIME_SLICE.labels(*labels).set(share)
+            self._gauged[iid] = labels
         value = {
             "instance_id": iid,
             "scheduler": self.scheduler_id,
+            "time_slice": share,
+            "batch": len(self.tracker.load_on(iid)),  # every replica's requests there
             "requests": {r.request_id: r.lease_entry() for r in requests},
         }
         await self.store.put(key, value, lease=self.registration.lease_id)

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-from slinfer.policy import InstanceView
+from slinfer.policy import DispatchView, InstanceView
+from slinfer.services.cluster.live_view import label_of
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.engine_types import SamplingParams
+from slinfer.services.common.records import ModelRecord
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.admission import Admission, Placement
 from slinfer.services.scheduler.cold_start import ColdStarts
@@ -89,7 +90,7 @@ class Dispatcher:
     def waiting(self) -> int:
         return self.admission.waiting
 
-    def dispatch_view(self, model: dict[str, Any]) -> Any:
+    def dispatch_view(self, model: ModelRecord) -> DispatchView:
         return self.admission.dispatch_view(model)
 
     def instance_view(self, instance_id: str) -> InstanceView | None:
@@ -97,12 +98,11 @@ class Dispatcher:
         rec = view.instances.get(instance_id)
         if rec is None:
             return None
-        node = view.nodes.get(rec.get("node_id", ""), {})
         return self.views.instance_view(
             view,
             self.tracker,
             rec,
-            node.get("label", node.get("kind", "cpu")),
+            label_of(view, rec.node_id),
             {},
             self.config.default_kv_capacity_tokens,
         )
@@ -112,7 +112,7 @@ class Dispatcher:
 
     async def generate(
         self,
-        model: dict[str, Any],
+        model: ModelRecord,
         req: LiveRequest,
         prompt_ids: list[int],
         sampling: SamplingParams,

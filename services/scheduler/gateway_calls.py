@@ -10,6 +10,7 @@ UNAVAILABLE, not a hang.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -67,16 +68,14 @@ class GatewayCalls:
                     f"tenant {principal.tenant} has {owned} models deployed, its limit; "
                     "delete one first, or ask an admin to raise max_models"
                 )
-            spec = models.spec_from_request(request)
-            spec["tenant"] = principal.tenant
+            spec = replace(models.spec_from_request(request), tenant=principal.tenant)
             models.check_can_run(view, spec, self.s.config.dispatch.default_kv_capacity_tokens)
             await within(models.deploy(self.s.store, spec), STORE_WAIT_S, "the deploy")
             # Read-your-writes: the watch event may trail the answer to this call.
-            self.s.watcher.view.apply(keys.model(spec["model_id"]), spec)
+            self.s.watcher.view.apply(keys.model(spec.model_id), spec.to_etcd())
             logger.info(
-                "deployed model={} path={} tenant={}", spec["model_id"], spec["path"],
-                principal.tenant,
-            )  # fmt: skip
+                "deployed model={} path={} tenant={}", spec.model_id, spec.path, principal.tenant
+            )
             return gateway_pb2.DeployModelResponse(
                 model=models.model_info(spec, 0, self.s.defaults)
             )
@@ -112,7 +111,7 @@ class GatewayCalls:
     async def GetClusterStatus(self, request, context):  # noqa: N802
         try:
             self._principal(context).require_admin("the cluster status")
-            return await cluster_status(self.s.watcher.view, self.s.workers)
+            return await cluster_status(self.s.watcher.view, self.s.workers, self.s.active)
         except Exception as exc:
             await abort(context, exc)
 
@@ -167,16 +166,17 @@ class GatewayCalls:
         s = self.s
         spec = await models.delete(s.store, model_id, principal)
         s.watcher.view.apply(keys.model(model_id), None)
-        s.prompts.forget(spec.get("path", ""))
+        if spec is not None:
+            s.prompts.forget(spec.path)
         unloaded = 0
         view = s.watcher.view
         for inst in view.instances_of(model_id):
-            node = view.nodes.get(inst.get("node_id", ""))
+            node = view.nodes.get(inst.node_id)
             if node is None:
                 continue
             with contextlib.suppress(grpc.aio.AioRpcError):
-                await s.workers.stub(node["address"]).UnloadInstance(
-                    worker_pb2.UnloadInstanceRequest(instance_id=inst["instance_id"]),
+                await s.workers.stub(node.address).UnloadInstance(
+                    worker_pb2.UnloadInstanceRequest(instance_id=inst.instance_id),
                     timeout=s.config.dispatch.rpc_timeout_s,
                 )
                 unloaded += 1

@@ -18,26 +18,28 @@ from slinfer.policy import SloPolicy
 from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common import keys
 from slinfer.services.common.auth import Principal
-from slinfer.services.common.convert import sampling_from_pb
+from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
+from slinfer.services.common.engine_types import FinishReason
 from slinfer.services.common.errors import InvalidArgument, ModelNotFound
-from slinfer.services.scheduler import metrics
+from slinfer.services.common.records import ModelRecord
+from slinfer.services.scheduler import models
 from slinfer.services.scheduler.prompts import MAX_MESSAGES, Message
 from slinfer.services.scheduler.registry import internal_id
+from slinfer.services.scheduler.request_metrics import RequestClock
 from slinfer.v1 import common_pb2, gateway_pb2, worker_pb2
 
 if TYPE_CHECKING:
     from slinfer.services.scheduler.server import SchedulerService
 
 
-async def find_model(s: SchedulerService, name: str, principal: Principal) -> dict[str, Any]:
+async def find_model(s: SchedulerService, name: str, principal: Principal) -> ModelRecord:
     """The caller's model `name`; another tenant's is NOT_FOUND, as a missing one."""
     if not name:
         raise InvalidArgument("model is required (see ListModels)")
     model = s.watcher.view.models.get(name)
     if model is None and keys.valid_name(name):
         # Deployed through another replica a moment ago? Ask etcd, not the watch.
-        entry = await s.store.get(keys.model(name))
-        model = entry.value if entry is not None else None
+        model = models.read_model(await s.store.get(keys.model(name)))
     if model is None or not principal.owns(model):
         raise ModelNotFound(f"model {name[:80]} is not deployed (see ListModels)")
     return model
@@ -69,75 +71,69 @@ async def generate(
     messages = [Message(m.role, m.content) for m in request.messages]
     prompt_ids = await asyncio.to_thread(
         s.prompts.encode,
-        model["path"],
+        model.path,
         request.prompt,
         messages,
         list(request.prompt_token_ids),
-        int(model.get("vocab_size", 0)),
+        model.vocab_size,
     )
-    max_len = int(model.get("max_model_len", 0))
+    max_len = model.max_model_len
     if max_len and len(prompt_ids) + sampling.max_tokens > max_len:
         raise InvalidArgument(
             f"prompt ({len(prompt_ids)} tokens) + max_tokens ({sampling.max_tokens}) "
             f"exceeds the model's context of {max_len} tokens; shorten the prompt or "
             "lower max_tokens"
         )
-    resumed = _resumed(request, int(model.get("vocab_size", 0)), sampling.max_tokens)
+    resumed = _resumed(request, model.vocab_size, sampling.max_tokens)
     if resumed and len(resumed) >= sampling.max_tokens:
         # The stream broke between its last chunk and its final message: nothing is left.
         yield _final(rid, common_pb2.FINISH_REASON_LENGTH, len(prompt_ids), len(resumed))
         return
-    slo = SloPolicy(tpot_s=float(model.get("tpot_slo_s") or s.config.default_tpot_slo_s))
+    slo = SloPolicy(tpot_s=model.tpot_slo_s or s.config.default_tpot_slo_s)
     live = LiveRequest(
         request_id=internal_id(principal.tenant, rid),
-        model_id=model["model_id"],
+        model_id=model.model_id,
         arrival_s=arrival_wall,
         input_tokens=len(prompt_ids),
-        ttft_slo_s=float(model.get("ttft_slo_s") or slo.ttft_s(len(prompt_ids))),
+        ttft_slo_s=model.ttft_slo_s or slo.ttft_s(len(prompt_ids)),
         tpot_slo_s=slo.tpot_s,
     )
-    first_at: float | None = None
-    last_at = arrival
+    clock = RequestClock(model.model_id, arrival, s.active, prompt_tokens=len(prompt_ids))
+    clock.start()
     final: worker_pb2.SubmitResponse | None = None
     placement = None
     # Tokens whose text the worker holds back (part of a character, a possible stop string)
     # ride with the chunk that carries their text, or with a last empty chunk: the chunks'
     # `token_ids` add up to completion_tokens, each token counted once.
     pending: list[int] = []
-    stream = s.dispatcher.generate(model, live, prompt_ids, sampling, tuple(resumed))
-    async with contextlib.aclosing(stream):
-        async for placed, resp in stream:
-            placement = placed
-            now = time.monotonic()
-            if resp.token_ids and first_at is None:
-                first_at = now
-            if resp.token_ids:
-                last_at = now
-                pending.extend(resp.token_ids)
-            if resp.text or (resp.finished and pending):
-                yield gateway_pb2.GenerateResponse(
-                    request_id=rid,
-                    chunk=gateway_pb2.TextChunk(
-                        text=resp.text, tokens=len(pending), token_ids=pending
-                    ),
+    try:
+        stream = s.dispatcher.generate(model, live, prompt_ids, sampling, tuple(resumed))
+        async with contextlib.aclosing(stream):
+            async for placed, resp in stream:
+                placement = placed
+                clock.on_queued(
+                    live.submitted_at_s - arrival_wall if live.submitted_at_s is not None else None
                 )
-                pending = []
-            if resp.finished:
-                final = resp
-    assert final is not None and placement is not None
-    ttft = (first_at or last_at) - arrival
-    n = final.completion_tokens
-    new = n - len(resumed)
-    tpot = (last_at - first_at) / (new - 1) if first_at is not None and new > 1 else 0.0
-    metrics.TTFT.labels(model["model_id"]).observe(ttft)
-    if live.submitted_at is not None:
-        metrics.ADMIT_SECONDS.labels(model["model_id"]).observe(live.submitted_at - arrival)
-        if live.first_token_at is not None:
-            metrics.WORKER_FIRST_TOKEN_SECONDS.labels(model["model_id"]).observe(
-                live.first_token_at - live.submitted_at
-            )
-    if new > 1:
-        metrics.TPOT.labels(model["model_id"]).observe(tpot)
+                clock.on_tokens(len(resp.token_ids), time.monotonic())
+                pending.extend(resp.token_ids)
+                if resp.text or (resp.finished and pending):
+                    yield gateway_pb2.GenerateResponse(
+                        request_id=rid,
+                        chunk=gateway_pb2.TextChunk(
+                            text=resp.text, tokens=len(pending), token_ids=pending
+                        ),
+                    )
+                    pending = []
+                if resp.finished:
+                    final = resp
+        assert final is not None and placement is not None
+        n = final.completion_tokens
+        reason = FINISH_FROM_PB.get(final.finish_reason, FinishReason.STOP).value
+        # A resumed request's TPOT is over the tokens this gateway produced.
+        tpot = clock.finish(reason, n - len(resumed), time.monotonic())
+        ttft = clock.first_at - arrival if clock.first_at is not None else 0.0
+    finally:
+        clock.close()
     yield gateway_pb2.GenerateResponse(
         request_id=rid,
         final=gateway_pb2.Completion(

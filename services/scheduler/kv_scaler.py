@@ -18,18 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from typing import Any
 
 import grpc
 from loguru import logger
 
-from slinfer.policy import PolicyConfig
+from slinfer.policy import DeviceKind, PolicyConfig
 from slinfer.policy.kv_scaling import KvAllocation, plan_kv
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.tracker import Tracker
+from slinfer.services.common.engine_types import EngineKind
 from slinfer.services.common.errors import NeverFits
 from slinfer.services.common.model_dir import ModelDir, node_dtype_bytes
+from slinfer.services.common.records import InstanceRecord, InstanceState, ModelRecord, NodeRecord
 from slinfer.services.memory.client import MemoryClient
 from slinfer.v1 import memory_pb2
 
@@ -95,22 +96,22 @@ class KvScaler:
                 await t
 
     def _allocation(
-        self, rec: dict[str, Any], node_planned_now: int | None = None
+        self, rec: InstanceRecord, node_planned_now: int | None = None
     ) -> tuple[KvAllocation, int] | None:
-        book = self.watcher.view.ledgers.get(rec.get("node_id", ""))
-        info = book.get("instances", {}).get(rec["instance_id"]) if book else None
+        book = self.watcher.view.ledgers.get(rec.node_id)
+        info = book.get("instances", {}).get(rec.instance_id) if book else None
         if book is None or info is None:
             return None
         revision, planned_kv = int(info["revision"]), int(info["planned_kv_bytes"])
         node_planned = int(book["planned_bytes"])
-        known = self._known.get(rec["instance_id"])
+        known = self._known.get(rec.instance_id)
         if known is not None and known[0] > revision:  # our own answer is newer than the watch
             node_planned += known[1] - planned_kv
             revision, planned_kv = known
         if node_planned_now is not None:  # the ledger's own figure, from a refusal just now
             node_planned = node_planned_now
         alloc = KvAllocation(
-            kv_bytes_per_token=max(int(rec.get("kv_bytes_per_token") or 1), 1),
+            kv_bytes_per_token=max(rec.kv_bytes_per_token, 1),
             block_tokens=KV_BLOCK_TOKENS,
             allocated_bytes=planned_kv,
             node_free_bytes=int(book["capacity_bytes"]) - node_planned,
@@ -126,29 +127,29 @@ class KvScaler:
             if rec is None:
                 self._known.pop(instance_id, None)  # gone: forget what we knew of it
                 return None
-            if rec.get("state") != "ready" or not rec.get("kv_resizable"):
+            if rec.state is not InstanceState.READY or not rec.kv_resizable:
                 return None
             found = self._allocation(rec, node_planned_now)
             if found is None:
                 return None
             alloc, revision = found
             requests = self.tracker.load_on(instance_id)
-            mean = self.tracker.mean_output(rec.get("model_id", ""), self.watcher.view.outputs)
+            mean = self.tracker.mean_output(rec.model_id, self.watcher.view.outputs)
             target = decided if decided is not None else plan_kv(requests, mean, alloc, self.config)
             decided = None  # a refusal below means the view trailed: re-plan on the fresh one
             if target is None:
                 return None
             try:
                 resp = await self.client.change(
-                    rec["node_id"], instance_id, LedgerOp.KV_RESIZE, kv_bytes=target,
+                    rec.node_id, instance_id, LedgerOp.KV_RESIZE, kv_bytes=target,
                     revision=revision,
                 )  # fmt: skip
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _REFRESH:
                     raise
                 self.statuses["stale"] += 1
-                rev = await self.client.revision(rec["node_id"], instance_id)
-                book = await self.client.ledger(rec["node_id"])
+                rev = await self.client.revision(rec.node_id, instance_id)
+                book = await self.client.ledger(rec.node_id)
                 kv = next(
                     (i.planned_kv_bytes for i in book.instances if i.instance_id == instance_id),
                     0,
@@ -175,7 +176,7 @@ class KvScaler:
 
     def check_fits(
         self,
-        model: dict[str, Any],
+        model: ModelRecord,
         info: ModelDir,
         measured: tuple[int, int] | None,
         tokens: int,
@@ -186,25 +187,26 @@ class KvScaler:
         at its engines' dtype (`dtype_bytes` in its record)."""
         if not self.enabled:
             return
-        want = model.get("device") or None
+        want = model.device
         nodes = [
             n
             for n in self.watcher.view.nodes.values()
-            if (want is None or n.get("kind") == want)
-            and not (model.get("engine") == "torch" and n.get("kind") != "cpu")
+            if (want is None or n.kind is want)
+            and not (model.engine is EngineKind.TORCH and n.kind is not DeviceKind.CPU)
         ]
         if not nodes:
             return
-        def need(node: dict[str, Any]) -> int:
+
+        def need(node: NodeRecord) -> int:
             if measured is not None:
                 return measured[0] + measured[1] * tokens
             return info.estimate_bytes(tokens, node_dtype_bytes(node))
 
-        if all(need(n) > int(n.get("memory_bytes", 0)) for n in nodes):
+        if all(need(n) > n.memory_bytes for n in nodes):
             smallest = min(need(n) for n in nodes)
-            largest = max(int(n.get("memory_bytes", 0)) for n in nodes)
+            largest = max(n.memory_bytes for n in nodes)
             raise NeverFits(
-                f"request can never fit: model {model['model_id']} needs {smallest >> 10} KiB "
+                f"request can never fit: model {model.model_id} needs {smallest >> 10} KiB "
                 f"(weights + KV for prompt + max_tokens = {tokens} tokens) and the largest "
                 f"node offers {largest >> 10} KiB; lower max_tokens, shorten the prompt or add "
                 "a node with more memory"

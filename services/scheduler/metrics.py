@@ -1,53 +1,100 @@
-"""Prometheus metrics of the scheduler/gateway (module-level: one registry per process)."""
+"""Prometheus metrics of the scheduler/gateway (module-level: one registry per process).
+
+Per-request latencies and token counts carry vLLM's names and buckets under `slinfer:`
+(services/common/metric_buckets.py); the rest are slinfer's own. docs/METRICS.md lists them.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 
-_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+from slinfer.services.common.metric_buckets import (
+    INTER_TOKEN_LATENCY_BUCKETS,
+    MODEL,
+    REQUEST_LATENCY_BUCKETS,
+    TIME_TO_FIRST_TOKEN_BUCKETS,
+    name,
+)
 
-REQUESTS = Counter(
-    "slinfer_gateway_requests_total", "Generate calls by final status", ["model", "status"]
+# ---- vLLM-named, per model ------------------------------------------------------------------
+
+TTFT = Histogram(
+    name("time_to_first_token_seconds"),
+    "Arrival at the gateway to the first token, cold start included",
+    [MODEL],
+    buckets=TIME_TO_FIRST_TOKEN_BUCKETS,
 )
-TTFT = Histogram("slinfer_gateway_ttft_seconds", "Time to first token", ["model"], buckets=_LATENCY)
+INTER_TOKEN = Histogram(
+    name("inter_token_latency_seconds"),
+    "Time between consecutive output tokens",
+    [MODEL],
+    buckets=INTER_TOKEN_LATENCY_BUCKETS,
+)
 TPOT = Histogram(
-    "slinfer_gateway_tpot_seconds",
-    "Mean time per output token after the first",
-    ["model"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+    name("request_time_per_output_token_seconds"),
+    "Mean time per output token after the first, per request",
+    [MODEL],
+    buckets=INTER_TOKEN_LATENCY_BUCKETS,
 )
-INSTANCES = Gauge("slinfer_gateway_instances", "Instances per node (etcd view)", ["node"])
-COLD_STARTS = Counter(
-    "slinfer_gateway_cold_starts_total", "Instances started for a request", ["model"]
+E2E = Histogram(
+    name("e2e_request_latency_seconds"),
+    "Arrival at the gateway to the last token",
+    [MODEL],
+    buckets=REQUEST_LATENCY_BUCKETS,
 )
-UNLOADS = Counter("slinfer_gateway_keep_alive_unloads_total", "Idle instances unloaded", ["model"])
+QUEUE_TIME = Histogram(
+    name("request_queue_time_seconds"),
+    "Arrival at the gateway to submission to an instance (admission wait and cold start)",
+    [MODEL],
+    buckets=REQUEST_LATENCY_BUCKETS,
+)
+PROMPT_TOKENS = Counter(name("prompt_tokens"), "Prompt tokens prefilled", [MODEL])
+GENERATION_TOKENS = Counter(name("generation_tokens"), "Output tokens streamed", [MODEL])
+REQUEST_SUCCESS = Counter(
+    name("request_success"), "Requests finished, by finish reason", [MODEL, "finished_reason"]
+)
+RUNNING = Gauge(
+    name("num_requests_running"),
+    "Requests at this gateway producing tokens",
+    [MODEL],
+)
+WAITING = Gauge(
+    name("num_requests_waiting"),
+    "Requests at this gateway without a first token yet (waiting for capacity, a cold "
+    "start or their prefill)",
+    [MODEL],
+)
+# ---- slinfer's own ---------------------------------------------------------------------------
+
+REQUEST_ERRORS = Counter(
+    name("request_errors"),
+    "Generate calls that ended with an error, by gRPC status (cancelled: the client left)",
+    [MODEL, "code"],
+)
+INSTANCES = Gauge(name("instances"), "Instances per node (etcd view)", ["node"])
+NODES = Gauge(name("nodes"), "Registered worker nodes by kind (etcd view)", ["kind"])
+TIME_SLICE = Gauge(
+    name("time_slice"),
+    "Time slice of each busy instance's device (the token budget the scheduler leases)",
+    ["node", "instance", MODEL],
+)
+REDISPATCHES = Counter(
+    name("redispatches"),
+    "Requests re-dispatched mid-stream after their instance was preempted or drained",
+    [MODEL],
+)
+COLD_STARTS = Counter(name("cold_starts"), "Instances started for a request", [MODEL])
+UNLOADS = Counter(name("keep_alive_unloads"), "Idle instances unloaded (scale to zero)", [MODEL])
 DECISIONS = Counter(
-    "slinfer_gateway_admission_decisions_total",
+    name("admission_decisions"),
     "Admission decisions (each retry of a waiting request counts), by kind and reason",
     ["kind", "reason"],
 )
-REDISPATCHES = Counter(
-    "slinfer_gateway_redispatches_total",
-    "Requests re-dispatched mid-stream after their instance was preempted or drained",
-    ["model"],
-)
 PREEMPTION_PLANS = Counter(
-    "slinfer_gateway_preemption_plans_total",
+    name("preemption_plans"),
     "Preemption plans asked of the consolidator, by whether it carried one out",
-    ["model", "executed"],
-)
-ADMIT_SECONDS = Histogram(
-    "slinfer_gateway_admit_seconds",
-    "Gateway arrival to the first submission to a worker (parse, tokenise, admit, wait)",
-    ["model"],
-    buckets=_LATENCY,
-)
-WORKER_FIRST_TOKEN_SECONDS = Histogram(
-    "slinfer_gateway_worker_first_token_seconds",
-    "Submission to a worker to its first token, as the gateway sees it",
-    ["model"],
-    buckets=_LATENCY,
+    [MODEL, "executed"],
 )
 SLO_MARGIN = Gauge(
-    "slinfer_gateway_slo_margin",
+    name("admission_slo_margin"),
     "Fraction of each SLO admission aims at now (the configured margin, tightened while first "
     "tokens come later than aimed: scheduler/slo_guard.py)",
 )

@@ -7,38 +7,31 @@ the node with the least free memory that still fits comes first, empty nodes las
 
 from __future__ import annotations
 
-from typing import Any
-
+from slinfer.policy import DeviceKind
 from slinfer.services.cluster.state import ClusterView
+from slinfer.services.common.engine_types import EngineKind
 from slinfer.services.common.model_dir import inspect_model_dir, node_dtype_bytes
+from slinfer.services.common.records import ModelRecord, NodeRecord
 
 
 def committed_bytes(view: ClusterView, node_id: str) -> int:
-    total = 0
-    for inst in view.instances_on(node_id):
-        total += int(inst.get("weights_bytes", 0))
-        total += int(inst.get("kv_capacity_tokens", 0)) * int(inst.get("kv_bytes_per_token", 0))
-    return total
+    return sum(inst.footprint_bytes for inst in view.instances_on(node_id))
 
 
-def candidate_nodes(
-    view: ClusterView, model: dict[str, Any], kv_tokens: int
-) -> list[dict[str, Any]]:
-    info = inspect_model_dir(model["path"])
-    device = model.get("device") or None
-    engine = model.get("engine") or None
-    pools = [device] if device else ["cpu", "gpu"]
-    ordered: list[dict[str, Any]] = []
+def candidate_nodes(view: ClusterView, model: ModelRecord, kv_tokens: int) -> list[NodeRecord]:
+    info = inspect_model_dir(model.path)
+    pools = [model.device] if model.device else [DeviceKind.CPU, DeviceKind.GPU]
+    ordered: list[NodeRecord] = []
     for pool in pools:
-        if pool == "gpu" and engine == "torch":
+        if pool is DeviceKind.GPU and model.engine is EngineKind.TORCH:
             continue  # the PyTorch engine runs on CPU nodes only
         fits = []
         for node in view.nodes.values():
-            if node.get("kind") != pool or view.unavailable(node["node_id"]):
+            if node.kind is not pool or view.unavailable(node.node_id):
                 continue
-            free = int(node.get("memory_bytes", 0)) - committed_bytes(view, node["node_id"])
+            free = node.memory_bytes - committed_bytes(view, node.node_id)
             if free >= info.estimate_bytes(kv_tokens, node_dtype_bytes(node)):
-                empty = not view.instances_on(node["node_id"])
-                fits.append((empty, free, node["node_id"], node))
+                empty = not view.instances_on(node.node_id)
+                fits.append((empty, free, node.node_id, node))
         ordered.extend(n for *_k, n in sorted(fits, key=lambda t: (t[0], t[1], t[2])))
     return ordered

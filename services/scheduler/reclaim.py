@@ -17,6 +17,7 @@ from loguru import logger
 
 from slinfer.policy import InstancePhase
 from slinfer.policy.keep_alive import reclaim_due
+from slinfer.services.common.records import InstanceState
 from slinfer.services.scheduler import metrics
 from slinfer.v1 import worker_pb2
 
@@ -31,23 +32,23 @@ async def reclaim_idle(
     view = dispatcher.watcher.view
     unloaded = []
     for iid, inst in list(view.instances.items()):
-        if inst.get("state") != "ready" or dispatcher.tracker.busy(iid):
+        if inst.state is not InstanceState.READY or dispatcher.tracker.busy(iid):
             continue
-        model = view.models.get(inst.get("model_id", ""))
+        model = view.models.get(inst.model_id)
         last = dispatcher.last_used.setdefault(iid, now)
         keep_alive = 0.0
         if model is not None:
-            configured = model.get("keep_alive_s")
-            keep_alive = default_keep_alive_s if configured is None else float(configured)
+            configured = model.keep_alive_s
+            keep_alive = default_keep_alive_s if configured is None else configured
             if not reclaim_due(0, InstancePhase.READY, last, keep_alive, now):
                 continue
-        node = view.nodes.get(inst.get("node_id", ""))
+        node = view.nodes.get(inst.node_id)
         if node is None:
             continue
         try:
             # The worker checks the instance is idle for the keep-alive too: it sees every
             # scheduler replica's use of it, this scheduler only its own.
-            await dispatcher.workers.stub(node["address"]).UnloadInstance(
+            await dispatcher.workers.stub(node.address).UnloadInstance(
                 worker_pb2.UnloadInstanceRequest(instance_id=iid, min_idle_s=keep_alive),
                 timeout=dispatcher.config.rpc_timeout_s,
             )
@@ -58,7 +59,7 @@ async def reclaim_idle(
                 logger.warning("keep-alive unload of {} failed: {}", iid, exc.details())
             continue
         dispatcher.last_used.pop(iid, None)
-        metrics.UNLOADS.labels(inst.get("model_id", "")).inc()
+        metrics.UNLOADS.labels(inst.model_id).inc()
         unloaded.append(iid)
-        logger.info("scaled to zero: instance={} model={}", iid, inst.get("model_id"))
+        logger.info("scaled to zero: instance={} model={}", iid, inst.model_id)
     return unloaded

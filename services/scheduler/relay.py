@@ -35,6 +35,7 @@ from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.convert import sampling_to_pb
 from slinfer.services.common.engine_types import SamplingParams
 from slinfer.services.common.errors import RequestFailed, WorkerUnavailable
+from slinfer.services.common.records import ModelRecord
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.admission import Admission, Placement
 from slinfer.services.scheduler.cold_start import ColdStarts
@@ -84,7 +85,7 @@ class Relay:
 
     async def generate(
         self,
-        model: dict[str, Any],
+        model: ModelRecord,
         req: LiveRequest,
         prompt_ids: list[int],
         sampling: SamplingParams,
@@ -116,7 +117,7 @@ class Relay:
                     refusals += 1
                     if refusals > _MAX_REFUSALS:
                         raise WorkerUnavailable(
-                            f"instances of {model['model_id']} kept refusing the request; "
+                            f"instances of {model.model_id} kept refusing the request; "
                             "retry later"
                         )
                     await asyncio.sleep(self.admission.policy.retry_interval_s)
@@ -159,8 +160,7 @@ class Relay:
         )
         stub = self.workers.stub(placement.address)
         call = stub.Submit(submit)
-        if req.submitted_at is None:
-            req.submitted_at = time.monotonic()
+        req.submitted_at_s = req.submitted_at_s or time.time()
         self.cold.last_used[iid] = time.monotonic()
         answered = refused = False
         try:

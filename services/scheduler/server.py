@@ -36,6 +36,7 @@ from slinfer.services.scheduler.generate import generate
 from slinfer.services.scheduler.outputs import publish_outputs
 from slinfer.services.scheduler.prompts import Prompts
 from slinfer.services.scheduler.registry import RequestRegistry, check_request_id
+from slinfer.services.scheduler.request_metrics import ActiveRequests
 from slinfer.v1 import gateway_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Gateway"
@@ -61,7 +62,6 @@ class GatewayServicer(GatewayCalls, gateway_pb2_grpc.GatewayServicer):
     async def Generate(self, request, context) -> None:  # noqa: N802
         rid = request.request_id or uuid.uuid4().hex
         model_id = request.model
-        status = "error"
         try:
             principal: Principal = self.s.auth.principal(context.invocation_metadata())
             check_request_id(rid)
@@ -69,32 +69,20 @@ class GatewayServicer(GatewayCalls, gateway_pb2_grpc.GatewayServicer):
                 stream = generate(self.s, request, rid, principal)
                 async with contextlib.aclosing(stream):
                     async for resp in stream:
-                        if resp.HasField("final"):
-                            status = common_status(resp.final.finish_reason)
                         await context.write(resp)
         except asyncio.CancelledError:
-            status = "cancelled"
+            self.s.count_error(model_id, "cancelled")
             logger.info("client gone: request={} model={}", rid, model_id)
             raise
         except Exception as exc:
             code, message = status_of(exc)
-            status = code.name.lower()
+            self.s.count_error(model_id, code.name.lower())
             if code == grpc.StatusCode.INTERNAL:
                 logger.opt(exception=exc).error(
                     "generate failed: request={} model={}", rid, model_id
                 )
             context.set_trailing_metadata(trailers_of(exc))
             await context.abort(code, message)
-        finally:
-            if model_id in self.s.watcher.view.models:
-                metrics.REQUESTS.labels(model_id, status).inc()
-
-
-def common_status(finish_reason: int) -> str:
-    from slinfer.services.common.convert import FINISH_FROM_PB
-    from slinfer.services.common.engine_types import FinishReason
-
-    return FINISH_FROM_PB.get(finish_reason, FinishReason.STOP).value
 
 
 class SchedulerService:
@@ -109,6 +97,7 @@ class SchedulerService:
         # The requests other replicas hold on an instance, from their leases (budget.py).
         self.dispatcher.tracker.foreign = self._foreign_requests
         self.prompts = Prompts()
+        self.active = ActiveRequests()
         self.auth = Authenticator(lambda: self.watcher.view.api_keys, config.security.insecure)
         self.registry = RequestRegistry(
             self.store,
@@ -162,7 +151,9 @@ class SchedulerService:
             self.registration,
             self.dispatcher.tracker,
             self.dispatcher.node_of,
+            self.dispatcher.instance_view,
             self.service_id,
+            self.config.dispatch.policy.slo_margin,
         )
         self.leases.start()
         self.dispatcher.on_change = self.leases.touch
@@ -218,8 +209,13 @@ class SchedulerService:
         published_waiting = 0
         while True:
             view = self.watcher.view
-            for node_id in view.nodes:
+            kinds: dict[str, int] = {}
+            for node_id, node in view.nodes.items():
                 metrics.INSTANCES.labels(node_id).set(len(view.instances_on(node_id)))
+                kind = node.kind.value
+                kinds[kind] = kinds.get(kind, 0) + 1
+            for kind in {"cpu", "gpu", *kinds}:
+                metrics.NODES.labels(kind).set(kinds.get(kind, 0))
             # How many requests wait for capacity: packing never runs while any does.
             waiting = self.dispatcher.waiting
             if waiting != published_waiting and self.registration is not None:
@@ -227,3 +223,8 @@ class SchedulerService:
                     await self.registration.update({**self.registration.value, "waiting": waiting})
                     published_waiting = waiting
             await asyncio.sleep(0.5)
+
+    def count_error(self, model_id: str, code: str) -> None:
+        """Errors of deployed models only: an unknown name must not grow the label set."""
+        if model_id in self.watcher.view.models:
+            metrics.REQUEST_ERRORS.labels(model_id, code).inc()

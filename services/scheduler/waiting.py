@@ -19,12 +19,12 @@ import contextlib
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from slinfer.policy.headroom import give_up_at_s
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common.errors import NoCapacity
+from slinfer.services.common.records import ModelRecord
 from slinfer.services.scheduler.slo_guard import SloGuard
 
 
@@ -81,10 +81,10 @@ class WaitQueues:
             at = max(at, req.resumed_at_s + self.failover_patience_s)
         return at
 
-    async def wait(self, model: dict[str, Any], req: LiveRequest, waiter: Waiter) -> None:
+    async def wait(self, model: ModelRecord, req: LiveRequest, waiter: Waiter) -> None:
         """Wait for the next chance to decide: as the head, the next change of the cluster
         (or the retry interval); otherwise, to become the head. NoCapacity past the deadline."""
-        model_id = model["model_id"]
+        model_id = model.model_id
         remaining = self.give_up_at(req) - time.time()
         if remaining <= 0:
             raise self.refusal(model, req)
@@ -100,9 +100,9 @@ class WaitQueues:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.turn.wait(), remaining)
 
-    def refusal(self, model: dict[str, Any], req: LiveRequest) -> Exception:
+    def refusal(self, model: ModelRecord, req: LiveRequest) -> Exception:
         """Why the request gives up, said so the caller knows what to do."""
-        model_id = model["model_id"]
+        model_id = model.model_id
         failure = self.last_failure.get(model_id, "")
         cause = f"; the last cold start failed: {failure}" if failure else ""
         return NoCapacity(

@@ -30,41 +30,46 @@ def parse_cpus(text: str) -> set[int]:
     return cpus
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m slinfer.services.worker", description=__doc__)
-    common_args(parser, 50061)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slinfer.services.worker", description=__doc__)
+    common_args(p, 50061)
+    p.add_argument(
         "--advertise", default="", help="address the scheduler uses to reach this worker"
     )
-    parser.add_argument("--node-id", default="", help="node name (default: kind-<random>)")
-    parser.add_argument("--kind", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--cores", type=int, default=0, help="cores this node offers")
-    parser.add_argument(
+    p.add_argument("--node-id", default="", help="node name (default: kind-<random>)")
+    p.add_argument("--kind", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--cores", type=int, default=0, help="cores this node offers")
+    p.add_argument(
         "--memory",
         type=parse_bytes,
         default=parse_bytes("8GiB"),
         help="memory this node offers to weights + KV (e.g. 512MiB, 8GiB)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per engine")
-    parser.add_argument(
+    p.add_argument("--threads", type=int, default=None, help="torch threads per engine")
+    p.add_argument(
         "--cpus",
         type=parse_cpus,
         default=None,
         help="pin this node to these cores (e.g. 0, 0-3, 1,3); sets --cores and --threads",
     )
-    parser.add_argument(
+    p.add_argument(
         "--cpu-dtype",
-        choices=[p.value for p in DTypePolicy],
+        choices=[d.value for d in DTypePolicy],
         default=None,
         help=f"dtype of the CPU engines: auto (bf16 with AVX512_BF16/AMX, else fp32), fp32 or "
         f"bf16 (default: ${CPU_DTYPE_ENV}, else auto)",
     )
-    ns = parser.parse_args()
+    return p
+
+
+def main() -> None:
+    parser_ = parser()
+    ns = parser_.parse_args()
     try:
         cpu_dtype = DTypePolicy(ns.cpu_dtype) if ns.cpu_dtype else cpu_dtype_from_env()
         security_from_args(ns)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser_.error(str(exc))
     configure_logging("worker")
     if ns.cpus:
         # Pin before any engine starts its threads: they inherit the process's mask.

@@ -28,8 +28,9 @@ from slinfer.policy import (
     RequestView,
     SloPolicy,
 )
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 
 GRANT_LOG_SIZE = 4096
 

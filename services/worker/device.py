@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from slinfer.policy.calibration import IterationRatio, PrefillShare
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import DeviceArbiter
 from slinfer.services.worker.engine.base import (
@@ -28,7 +29,7 @@ from slinfer.services.worker.engine.base import (
     Phase,
     RequestOutput,
 )
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 
 T = TypeVar("T")
 
@@ -76,6 +77,15 @@ class Device:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on the device thread, between iterations."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def abort(self, inst: Instance, request_id: str) -> Any:
+        """Abort a request between iterations and refresh the instance's figures, so Stats
+        shows its slot and KV freed at once, not at the instance's next iteration (which an
+        idle instance may never run)."""
+        if inst.engine is None:
+            return None
+        out, inst.stats = await self.call(_abort, inst.engine, request_id)
+        return out
 
     def wake(self) -> None:
         self._wake.set()
@@ -141,6 +151,7 @@ class Device:
             self.iteration_s_total += result.duration_s
             metrics.ITERATION_SECONDS.labels(result.phase.value).observe(result.duration_s)
             metrics.BATCH_SIZE.labels(inst.model_id).observe(result.batch_size)
+            metrics.DEVICE_SECONDS.labels(self.name, inst.model_id).inc(result.duration_s)
             if self.iteration_s_total > 0:
                 metrics.ARBITER_OVERHEAD.labels(self.name).set(self.overhead_ratio)
         for out in result.outputs:
@@ -198,3 +209,8 @@ class Device:
 def _step(engine: Engine) -> tuple[IterationResult, Any]:
     result = engine.step()
     return result, engine.stats()
+
+
+def _abort(engine: Engine, request_id: str) -> tuple[Any, Any]:
+    out = engine.abort_request(request_id)
+    return out, engine.stats()

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from slinfer.services.common.records import InstanceRecord, InstanceState
 from slinfer.services.worker.engine.base import Engine, EngineKind, EngineStats, RequestOutput
 
 if TYPE_CHECKING:
     from slinfer.policy import ModelSpec, PerfModel
     from slinfer.services.worker.arbiter import TrackedRequest
-
-
-class InstanceState(enum.Enum):
-    LOADING = "loading"
-    READY = "ready"
-    DRAINING = "draining"
-    UNLOADING = "unloading"
-    FAILED = "failed"
 
 
 @dataclass
@@ -53,23 +45,23 @@ class Instance:
     def idle_s(self, now: float) -> float:
         return 0.0 if self.busy else max(0.0, now - self.idle_since)
 
-    def record(self, node_id: str) -> dict[str, Any]:
-        """The etcd value describing this instance (under the node's lease)."""
+    def record(self, node_id: str) -> InstanceRecord:
+        """What etcd holds of this instance (under the node's lease)."""
         s = self.stats
-        return {
-            "instance_id": self.instance_id,
-            "node_id": node_id,
-            "model_id": self.model_id,
-            "path": self.path,
-            "engine": self.engine_kind.value,
-            "state": self.state.value,
-            "kv_capacity_tokens": s.kv_capacity_tokens if s else self.kv_capacity_tokens,
-            "kv_bytes_per_token": s.kv_bytes_per_token if s else 0,
-            "kv_resizable": s.kv_resizable if s else False,
-            "weights_bytes": s.weights_bytes if s else 0,
-            "max_model_len": s.max_model_len if s else 0,
-            "load_s": round(self.load_s, 4),
-            "loading_since": self.loading_since,
-            "profile_s": round(self.profile_s, 4),
-            "error": self.error,
-        }
+        return InstanceRecord(
+            instance_id=self.instance_id,
+            model_id=self.model_id,
+            node_id=node_id,
+            state=self.state,
+            engine=self.engine_kind,
+            path=self.path,
+            kv_capacity_tokens=s.kv_capacity_tokens if s else self.kv_capacity_tokens,
+            kv_bytes_per_token=s.kv_bytes_per_token if s else 0,
+            kv_resizable=s.kv_resizable if s else False,
+            weights_bytes=s.weights_bytes if s else 0,
+            max_model_len=s.max_model_len if s else 0,
+            load_s=round(self.load_s, 4),
+            loading_since=self.loading_since,
+            profile_s=round(self.profile_s, 4),
+            error=self.error,
+        )

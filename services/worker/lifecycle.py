@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import grpc
 from loguru import logger
@@ -32,6 +33,7 @@ from slinfer.services.common.errors import (
     SlinferError,
 )
 from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.calibration import calibrate
 from slinfer.services.worker.engine.base import (
@@ -41,7 +43,7 @@ from slinfer.services.worker.engine.base import (
     RequestOutput,
 )
 from slinfer.services.worker.engine.registry import EngineSpec, create_engine, default_engine
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
 from slinfer.services.worker.profiler import ProfileCache
@@ -122,6 +124,7 @@ class Lifecycle:
         t0, engine = time.perf_counter(), None
         try:
             await self.memory.plan_load(inst)  # weights + initial KV approved (or NoCapacity)
+            spec = replace(spec, kv_elastic=self.memory.manages(inst.instance_id))
             await node.publish(inst)
             # PyTorch weights load on the loader thread: the device keeps running its other
             # instances' iterations meanwhile (only calibration steps the new engine). vLLM's
@@ -181,7 +184,7 @@ class Lifecycle:
             )
         inst.state = InstanceState.READY
         inst.idle_since = time.monotonic()
-        metrics.LOAD_SECONDS.observe(inst.load_s)
+        metrics.LOAD_SECONDS.labels(inst.model_id).observe(inst.load_s)
         metrics.INSTANCES.labels(node.node_id).set(len(node.instances))
         await node.publish(inst)
         logger.info(

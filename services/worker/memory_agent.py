@@ -29,9 +29,10 @@ from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
 from slinfer.services.common.errors import NoCapacity
 from slinfer.services.common.model_dir import inspect_model_dir
+from slinfer.services.common.records import InstanceState
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.worker.engine.base import Engine, EngineRequest, KVCapacityExceeded
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.worker.instance import Instance
 from slinfer.v1 import memory_pb2
 
 if TYPE_CHECKING:
@@ -231,6 +232,11 @@ class MemoryAgent:
                     f"node {node} could not free {(weights + kv) >> 10} KiB for instance {iid} "
                     f"within {self.load_wait_s:.0f} s; retry on another node"
                 )
+
+    def manages(self, iid: str) -> bool:
+        """Is the instance's memory planned through the ledger (its KV resized as its
+        requests grow)? Decided at load, for the instance's whole life."""
+        return iid in self._planned
 
     def _approved(self, iid: str, revision: int) -> bool:
         info = self.book.get("instances", {}).get(iid)

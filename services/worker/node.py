@@ -16,12 +16,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from loguru import logger
 
 from slinfer.policy import DEFAULT_CONFIG, DeviceKind, PolicyConfig
 from slinfer.services.common import keys
+from slinfer.services.common.records import NodeRecord
 from slinfer.services.common.security import Security
 from slinfer.services.common.store import Registration, Store
 from slinfer.services.worker.arbiter import DeviceArbiter
@@ -87,31 +87,31 @@ class NodeContext:
         self.started_at = time.time()
         self._published = (0.0, 1.0)  # (ρ, ratio) last written
 
-    def node_record(self) -> dict[str, Any]:
+    def node_record(self) -> NodeRecord:
         cal = self.device.calibration
-        return {
-            "node_id": self.node_id,
-            "kind": self.config.kind,
-            "address": self.address,
-            "cores": self.config.cores or (os.cpu_count() or 1),
-            "label": self.label,
-            "memory_bytes": self.config.memory_bytes,
-            "started_at": self.started_at,
-            "dtype_bytes": self.dtype_bytes,
+        return NodeRecord(
+            node_id=self.node_id,
+            kind=self.kind,
+            address=self.address,
+            cores=self.config.cores or (os.cpu_count() or 1),
+            label=self.label,
+            memory_bytes=self.config.memory_bytes,
+            started_at=self.started_at,
+            dtype_bytes=self.dtype_bytes,
             # What admission reads of this device (DESIGN.md §2; calibration.py).
-            "prefill_share": round(cal.prefill.share(time.time()), 4),
-            "perf_ratio": round(cal.ratio.value, 4),
-            "load_bytes_per_s": round(cal.load_bytes_per_s, 1),
+            prefill_share=round(cal.prefill.share(time.time()), 4),
+            perf_ratio=round(cal.ratio.value, 4),
+            load_bytes_per_s=round(cal.load_bytes_per_s, 1),
             # Wall time of an iteration beyond the engine's own step: what the simulator adds
             # per iteration when it models this node (sim/live.py).
-            "iteration_overhead_s": round(cal.overhead_s, 6),
-        }
+            iteration_overhead_s=round(cal.overhead_s, 6),
+        )
 
     async def register(self) -> None:
         self.registration = Registration(
             self.store,
             keys.node(self.node_id),
-            self.node_record(),
+            self.node_record().to_etcd(),
             ttl_s=self.config.lease_ttl_s,
             on_renewed=self.rewrite_instances,
         )
@@ -122,7 +122,7 @@ class NodeContext:
         assert self.registration is not None
         await self.store.put(
             keys.instance(inst.instance_id),
-            inst.record(self.node_id),
+            inst.record(self.node_id).to_etcd(),
             lease=self.registration.lease_id,
         )
 
@@ -133,7 +133,9 @@ class NodeContext:
     async def rewrite_instances(self, lease_id: int) -> None:
         for inst in list(self.instances.values()):
             await self.store.put(
-                keys.instance(inst.instance_id), inst.record(self.node_id), lease=lease_id
+                keys.instance(inst.instance_id),
+                inst.record(self.node_id).to_etcd(),
+                lease=lease_id,
             )
 
     async def publish_calibration(self, every_s: float = 1.0) -> None:
@@ -141,7 +143,7 @@ class NodeContext:
         while True:
             await asyncio.sleep(every_s)
             record = self.node_record()
-            rho, ratio = record["prefill_share"], record["perf_ratio"]
+            rho, ratio = record.prefill_share, record.perf_ratio
             last_rho, last_ratio = self._published
             if (
                 abs(rho - last_rho) < _RHO_STEP
@@ -150,7 +152,7 @@ class NodeContext:
                 continue
             try:
                 assert self.registration is not None
-                await self.registration.update(record)
+                await self.registration.update(record.to_etcd())
                 self._published = (rho, ratio)
             except Exception as exc:  # advisory for one cycle; the next one retries
                 logger.warning("node record update failed: {}", exc)

@@ -21,10 +21,10 @@ from slinfer.services.common.errors import (
     InstanceNotFound,
     InvalidArgument,
 )
+from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import TrackedRequest
 from slinfer.services.worker.engine.base import EngineRequest, RequestOutput
-from slinfer.services.worker.instance import Instance, InstanceState
 from slinfer.services.worker.memory_agent import MemoryAgent
 from slinfer.services.worker.node import NodeContext
 from slinfer.v1 import worker_pb2
@@ -87,20 +87,14 @@ class Requests:
                 # Client gone, deadline passed or an error: free the request's slot and KV
                 # now, between two iterations (never leak them), and show it at once.
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._release(inst, rid))
+                    await asyncio.shield(node.device.abort(inst, rid))
             metrics.REQUESTS.labels(inst.model_id, status).inc()
-
-    async def _release(self, inst: Instance, rid: str) -> None:
-        engine = inst.engine
-        assert engine is not None
-        await self.node.device.call(engine.abort_request, rid)
-        inst.stats = await self.node.device.call(engine.stats)
 
     async def abort(self, instance_id: str, request_id: str) -> bool:
         inst = self.node.instances.get(instance_id)
         if inst is None or inst.engine is None:
             return False
-        out = await self.node.device.call(inst.engine.abort_request, request_id)
+        out = await self.node.device.abort(inst, request_id)
         queue = inst.streams.get(request_id)
         if out is not None and queue is not None:
             queue.put_nowait(out)

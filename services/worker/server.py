@@ -25,6 +25,7 @@ from slinfer.services.common.policy_config import watch_policy
 from slinfer.services.common.security import BearerGate
 from slinfer.services.common.serving import make_server, set_serving
 from slinfer.services.worker.engine.registry import default_engine, prepare_engine
+from slinfer.services.worker.gauges import WorkerGauges
 from slinfer.services.worker.instance import Instance
 from slinfer.services.worker.lifecycle import Lifecycle
 from slinfer.services.worker.memory_agent import MemoryAgent
@@ -163,6 +164,7 @@ class WorkerService:
         self._tasks = [
             asyncio.create_task(node.publish_calibration(), name="node-calibration"),
             asyncio.create_task(watch_policy(node.store, self._configure), name="policy"),
+            asyncio.create_task(WorkerGauges(self).run(), name="gauges"),
         ]
         await self.memory.start()
         await set_serving(health, [SERVICE_NAME], True)

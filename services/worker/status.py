@@ -5,22 +5,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from slinfer.services.common.convert import ENGINE_TO_PB
-from slinfer.services.worker import metrics
-from slinfer.services.worker.instance import Instance, InstanceState
+from slinfer.services.common.convert import DEVICE_TO_PB, ENGINE_TO_PB, INSTANCE_STATE_TO_PB
+from slinfer.services.worker.instance import Instance
 from slinfer.v1 import common_pb2, worker_pb2
 
 if TYPE_CHECKING:
     from slinfer.services.worker.memory_agent import MemoryAgent
     from slinfer.services.worker.node import NodeContext
-
-_STATE_TO_PB = {
-    InstanceState.LOADING: common_pb2.INSTANCE_STATE_LOADING,
-    InstanceState.READY: common_pb2.INSTANCE_STATE_READY,
-    InstanceState.DRAINING: common_pb2.INSTANCE_STATE_DRAINING,
-    InstanceState.UNLOADING: common_pb2.INSTANCE_STATE_UNLOADING,
-    InstanceState.FAILED: common_pb2.INSTANCE_STATE_FAILED,
-}
 
 
 def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
@@ -29,7 +20,7 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
         instance_id=inst.instance_id,
         model_id=inst.model_id,
         node_id=node_id,
-        state=_STATE_TO_PB[inst.state],
+        state=INSTANCE_STATE_TO_PB[inst.state],
         engine=ENGINE_TO_PB[inst.engine_kind],
         running=s.running if s else 0,
         waiting=s.waiting if s else 0,
@@ -46,16 +37,11 @@ def instance_status(node_id: str, inst: Instance) -> common_pb2.InstanceStatus:
 
 def worker_stats(node: NodeContext, memory: MemoryAgent) -> worker_pb2.WorkerStats:
     rec = node.node_record()
-    metrics.KV_BYTES.labels(node.node_id).set(
-        sum(i.stats.kv_bytes_allocated for i in node.instances.values() if i.stats)
-    )
     status = common_pb2.NodeStatus(
         node_id=node.node_id,
-        kind=common_pb2.DEVICE_KIND_GPU
-        if node.config.kind == "gpu"
-        else common_pb2.DEVICE_KIND_CPU,
+        kind=DEVICE_TO_PB[rec.kind],
         address=node.address,
-        cores=int(rec["cores"]),
+        cores=rec.cores,
         memory_bytes=node.config.memory_bytes,
         memory_used_bytes=memory.used_bytes(),
         memory_ledger_bytes=memory.ledger_bytes(),

@@ -171,8 +171,9 @@ def _register() -> None:
     from slinfer.cli.models_cmd import delete, deploy, models
     from slinfer.cli.replay import replay
     from slinfer.cli.stack_cmd import down, up
+    from slinfer.cli.top import top
 
-    for command in (up, down, deploy, delete, models, replay, drain, preempt, plans, keys):
+    for command in (up, down, deploy, delete, models, replay, drain, preempt, plans, top, keys):
         main.add_command(command)
 
 

@@ -47,6 +47,7 @@ class StackConfig:
     memory_port: int = 50052
     consolidator_port: int = 50053
     worker_port: int = 50061
+    http_port: int = 8000  # the OpenAI-compatible HTTP API (services/http); 0 = none
     metrics_base: int = 9500  # scheduler +1, memory +2, consolidator +3, worker +11
     worker_memory: str = "8GiB"
     worker_threads: int | None = None
@@ -80,6 +81,7 @@ class Stack:
     gateway: str
     pids: dict[str, int]
     logs: dict[str, str]
+    http: str = ""  # host:port of the HTTP API ("" when not started)
     gateways: list[str] = field(default_factory=list)  # every replica, gateway first
     api_key: str = ""  # the admin key ("" when insecure)
     key_file: str = ""  # where it was written for the CLI ("" : nowhere)
@@ -113,6 +115,28 @@ def _wait_healthy(
                 pass
             time.sleep(0.2)
     raise RuntimeError(f"{service} at {address} not healthy within {timeout_s:.0f} s; see {log}")
+
+
+def _wait_ready_http(
+    address: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0
+) -> None:
+    """Until the HTTP front's /ready answers 200 (etcd and the gateway answer it)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"http exited with code {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"http://{address}/ready", timeout=3.0) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"http at {address} not ready within {timeout_s:.0f} s; see {log}")
 
 
 def service_commands(cfg: StackConfig) -> dict[str, tuple[list[str], str]]:
@@ -225,6 +249,22 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         for name, (_args, addr) in services.items():
             _wait_healthy(addr, name, procs[name], Path(logs[name]), tls_ca=cfg.tls_ca)
             echo(f"{name:<11} {addr} (log {logs[name]})")  # type: ignore[operator]
+        if cfg.http_port:
+            http_addr = f"127.0.0.1:{cfg.http_port}"
+            gateway = services["scheduler"][1]
+            args = ["slinfer.services.http", "--listen", http_addr, "--gateway", gateway]
+            if cfg.tls_ca:
+                args += ["--tls-ca", cfg.tls_ca]
+            logs["http"] = str(cfg.log_dir / "http.log")
+            procs["http"] = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                env=env,
+                stdout=open(logs["http"], "ab"),  # noqa: SIM115
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            _wait_ready_http(http_addr, procs["http"], Path(logs["http"]))
+            echo(f"{'http':<11} http://{http_addr}/v1 (log {logs['http']})")  # type: ignore[operator]
     except BaseException:
         for p in procs.values():
             p.terminate()
@@ -243,6 +283,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         gateway=services["scheduler"][1],
         pids={n: p.pid for n, p in procs.items()},
         logs=logs,
+        http=f"127.0.0.1:{cfg.http_port}" if cfg.http_port else "",
         gateways=[addr for n, (_a, addr) in services.items() if n.startswith("scheduler")],
         api_key=api_key,
         key_file=written,
@@ -327,7 +368,7 @@ def stop_stack(stack: Stack | None = None, run_dir: Path | None = None) -> bool:
         stack = Stack(**json.loads(state_file(run_dir).read_text()))
     workers = [n for n in stack.pids if n.startswith("worker")]
     schedulers = [n for n in stack.pids if n.startswith("scheduler")]
-    for name in [*workers, *schedulers, "consolidator", "memory"]:
+    for name in ["http", *workers, *schedulers, "consolidator", "memory"]:
         if name in stack.pids:
             _terminate(stack.pids[name])
     _terminate(stack.etcd_pid)

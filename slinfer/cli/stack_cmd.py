@@ -33,6 +33,9 @@ from slinfer.cli.output import (
 @click.option("--consolidator-port", default=50053, show_default=True)
 @click.option("--worker-port", default=50061, show_default=True)
 @click.option(
+    "--http-port", default=8000, show_default=True, help="OpenAI-compatible HTTP API (0: none)."
+)
+@click.option(
     "--metrics-base",
     default=9500,
     show_default=True,
@@ -84,6 +87,7 @@ def up(
     memory_port: int,
     consolidator_port: int,
     worker_port: int,
+    http_port: int,
     metrics_base: int,
     worker_memory: str,
     worker_threads: int | None,
@@ -95,7 +99,7 @@ def up(
     tls_key: str,
     tls_ca: str,
 ) -> None:
-    """Start etcd, the scheduler, memory service, consolidator and one CPU worker."""
+    """Start etcd, the scheduler, memory service, consolidator, one CPU worker and the HTTP API."""
     from slinfer.cli.stack import StackConfig, running_stack, start_stack, stop_stack
     from slinfer.services.common.etcd_process import EtcdNotInstalled
 
@@ -108,6 +112,7 @@ def up(
         memory_port=memory_port,
         consolidator_port=consolidator_port,
         worker_port=worker_port,
+        http_port=http_port,
         metrics_base=metrics_base,
         worker_memory=worker_memory,
         worker_threads=worker_threads,
@@ -128,7 +133,8 @@ def up(
     except RuntimeError as exc:
         console.print(f"[red]error[/red] {exc}")
         sys.exit(2)
-    console.print(f"[green]slinfer is up[/green]: gateway {', '.join(stack.gateways)}")
+    http = f", HTTP API http://{stack.http}/v1" if stack.http else ""
+    console.print(f"[green]slinfer is up[/green]: gateway {', '.join(stack.gateways)}{http}")
     if stack.key_file:
         console.print(f"admin API key in {stack.key_file} (the CLI and the SDK read it)")
     elif insecure:

@@ -74,7 +74,7 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ..., deterministic: _Optional[bool] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
-    __slots__ = ("instance_id", "model_id", "node_id", "state", "engine", "running", "waiting", "kv_capacity_tokens", "kv_used_tokens", "kv_bytes_allocated", "weights_bytes", "kv_resizable", "load_s", "iterations", "idle_s")
+    __slots__ = ("instance_id", "model_id", "node_id", "state", "engine", "running", "waiting", "kv_capacity_tokens", "kv_used_tokens", "kv_bytes_allocated", "weights_bytes", "kv_resizable", "load_s", "iterations", "idle_s", "time_slice", "batch", "kv_planned_bytes", "kv_actual_bytes")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,10 @@ class InstanceStatus(_message.Message):
     LOAD_S_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    TIME_SLICE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    KV_PLANNED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_ACTUAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     model_id: str
     node_id: str
@@ -105,10 +109,14 @@ class InstanceStatus(_message.Message):
     load_s: float
     iterations: int
     idle_s: float
-    def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., engine: _Optional[_Union[EngineKind, str]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_capacity_tokens: _Optional[int] = ..., kv_used_tokens: _Optional[int] = ..., kv_bytes_allocated: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_resizable: _Optional[bool] = ..., load_s: _Optional[float] = ..., iterations: _Optional[int] = ..., idle_s: _Optional[float] = ...) -> None: ...
+    time_slice: float
+    batch: int
+    kv_planned_bytes: int
+    kv_actual_bytes: int
+    def __init__(self, instance_id: _Optional[str] = ..., model_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[_Union[InstanceState, str]] = ..., engine: _Optional[_Union[EngineKind, str]] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_capacity_tokens: _Optional[int] = ..., kv_used_tokens: _Optional[int] = ..., kv_bytes_allocated: _Optional[int] = ..., weights_bytes: _Optional[int] = ..., kv_resizable: _Optional[bool] = ..., load_s: _Optional[float] = ..., iterations: _Optional[int] = ..., idle_s: _Optional[float] = ..., time_slice: _Optional[float] = ..., batch: _Optional[int] = ..., kv_planned_bytes: _Optional[int] = ..., kv_actual_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable", "draining", "memory_ledger_bytes")
+    __slots__ = ("node_id", "kind", "address", "cores", "memory_bytes", "memory_used_bytes", "instances", "reachable", "draining", "memory_ledger_bytes", "memory_planned_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +127,7 @@ class NodeStatus(_message.Message):
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LEDGER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PLANNED_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     kind: DeviceKind
     address: str
@@ -129,4 +138,5 @@ class NodeStatus(_message.Message):
     reachable: bool
     draining: bool
     memory_ledger_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., address: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., instances: _Optional[int] = ..., reachable: _Optional[bool] = ..., draining: _Optional[bool] = ..., memory_ledger_bytes: _Optional[int] = ...) -> None: ...
+    memory_planned_bytes: int
+    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., address: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., memory_used_bytes: _Optional[int] = ..., instances: _Optional[int] = ..., reachable: _Optional[bool] = ..., draining: _Optional[bool] = ..., memory_ledger_bytes: _Optional[int] = ..., memory_planned_bytes: _Optional[int] = ...) -> None: ...

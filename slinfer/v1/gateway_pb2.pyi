@@ -172,14 +172,18 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("nodes", "instances", "services")
+    __slots__ = ("nodes", "instances", "services", "requests_waiting", "requests_running")
     NODES_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     instances: _containers.RepeatedCompositeFieldContainer[_common_pb2.InstanceStatus]
     services: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[_common_pb2.InstanceStatus, _Mapping]]] = ..., services: _Optional[_Iterable[str]] = ...) -> None: ...
+    requests_waiting: int
+    requests_running: int
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ..., instances: _Optional[_Iterable[_Union[_common_pb2.InstanceStatus, _Mapping]]] = ..., services: _Optional[_Iterable[str]] = ..., requests_waiting: _Optional[int] = ..., requests_running: _Optional[int] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
     __slots__ = ("tenant", "role", "name", "max_concurrent_requests", "max_models")

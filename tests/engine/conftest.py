@@ -37,9 +37,7 @@ def engine_dtype(request: pytest.FixtureRequest) -> DTypePolicy:
 
 
 @pytest.fixture
-def make_engine(
-    tiny_models: dict[str, Path], engine_dtype: DTypePolicy
-) -> Iterator[EngineFactory]:
+def make_engine(tiny_models: dict[str, Path], engine_dtype: DTypePolicy) -> Iterator[EngineFactory]:
     engines: list[TorchEngine] = []
 
     def make(arch: str = "llama", kv_capacity_tokens: int = 4096, **kw) -> TorchEngine:

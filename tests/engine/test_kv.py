@@ -125,3 +125,24 @@ def test_request_outgrowing_the_whole_pool_finishes_with_length(make_engine, ass
     assert len(prompt) + len(got.tokens) == 32 + 1  # the last token was made from 32 slots
     assert_greedy("llama", prompt, got.tokens, len(got.tokens))
     assert engine.stats().kv_used_tokens == 0 and engine._pool.used_blocks == 0
+
+
+def test_elastic_pool_makes_an_outgrowing_request_wait(make_engine, assert_greedy) -> None:
+    """With the pool resized from outside (the worker's memory agent), a request that
+    outgrows it sits iterations out, keeping its blocks, until the pool grows; it is not
+    cut short with LENGTH as in a fixed pool (above)."""
+    engine = make_engine("llama", kv_capacity_tokens=32, kv_elastic=True)
+    prompt = engine.encode("Hello")
+    engine.add_request(request("r", prompt, greedy(60)))
+    results: dict = {}
+    waits = 0
+    while engine.has_work():
+        iteration = engine.step()
+        collect(results, iteration)
+        if not iteration.outputs:  # nothing could run: the growth it waits for comes now
+            waits += 1
+            engine.resize_kv(engine.stats().kv_capacity_tokens + 16)
+    got = results["r"]
+    assert waits > 0 and len(got.tokens) == 60
+    assert got.finish_reason is FinishReason.LENGTH and got.outputs[-1].completion_tokens == 60
+    assert_greedy("llama", prompt, got.tokens, 60)

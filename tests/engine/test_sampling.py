@@ -14,8 +14,9 @@ PROMPT = "The capital of France is"
 
 
 def sampled(seed: int | None, max_tokens: int = 16, **kw) -> SamplingParams:
-    return SamplingParams(temperature=kw.pop("temperature", 1.0), max_tokens=max_tokens,
-                          seed=seed, **kw)
+    return SamplingParams(
+        temperature=kw.pop("temperature", 1.0), max_tokens=max_tokens, seed=seed, **kw
+    )
 
 
 def test_seeded_sampling_is_reproducible(make_engine) -> None:

@@ -116,3 +116,40 @@ class PinnedRatio(IterationRatio):
 def pin_calibration(stack: LiveStack) -> None:
     for worker in stack.workers:
         worker.device.calibration.ratio = PinnedRatio()
+
+
+class Lockstep:
+    """An engine that runs one iteration per `grant()` (see `lockstep`)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._permits = threading.Semaphore(0)
+        self._real_step = engine.step
+        self.iterations = 0
+        self.produced: dict[str, int] = {}  # tokens each request got, engine-side
+
+    def grant(self) -> None:
+        self._permits.release()
+
+    def step(self) -> IterationResult:
+        if not self._permits.acquire(blocking=False):
+            return IterationResult(phase=Phase.IDLE, batch_size=0, context_tokens=0, duration_s=0.0)
+        result = self._real_step()
+        for out in result.outputs:
+            self.produced[out.request_id] = self.produced.get(out.request_id, 0) + len(
+                out.new_token_ids
+            )
+        self.iterations += 1
+        return result
+
+
+@contextlib.contextmanager
+def lockstep(engine: Any) -> Iterator[Lockstep]:
+    """The engine runs one iteration per permit the test grants; without one its steps come
+    back idle, as in `hold_iterations`. Lets a test wait for the system to settle between
+    two iterations, so what it counts does not depend on the CPU's speed."""
+    gate = Lockstep(engine)
+    engine.step = gate.step
+    try:
+        yield gate
+    finally:
+        del engine.step

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -16,12 +18,18 @@ from slinfer.services.common.etcd_process import free_port
 pytestmark = pytest.mark.live
 
 BIN = Path(sys.executable).parent
+# Generous SLOs: these tests are about the CLI, not admission on a busy machine (the default
+# 0.5 s TTFT SLO is refused when this machine's measured tables say it cannot be met).
+SLO_FLAGS = ("--ttft-slo", "60", "--tpot-slo", "5")
 
 
 @pytest.fixture(scope="module")
 def cli_stack(tmp_path_factory, tiny_models):
     home = tmp_path_factory.mktemp("slinfer-home")
-    ports = {name: free_port() for name in ("gateway", "etcd", "memory", "consolidator", "worker")}
+    ports = {
+        name: free_port()
+        for name in ("gateway", "etcd", "memory", "consolidator", "worker", "http")
+    }
     metrics_base = free_port() // 100 * 100 - 1000
     env = {
         **os.environ,
@@ -47,6 +55,8 @@ def cli_stack(tmp_path_factory, tiny_models):
             str(ports["consolidator"]),
             "--worker-port",
             str(ports["worker"]),
+            "--http-port",
+            str(ports["http"]),
             "--metrics-base",
             str(metrics_base),
             "--worker-memory",
@@ -83,7 +93,7 @@ def _run(env, *args, timeout=120):
 
 def test_cli_deploy_generate_models_status(cli_stack, tiny_models) -> None:
     env, _ports, _ = cli_stack
-    res = _run(env, "deploy", "tiny", str(tiny_models["llama"]))
+    res = _run(env, "deploy", "tiny", str(tiny_models["llama"]), *SLO_FLAGS)
     assert res.returncode == 0, res.stderr
     res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "8", "--temperature", "0")
     assert res.returncode == 0, res.stderr
@@ -164,18 +174,45 @@ def test_grpcurl_lists_services_and_calls_list_models(cli_stack) -> None:
     assert "slinfer.v1.Worker" in listed.stdout.split()
 
 
-def test_every_service_exposes_metrics(cli_stack) -> None:
-    env, _ports, base = cli_stack
-    _run(env, "generate", "tiny", "metrics please", "--raw", "--max-tokens", "4")
+def test_every_service_exposes_metrics(cli_stack, tiny_models) -> None:
+    env, ports, base = cli_stack
+    _run(env, "deploy", "tiny", str(tiny_models["llama"]))  # ALREADY_EXISTS is fine
+    res = _run(env, "generate", "tiny", "metrics please", "--raw", "--max-tokens", "4",
+               "--temperature", "0")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    body = json.dumps({"model": "tiny", "prompt": "over HTTP", "max_tokens": 2}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{ports['http']}/v1/completions",
+        data=body,
+        headers={"content-type": "application/json",
+                 "authorization": f"Bearer {env['TEST_API_KEY']}"},  # fmt: skip
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert json.loads(r.read())["usage"]["completion_tokens"] >= 1
     pages = {}
     for name, offset in (("scheduler", 1), ("memory", 2), ("consolidator", 3), ("worker", 11)):
         with urllib.request.urlopen(f"http://127.0.0.1:{base + offset}/metrics", timeout=5) as r:
             pages[name] = r.read().decode()
-    assert 'slinfer_gateway_requests_total{model="tiny"' in pages["scheduler"]
-    assert "slinfer_gateway_ttft_seconds_bucket" in pages["scheduler"]
-    assert "slinfer_gateway_tpot_seconds_bucket" in pages["scheduler"]
-    assert 'slinfer_gateway_instances{node="cpu-0"}' in pages["scheduler"]
-    assert "slinfer_worker_batch_size_bucket" in pages["worker"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/metrics", timeout=5) as r:
+        pages["http"] = r.read().decode()
+    assert re.search(
+        r'slinfer:request_success_total\{finished_reason="(stop|length)",model_name="tiny"\}',
+        pages["scheduler"],
+    )
+    for histogram in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
+        assert f'slinfer:{histogram}_bucket{{le="+Inf",model_name="tiny"}}' in pages["scheduler"]
+    assert 'slinfer:instances{node="cpu-0"}' in pages["scheduler"]
+    assert 'slinfer:nodes{kind="cpu"} 1.0' in pages["scheduler"]
+    assert "slinfer:worker_batch_size_bucket" in pages["worker"]
+    # The worker's level gauges refresh every second: wait for one refresh at most.
+    deadline = time.monotonic() + 10
+    while 'slinfer:kv_cache_usage_perc{model_name="tiny"}' not in pages["worker"]:
+        assert time.monotonic() < deadline, "kv_cache_usage_perc never appeared"
+        time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + 11}/metrics", timeout=5) as r:
+            pages["worker"] = r.read().decode()
+    assert 'slinfer:ledger_bytes{kind="planned",node="cpu-0"}' in pages["memory"]
+    assert "slinfer:http_requests_total" in pages["http"]
     assert "process_resident_memory_bytes" in pages["memory"]
     assert "process_resident_memory_bytes" in pages["consolidator"]
 
@@ -183,7 +220,7 @@ def test_every_service_exposes_metrics(cli_stack) -> None:
 def test_cli_and_grpcurl_drive_the_consolidator(cli_stack, tiny_models) -> None:
     env, ports, _ = cli_stack
     env = {**env, "SLINFER_CONSOLIDATOR": f"127.0.0.1:{ports['consolidator']}"}
-    _run(env, "deploy", "tiny", str(tiny_models["llama"]))
+    _run(env, "deploy", "tiny", str(tiny_models["llama"]), *SLO_FLAGS)
     res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "2")
     assert res.returncode == 0, res.stderr
     grpcurl = BIN / "grpcurl"
@@ -222,3 +259,46 @@ def test_cli_and_grpcurl_drive_the_consolidator(cli_stack, tiny_models) -> None:
     assert "preempt (operator)" in res.stdout and "undrain" in res.stdout
     res = _run(env, "generate", "tiny", "Hello", "--raw", "--max-tokens", "2")
     assert res.returncode == 0, "the node takes work again after undo"
+
+
+def test_top_once_shows_nodes_instances_slices_batch_kv_and_requests(cli_stack, tiny_models):
+    """`slinfer top --once` renders one frame while a request streams through the HTTP API."""
+    import httpx
+
+    env, ports, _ = cli_stack
+    # Its own model id, with SLOs a loaded machine meets: this test is about the view.
+    res = _run(env, "deploy", "top-m", str(tiny_models["llama"]), "--ttft-slo", "60",
+               "--tpot-slo", "5")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    body = {
+        "model": "top-m",
+        "prompt": "Count:",
+        "max_tokens": 1900,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+    }
+    url = f"http://127.0.0.1:{ports['http']}/v1/completions"
+    auth = {"authorization": f"Bearer {env['TEST_API_KEY']}"}
+    anonymous = httpx.post(url, json={**body, "stream": False, "max_tokens": 1}, timeout=60)
+    assert anonymous.status_code == 401, "the HTTP API takes the same keys"
+    with httpx.stream("POST", url, json=body, headers=auth, timeout=120) as resp:
+        assert resp.status_code == 200, resp.read()
+        lines = resp.iter_lines()
+        assert next(line for line in lines if line.startswith("data: {"))  # decoding now
+        frame = _run(env, "top", "--once", timeout=60)
+        still = next(line for line in lines if line.startswith("data: "))
+        assert '"finish_reason":null' in still, "the request must still run during the frame"
+    assert frame.returncode == 0, frame.stderr
+    out = frame.stdout
+    assert "nodes" in out and "instances" in out
+    node = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("cpu-0"))
+    assert " cpu " in node and " up " in node
+    row = next(line for line in out.splitlines() if "top-m-" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    _iid, model, node_id, state, time_slice, batch, running, waiting, kv, *_ = cells
+    assert (model, node_id, state) == ("top-m", "cpu-0", "ready")
+    assert time_slice.endswith("%") and batch == "1" and running == "1" and waiting == "0"
+    used, cap = (int(x) for x in kv.split("/"))
+    assert 0 < used <= cap
+    assert re.search(r"requests: 0 waiting, 1 running", out)

@@ -30,6 +30,7 @@ from slinfer.models import build_random_model
 from slinfer.services.cluster.tracker import LiveRequest
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
+from slinfer.services.common.records import InstanceState
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.services.worker.engine.base import SamplingParams
@@ -225,7 +226,7 @@ async def test_loading_instance_is_never_evicted(stack: LiveStack, model_dir) ->
     with hold_executor(worker.lifecycle.loader):  # the load waits behind this: it stays LOADING
         load = asyncio.create_task(worker.lifecycle.load(req))
         await wait_until(lambda: "q-loading" in view.instances, what="the loading record")
-        assert view.instances["q-loading"]["state"] == "loading"
+        assert view.instances["q-loading"].state is InstanceState.LOADING
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Preempt(consolidator_pb2.PreemptRequest(instance_id="q-loading"))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -277,13 +278,22 @@ async def test_pack_empties_the_least_loaded_node(stack: LiveStack) -> None:
     spare = worker_pb2.LoadInstanceRequest(
         instance_id="q-spare",
         model_id="q",
-        path=str(view.models["q"]["path"]),
+        path=view.models["q"].path,
         kv_capacity_tokens=256,
     )
     await worker.lifecycle.load(spare)
     await wait_until(lambda: len(view.nodes_in_use()) == 2, what="both nodes in use")
     cview = svc.watcher.view  # the consolidator plans from its own view of etcd
-    await wait_until(lambda: len(cview.nodes_in_use()) == 2, what="the consolidator's view")
+    # Packing never moves a loading instance: wait until the consolidator sees them ready.
+    await wait_until(
+        lambda: (
+            len(cview.nodes_in_use()) == 2
+            and not cview.drains
+            and cview.state_of("q-spare") is InstanceState.READY
+            and all(i.state is InstanceState.READY for i in cview.instances.values())
+        ),
+        what="the consolidator's view: both nodes in use, no drain, every instance ready",
+    )
     await wait_until(
         lambda: svc.consolidation.policy_config.pack_after_s == 0.0,
         what="the schedulers' policy at the consolidator",

@@ -4,24 +4,23 @@ A memory-limited CPU node (about a megabyte or two) hosts two instances of a tin
 Llama: one grows, its scale-up is deferred until the neighbour's decrease has completed on
 the worker, then applied; the worker's measured bytes never exceed the node's limit; stale
 and conflicting revisions are refused with a status naming them; the watermark keeps resizes
-few under a steady stream; a request that can never fit is refused at once.
+few (test_memory_watermark.py); a request that can never fit is refused at once.
 
 Every limit is derived from the model's footprint as the workers load it here (weights and
-KV bytes per token measured in the engine's dtype: bf16 halves both), never a constant.
+KV bytes per token measured in the engine's dtype: bf16 halves both), never a constant
+(`tiny` and `limit` in tests/live/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from dataclasses import replace
 
 import grpc
 import pytest
 import pytest_asyncio
 
-from slinfer import Completion
 from slinfer.client import SlinferError
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common.etcd_process import start_etcd
@@ -30,22 +29,10 @@ from slinfer.services.inprocess import LiveStack
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.live.support import Footprint, hold_iterations, measure_footprint
+from tests.live.support import hold_iterations
 from tests.live.waits import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_models) -> Footprint:
-    return measure_footprint(tiny_models["llama"])
-
-
-@pytest.fixture(scope="module")
-def limit(tiny: Footprint) -> int:
-    """What the node offers: two instances of 1024 and 2048 KV tokens, plus 512 tokens.
-    Growing the first to 2048 fits once the second has shrunk, and not before."""
-    return 2 * tiny.weights_bytes + (1024 + 2048 + 512) * tiny.kv_bytes_per_token
 
 
 async def _sample_peak(stack: LiveStack, samples: list[int], stop: asyncio.Event) -> None:
@@ -265,67 +252,6 @@ async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir, t
         etcd.stop()
 
 
-async def test_watermark_keeps_resizes_few(tiny_models, profile_dir, limit):
-    """The same steady stream, watermark 0.25 against no watermark: fewer resizes."""
-    counts = {}
-    for w in (0.25, 0.0):
-        etcd = start_etcd()  # one cluster per run: nothing shared but the model files
-        s = await LiveStack.start(
-            etcd.endpoint,
-            workers=[
-                {
-                    "node_id": f"wm-{int(w * 100)}",
-                    "memory_bytes": limit,
-                    "num_threads": 1,
-                    "profile_dir": profile_dir,
-                }
-            ],
-            dispatch=DispatchConfig(
-                default_kv_capacity_tokens=256,
-                policy=replace(LIVE_POLICY, l_min_tokens=32, watermark=w),
-            ),
-        )
-        try:
-            name = f"steady-{int(w * 100)}"
-            await s.c.deploy(name, str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
-            rng = random.Random(7)
-
-            async def one(i: int, s=s, rng=rng, name=name) -> Completion:  # noqa: ANN001
-                final = None
-                async for ev in s.c.generate(
-                    name,
-                    prompt_token_ids=[5 + (i + k) % 100 for k in range(24)],
-                    max_tokens=rng.randint(16, 48),
-                    ignore_eos=True,
-                    temperature=0,
-                ):
-                    if isinstance(ev, Completion):
-                        final = ev
-                assert final is not None
-                return final
-
-            async def client(c: int, one=one) -> list[Completion]:  # noqa: ANN001
-                return [await one(c * 10 + k) for k in range(3)]
-
-            await one(0)  # cold start and Ō's first sample
-            worker = s.workers[0]
-            base = worker.memory.counters.resizes
-            # A steady stream: ten clients, each sending its next request when one finishes, so
-            # the number in flight moves by a tenth or so: within w = 0.25's band, not w = 0's.
-            finals = [
-                f for fs in await asyncio.gather(*(client(c) for c in range(10))) for f in fs
-            ]
-            assert len(finals) == 30 and all(f.completion_tokens >= 16 for f in finals)
-            counts[w] = worker.memory.counters.resizes - base
-            assert worker.memory.counters.peak_measured_bytes <= limit
-        finally:
-            await s.stop()
-            etcd.stop()
-    assert counts[0.0] > 0
-    print("resizes by watermark", counts)
-    assert counts[0.25] < counts[0.0], counts
-
-
 async def test_two_replicas_racing_never_oversubscribe(stack, limit):
     """Forty loads of a tenth of the node race through two memory-service replicas: the etcd
     transactions let exactly as many through as fit."""
@@ -372,37 +298,3 @@ async def test_two_replicas_racing_never_oversubscribe(stack, limit):
         for c in channels:
             await c.close()
         await second.stop()
-
-
-async def test_without_a_memory_service_the_worker_checks_measured_memory(
-    tiny_models, profile_dir, limit
-):
-    """No memory service registered: loads are checked against measured free memory, as
-    before the service existed, and nothing waits for a ledger."""
-    from slinfer.services.common.errors import NoCapacity
-    from slinfer.services.worker.server import WorkerConfig, WorkerService
-
-    etcd = start_etcd()
-    worker = WorkerService(
-        WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=limit, num_threads=1,
-                     profile_dir=profile_dir, security=INSECURE)
-    )  # fmt: skip
-    await worker.start()
-    try:
-        path = str(tiny_models["llama"])
-        req = worker_pb2.LoadInstanceRequest(
-            instance_id="solo", model_id="tiny", path=path, kv_capacity_tokens=1024
-        )
-        inst, _ = await worker.lifecycle.load(req)
-        assert inst.stats.kv_capacity_tokens == 1024
-        assert worker.stats().node.memory_ledger_bytes == 0  # no ledger: no estimate
-        too_big = worker_pb2.LoadInstanceRequest(
-            instance_id="big", model_id="tiny", path=path, kv_capacity_tokens=4096
-        )
-        with pytest.raises(NoCapacity, match="MiB free"):
-            await worker.lifecycle.load(too_big)
-        assert "big" not in worker.instances
-        assert worker.memory_used_bytes() <= limit
-    finally:
-        await worker.stop()
-        etcd.stop()

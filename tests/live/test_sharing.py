@@ -231,6 +231,6 @@ async def test_node_calibration_is_published(stack: LiveStack) -> None:
     calibration = stack.workers[0].device.calibration
     assert calibration.iterations > 0
     record = stack.workers[0].node_record()
-    assert 0.0 < record["prefill_share"] <= 1.0, "the prefills just run are in ρ"
-    assert record["perf_ratio"] == 1.0  # pinned in this module (see the fixture)
-    assert record["load_bytes_per_s"] > 0, "loads measured"
+    assert 0.0 < record.prefill_share <= 1.0, "the prefills just run are in ρ"
+    assert record.perf_ratio == 1.0  # pinned in this module (see the fixture)
+    assert record.load_bytes_per_s > 0, "loads measured"

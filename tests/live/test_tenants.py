@@ -298,3 +298,32 @@ async def test_tls_between_every_service_and_the_client(tmp_path, tiny_models, p
             await s.stop()
         etcd.stop()
         security.configure(INSECURE)
+
+
+async def test_http_api_takes_the_same_keys_and_tenants(stack, tenants, etcd) -> None:
+    """The OpenAI-compatible HTTP front passes `Authorization: Bearer` to the gateway: no key
+    is 401, another tenant's model is 404, the owner's key is served."""
+    import httpx
+
+    from slinfer.services.http.server import HttpConfig, HttpService
+
+    a, _b = tenants
+    http = HttpService(HttpConfig(etcd=etcd.endpoint, gateway=stack.scheduler.address,
+                                  listen="127.0.0.1:0"))  # fmt: skip
+    await http.start()
+    try:
+        url = f"http://{http.address}/v1/completions"
+        body = {"model": "alpha-m", "prompt": "hi", "max_tokens": 2}
+        async with httpx.AsyncClient(timeout=60) as web:
+            assert (await web.post(url, json=body)).status_code == 401
+            wrong = {"authorization": "Bearer sk-slinfer-000000000000-nope"}
+            assert (await web.post(url, json=body, headers=wrong)).status_code == 401
+            beta = {"authorization": f"Bearer {_b.api_key}"}
+            assert (await web.post(url, json=body, headers=beta)).status_code == 404
+            listed = await web.get(f"http://{http.address}/v1/models", headers=beta)
+            assert [m["id"] for m in listed.json()["data"]] == ["beta-m"]
+            alpha = {"authorization": f"Bearer {a.api_key}"}
+            ok = await web.post(url, json=body, headers=alpha)
+            assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
+    finally:
+        await http.stop()

@@ -15,6 +15,7 @@ from slinfer.policy.placement import new_instance
 from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterView
 from slinfer.services.cluster.tracker import Tracker
+from slinfer.services.common.records import InstanceRecord, InstanceState, ModelRecord, NodeRecord
 
 TABLES = {
     "prefill_ms": [[1, 10.0], [1024, 100.0]],
@@ -49,16 +50,16 @@ def test_iteration_ratio_follows_the_device_and_is_bounded() -> None:
 @pytest.mark.parametrize("ratio", [2.0, 0.5])
 def test_the_scheduler_scales_predictions_by_the_node_ratio(tiny_models, ratio: float) -> None:
     view = ClusterView()
-    view.nodes["n"] = {
-        "node_id": "n", "kind": "cpu", "label": "cpu-x", "memory_bytes": 1 << 30,
-        "perf_ratio": ratio, "prefill_share": 0.25, "load_bytes_per_s": 1e6,
-    }  # fmt: skip
-    view.models["m"] = {"model_id": "m", "path": str(tiny_models["llama"])}
+    view.nodes["n"] = NodeRecord(
+        node_id="n", address="n:1", label="cpu-x", memory_bytes=1 << 30,
+        perf_ratio=ratio, prefill_share=0.25, load_bytes_per_s=1e6,
+    )  # fmt: skip
+    view.models["m"] = ModelRecord(model_id="m", path=str(tiny_models["llama"]))
     view.profiles["m"] = {"cpu-x": TABLES}
-    rec = {
-        "instance_id": "i", "model_id": "m", "node_id": "n", "state": "ready",
-        "weights_bytes": 1000, "kv_bytes_per_token": 10, "kv_capacity_tokens": 100,
-    }  # fmt: skip
+    rec = InstanceRecord(
+        instance_id="i", model_id="m", node_id="n", state=InstanceState.READY,
+        weights_bytes=1000, kv_bytes_per_token=10, kv_capacity_tokens=100,
+    )  # fmt: skip
     view.instances["i"] = rec
     builder = ViewBuilder()
     scaled = builder.instance_view(view, Tracker(), rec, "cpu-x", {}, 1024)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from slinfer.services.cluster.state import ClusterView
+from slinfer.services.common.records import InstanceRecord, InstanceState, NodeRecord
 from slinfer.services.consolidator.occupancy import NodeUsage
 
 
 def _view(*placements: tuple[str, str]) -> ClusterView:
     view = ClusterView()
     for node in ("cpu-0", "cpu-1"):
-        view.nodes[node] = {"node_id": node}
+        view.nodes[node] = NodeRecord(node_id=node, address=f"{node}:1")
     for iid, node in placements:
-        view.instances[iid] = {"instance_id": iid, "node_id": node}
+        view.instances[iid] = InstanceRecord(iid, "m", node, InstanceState.READY)
     return view
 
 

@@ -23,6 +23,7 @@ from slinfer.policy.types import DeviceKind
 from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterView
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
+from slinfer.services.common.records import InstanceRecord, InstanceState, ModelRecord, NodeRecord
 from slinfer.sim.state import Clock, SimInstance, SimNode, SimRequest
 
 MODEL = "m"
@@ -114,20 +115,20 @@ def simulator_view() -> DispatchView:
 def live_view() -> DispatchView:
     cluster = ClusterView()
     for node_id, (kind, label, memory, rho, ratio) in NODES.items():
-        cluster.nodes[node_id] = {
-            "node_id": node_id, "kind": kind.value, "label": label, "memory_bytes": memory,
-            "address": f"{node_id}:1", "prefill_share": rho, "perf_ratio": ratio,
-        }  # fmt: skip
-    cluster.models[MODEL] = {"model_id": MODEL, "path": "/m", "tpot_slo_s": TPOT}
+        cluster.nodes[node_id] = NodeRecord(
+            node_id=node_id, kind=kind, label=label, memory_bytes=memory,
+            address=f"{node_id}:1", prefill_share=rho, perf_ratio=ratio,
+        )  # fmt: skip
+    cluster.models[MODEL] = ModelRecord(model_id=MODEL, path="/m", tpot_slo_s=TPOT)
     cluster.profiles[MODEL] = {"cpu-2t": TABLES}
     cluster.outputs[MODEL] = dict(TALLY)
     tracker = Tracker(prior_output_tokens=PRIOR)
     for iid, (node_id, reqs) in INSTANCES.items():
-        cluster.instances[iid] = {
-            "instance_id": iid, "node_id": node_id, "model_id": MODEL, "state": "ready",
-            "kv_capacity_tokens": KV_TOKENS, "kv_bytes_per_token": BPT,
-            "kv_resizable": False, "weights_bytes": WEIGHTS,
-        }  # fmt: skip
+        cluster.instances[iid] = InstanceRecord(
+            instance_id=iid, node_id=node_id, model_id=MODEL, state=InstanceState.READY,
+            kv_capacity_tokens=KV_TOKENS, kv_bytes_per_token=BPT,
+            kv_resizable=False, weights_bytes=WEIGHTS,
+        )  # fmt: skip
         for rid, arrival, n_in, n_out in reqs:
             live = LiveRequest(rid, MODEL, arrival, n_in, _ttft(n_in), TPOT, output_tokens=n_out)
             tracker.attach(live, iid)

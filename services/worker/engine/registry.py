@@ -19,6 +19,7 @@ class EngineSpec:
     device: str  # "cpu" or "cuda"
     num_threads: int | None = None
     cpu_dtype: DTypePolicy = DTypePolicy.AUTO  # CPU engines only; GPUs pick their own
+    kv_elastic: bool = False  # the memory service resizes the pool as requests grow
 
 
 # vLLM's names for the CPU dtype policy.
@@ -37,6 +38,7 @@ def _torch(spec: EngineSpec) -> Engine:
             kv_capacity_tokens=spec.kv_capacity_tokens,
             dtype=spec.cpu_dtype,
             num_threads=spec.num_threads,
+            kv_elastic=spec.kv_elastic,
         )
     )
 

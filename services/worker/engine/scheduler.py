@@ -6,7 +6,9 @@ Every iteration carries all running requests' decode tokens, plus as many waitin
 KV exhaustion during decode: a running request that cannot get a block for its next token
 makes the *youngest* request holding blocks yield them: that request goes back to waiting
 (its tokens are kept) and is recomputed by a later prefill, invisibly to the client. A
-request that cannot fit even in the otherwise empty pool is finished with LENGTH.
+request that cannot fit even in the otherwise empty pool is finished with LENGTH, unless the
+pool is elastic (resized from outside as its requests grow: the worker's memory agent): then
+it waits, keeping its blocks, for the growth already asked for, rather than ending short.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class IterationPlan:
 
 
 class Scheduler:
-    def __init__(self, max_batched_tokens: int, max_batch_size: int) -> None:
+    def __init__(self, max_batched_tokens: int, max_batch_size: int, elastic: bool = False) -> None:
         self.max_batched_tokens = max_batched_tokens
         self.max_batch_size = max_batch_size
+        self.elastic = elastic
         self.waiting: list[Sequence] = []  # in arrival order
         self.running: list[Sequence] = []  # in arrival order
 
@@ -74,9 +77,10 @@ class Scheduler:
             while not pool.reserve(seq.request_id, seq.num_tokens):
                 victim = self._youngest_holder(pool)
                 if victim is seq and pool.holders() == [seq.request_id]:
-                    self._drop(seq, pool)
-                    truncated.append(seq)
-                    break
+                    if not self.elastic:
+                        self._drop(seq, pool)
+                        truncated.append(seq)
+                    break  # elastic: it sits this iteration out, holding its blocks
                 self._preempt(victim, pool)
                 preempted.append(victim)
                 if victim in decodes:
@@ -107,7 +111,8 @@ class Scheduler:
                 break
             # +1: the first decode after the prefill must find a slot.
             if not pool.reserve(seq.request_id, seq.num_tokens + 1):
-                if pool.spec.blocks_for(seq.num_tokens + 1) > pool.num_blocks:
+                too_big = pool.spec.blocks_for(seq.num_tokens + 1) > pool.num_blocks
+                if too_big and not self.elastic:
                     self._drop(seq, pool)
                     truncated.append(seq)
                 # Otherwise wait for blocks; later requests that already hold theirs may go.

@@ -41,6 +41,9 @@ class TorchEngineConfig:
     # than the budget still runs, alone with the decodes, so that nothing starves.
     max_batched_tokens: int = 2048
     max_batch_size: int = 256  # requests in one iteration
+    # The pool is resized from outside as its requests grow (the worker's memory agent): a
+    # request that outgrows it waits for the growth instead of finishing with LENGTH.
+    kv_elastic: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, DTypePolicy):

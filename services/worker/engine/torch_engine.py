@@ -61,7 +61,9 @@ class TorchEngine:
         self.eos_token_ids = _eos_token_ids(self.model_dir, self.hf_config, self.tokenizer)
         self._kv_capacity_tokens = config.kv_capacity_tokens  # applied at load and resize
         self._kv_pressure_events = 0
-        self._scheduler = Scheduler(config.max_batched_tokens, config.max_batch_size)
+        self._scheduler = Scheduler(
+            config.max_batched_tokens, config.max_batch_size, elastic=config.kv_elastic
+        )
         self._model: torch.nn.Module | None = None
         self._linears = DecodeLinears()
         self._pool: KVPool | None = None

@@ -87,8 +87,7 @@ class VllmEngine:
         self.device = device
         self._num_threads = num_threads
         self._shape = ModelShape.read(self.model_path)
-        self._dtype = resolve_dtype(self._options.dtype, device)
-        self.dtype = self._dtype  # "float32" / "bfloat16": part of the perf-table key
+        self.dtype = resolve_dtype(self._options.dtype, device)  # also the perf-table key's
         self._block_size = self._options.block_size or (32 if device == "cpu" else 16)
         if device == "cpu":
             self._shape.check_cpu_attention()
@@ -121,11 +120,11 @@ class VllmEngine:
         capacity = self._kv_limit_tokens or self._requested_capacity
         virtual = capacity * (self._options.kvcached_virtual_factor if self._kvcached else 1)
         kv_bytes = kv_request_bytes(
-            virtual, self._block_size, self._shape.kv_bytes_per_token(self._dtype)
+            virtual, self._block_size, self._shape.kv_bytes_per_token(self.dtype)
         )
         args = EngineArgs(
             model=str(self.model_path),
-            dtype=self._dtype,
+            dtype=self.dtype,
             block_size=self._block_size,
             kv_cache_memory_bytes=kv_bytes,
             max_model_len=self._max_model_len,
@@ -159,7 +158,7 @@ class VllmEngine:
             "vllm engine started model={} device={} dtype={} kv_capacity_tokens={} start_s={:.2f}",
             self.model_path.name,
             self.device,
-            self._dtype,
+            self.dtype,
             self._pool.capacity_tokens,
             self.startup_s,
         )
@@ -386,8 +385,6 @@ class VllmEngine:
         limit_bytes = capacity_tokens * self._pool.kv_bytes_per_token
         vllm_gpu.set_kvcached_limit(id(self), limit_bytes)
         return limit_bytes
-
-    # --- helpers ----------------------------------------------------------------------------
 
     def _capacity_tokens(self) -> int:
         return self._kv_limit_tokens or self._pool.capacity_tokens
