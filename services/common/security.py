@@ -50,8 +50,8 @@ class Security:
     def from_env(cls, **overrides: Any) -> Security:
         """The cluster token from $SLINFER_CLUSTER_TOKEN (or a file named by
         $SLINFER_CLUSTER_TOKEN_FILE), TLS files from $SLINFER_TLS_{CERT,KEY,CA}."""
-        token = os.environ.get(TOKEN_ENV, "")
-        token_file = os.environ.get(TOKEN_ENV + "_FILE", "")
+        token = os.environ.get("SLINFER_CLUSTER_TOKEN", "")
+        token_file = os.environ.get("SLINFER_CLUSTER_TOKEN_FILE", "")
         if not token and token_file:
             token = Path(token_file).read_text().strip()
         values: dict[str, Any] = {
@@ -75,6 +75,11 @@ class Security:
             raise ValueError(
                 f"authentication is on but no cluster token is set: export {TOKEN_ENV} (the "
                 "same secret for every service of the cluster) or pass --insecure on loopback"
+            )
+        if not self.insecure and self.cluster_token.startswith("change-me"):
+            raise ValueError(
+                f"{TOKEN_ENV} is the manifests' placeholder: create the slinfer-secrets Secret "
+                "with a random token (deploy/k8s/secret.yaml says how)"
             )
 
     @property

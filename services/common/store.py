@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aetcd
@@ -97,9 +98,11 @@ class Store:
             raise ValueError(f"etcd endpoint must be host:port, got {endpoint!r}")
         self.endpoint = endpoint
         user = user if user is not None else os.environ.get("SLINFER_ETCD_USER") or None
-        password = (
-            password if password is not None else os.environ.get("SLINFER_ETCD_PASSWORD") or None
-        )
+        if password is None:
+            password = os.environ.get("SLINFER_ETCD_PASSWORD") or None
+            password_file = os.environ.get("SLINFER_ETCD_PASSWORD_FILE")
+            if password is None and password_file:
+                password = Path(password_file).read_text().strip()
         self._client = aetcd.Client(
             host=host,
             port=int(port),
