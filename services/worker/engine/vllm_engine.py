@@ -212,11 +212,6 @@ class VllmEngine:
     def add_request(self, request: EngineRequest) -> None:
         self._require_loaded()
         validate_sampling(request.sampling)
-        if request.sampling.deterministic:
-            raise InvalidRequest(
-                "deterministic decoding is offered by the torch engine only; deploy the model "
-                "with engine torch, or drop `deterministic`"
-            )
         if request.request_id in self._requests:
             raise InvalidRequest(f"request id {request.request_id!r} is already in this engine")
         tokens = list(request.prompt_token_ids) + list(request.resumed_token_ids)
