@@ -167,7 +167,7 @@ async def test_duplicate_and_keep_alive_across_replicas(etcd, tiny_models, profi
             # ...and the worker refuses a keep-alive unload of a busy instance anyway.
             node = second.watcher.view.nodes["cpu-0"]
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await second.workers.stub(node["address"]).UnloadInstance(
+                await second.workers.stub(node.address).UnloadInstance(
                     worker_pb2.UnloadInstanceRequest(instance_id=iid, min_idle_s=1.0), timeout=10
                 )
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
