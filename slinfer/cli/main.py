@@ -55,6 +55,12 @@ def main(ctx: click.Context, gateway: str, api_key: str | None, tls_ca: str | No
 @click.option("--top-p", type=float, default=None)
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Batch-invariant decoding: with --temperature 0 or --seed, the same text whatever "
+    "else runs and across a failover (docs/RELIABILITY.md).",
+)
 @click.option("--request-id", default=None)
 @click.option("--stats/--no-stats", default=True, help="Print TTFT/TPOT after the answer.")
 @click.pass_context
@@ -68,6 +74,7 @@ def generate(
     top_p: float | None,
     stop: tuple[str, ...],
     seed: int | None,
+    deterministic: bool,
     request_id: str | None,
     stats: bool,
 ) -> None:
@@ -79,6 +86,7 @@ def generate(
         "stop": list(stop) or None,
         "seed": seed,
         "request_id": request_id,
+        "deterministic": deterministic or None,
     }
     if raw:
         kwargs["prompt"] = prompt

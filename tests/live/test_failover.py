@@ -178,3 +178,29 @@ async def test_duplicate_and_keep_alive_across_replicas(etcd, tiny_models, profi
     finally:
         await stack.stop()
         await wipe(etcd.endpoint)
+
+
+async def test_blocking_client_resumes_too(two_gateways) -> None:
+    """The blocking `Client` (a thread here) resumes a broken stream the same way."""
+    from slinfer import Client
+
+    stack = two_gateways
+    _reference, ref_ids, _ = await _stream(stack.c, [])
+    addresses = [stack.scheduler.address, stack.replicas[0].address]
+    chunks: list[Chunk] = []
+
+    def consume() -> list[int]:
+        with Client(addresses) as client:
+            ids: list[int] = []
+            for ev in client.generate("m", PROMPT, **ASK):
+                if isinstance(ev, Chunk):
+                    chunks.append(ev)
+                    ids.extend(ev.token_ids)
+            return ids
+
+    task = asyncio.create_task(asyncio.to_thread(consume))
+    await wait_until(lambda: len(chunks) >= 8, what="the first chunks")
+    _w, engine = await wait_until(lambda: _engine_serving(stack), what="the busy instance")
+    with hold_iterations(engine):
+        await stack.scheduler.stop(grace_s=0)
+    assert await asyncio.wait_for(task, 60) == ref_ids
