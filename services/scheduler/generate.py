@@ -22,6 +22,7 @@ from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
 from slinfer.services.common.engine_types import FinishReason
 from slinfer.services.common.errors import InvalidArgument, ModelNotFound
 from slinfer.services.common.records import ModelRecord
+from slinfer.services.common.store import within
 from slinfer.services.scheduler import models
 from slinfer.services.scheduler.prompts import MAX_MESSAGES, Message
 from slinfer.services.scheduler.registry import internal_id
@@ -39,7 +40,8 @@ async def find_model(s: SchedulerService, name: str, principal: Principal) -> Mo
     model = s.watcher.view.models.get(name)
     if model is None and keys.valid_name(name):
         # Deployed through another replica a moment ago? Ask etcd, not the watch.
-        model = models.read_model(await s.store.get(keys.model(name)))
+        entry = await within(s.store.get(keys.model(name)), 5.0, "the model's record")
+        model = models.read_model(entry)
     if model is None or not principal.owns(model):
         raise ModelNotFound(f"model {name[:80]} is not deployed (see ListModels)")
     return model
