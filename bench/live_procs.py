@@ -69,7 +69,12 @@ class ProcStack:
     client: AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = AsyncClient(self.stack.gateway)
+        self.client = self.new_client()
+
+    def new_client(self, **kw: object) -> AsyncClient:
+        """A client of every gateway replica, with the stack's admin key."""
+        gateways = self.stack.gateways or [self.stack.gateway]
+        return AsyncClient(gateways, api_key=self.stack.api_key or "", **kw)  # type: ignore[arg-type]
 
     def worker_metrics_ports(self) -> list[int]:
         return [self.config.metrics_base + 11 + i for i in range(self.config.cpu_nodes)]
@@ -86,6 +91,7 @@ async def proc_stack(
     worker_threads: int | None = None,
     worker_cpu_dtype: str | None = None,
     keep_logs: Path | None = None,
+    schedulers: int = 1,
 ) -> AsyncIterator[ProcStack]:
     """Start the stack; on exit stop it and copy its logs to `keep_logs` when given."""
     _interrupt_on_sigterm()
@@ -102,6 +108,7 @@ async def proc_stack(
             scheduler_args=tuple(scheduler_args),
             consolidator_args=tuple(consolidator_args),
             run_dir=run_dir,
+            schedulers=schedulers,
         )
         stack = await asyncio.to_thread(start_stack, cfg, lambda _msg: None)
         ps = ProcStack(stack, cfg, run_dir)

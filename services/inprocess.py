@@ -1,11 +1,16 @@
-"""An in-process slinfer stack (real etcd, real gRPC, real engines) for tests and benches."""
+"""An in-process slinfer stack (real etcd, real gRPC, real engines) for tests and benches.
+
+It runs insecure (no authentication) on loopback unless given a `Security`: tests of
+authentication pass one with a cluster token and make API keys themselves.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slinfer import AsyncClient
+from slinfer.services.common.security import INSECURE, Security
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.memory.server import create as create_memory
 from slinfer.services.scheduler.dispatch import DispatchConfig
@@ -22,6 +27,8 @@ class LiveStack:
     workers: list[WorkerService]
     others: list[Any] = field(default_factory=list)  # memory service, consolidator
     client: AsyncClient | None = None
+    replicas: list[SchedulerService] = field(default_factory=list)  # more gateways
+    api_key: str | None = None  # the client's key when authentication is on
 
     @classmethod
     async def start(
@@ -32,32 +39,39 @@ class LiveStack:
         dispatch: DispatchConfig | None = None,
         keep_alive_s: float = 300.0,
         consolidator: dict[str, object] | None = None,
+        schedulers: int = 1,
+        security: Security = INSECURE,
     ) -> LiveStack:
         worker_services = [
-            WorkerService(WorkerConfig(etcd=etcd, **w))  # type: ignore[arg-type]
+            WorkerService(WorkerConfig(etcd=etcd, **{"security": security, **w}))  # type: ignore[arg-type]
             for w in (workers or [{"node_id": "cpu-0", "memory_bytes": 2 << 30}])
         ]
         for w in worker_services:
             await w.start()
-        scheduler = SchedulerService(cls.scheduler_config(etcd, dispatch, keep_alive_s))
+        config = cls.scheduler_config(etcd, dispatch, keep_alive_s, security)
+        scheduler = SchedulerService(config)
         await scheduler.start()
+        replicas = [SchedulerService(config) for _ in range(schedulers - 1)]
+        for r in replicas:
+            await r.start()
         d = scheduler.config.dispatch
         others = [
-            create_memory(etcd),
+            create_memory(etcd, security=security),
             # Same system and view settings as the scheduler (docs/CONSOLIDATION.md).
             create_consolidator(
                 etcd,
                 **{
                     "system": d.system,
                     "default_kv_capacity_tokens": d.default_kv_capacity_tokens,
+                    "security": security,
                     **(consolidator or {}),
                 },
             ),
         ]
         for o in others:
             await o.start()
-        stack = cls(etcd, scheduler, worker_services, others)
-        stack.client = AsyncClient(scheduler.address)
+        stack = cls(etcd, scheduler, worker_services, others, replicas=replicas)
+        stack.client = stack.new_client()
         # The scheduler sees the workers and the consolidator's leader through its etcd watch.
         ready = await scheduler.watcher.wait_for(
             lambda view: len(view.nodes) >= len(worker_services) and "consolidator" in view.leaders,
@@ -73,14 +87,23 @@ class LiveStack:
 
     @staticmethod
     def scheduler_config(
-        etcd: str, dispatch: DispatchConfig | None = None, keep_alive_s: float = 300.0
+        etcd: str,
+        dispatch: DispatchConfig | None = None,
+        keep_alive_s: float = 300.0,
+        security: Security = INSECURE,
     ) -> SchedulerConfig:
         return SchedulerConfig(
             etcd=etcd,
             default_keep_alive_s=keep_alive_s,
             reclaim_every_s=0.5,
             dispatch=dispatch or DispatchConfig(default_kv_capacity_tokens=2048),
+            security=security,
         )
+
+    def new_client(self, api_key: str | None = None, **kw: Any) -> AsyncClient:
+        """A client of every gateway replica (the first answers; the others take over)."""
+        addresses = [self.scheduler.address, *(r.address for r in self.replicas)]
+        return AsyncClient(addresses, api_key=api_key or self.api_key, **kw)
 
     @property
     def c(self) -> AsyncClient:
@@ -92,14 +115,15 @@ class LiveStack:
         old = self.scheduler
         await self.c.close()
         await old.stop(grace_s=0)
-        self.scheduler = SchedulerService(old.config)
+        self.scheduler = SchedulerService(replace(old.config))
         await self.scheduler.start()
-        self.client = AsyncClient(self.scheduler.address)
+        self.client = self.new_client()
 
     async def stop(self) -> None:
         if self.client:
             await self.client.close()
-        await self.scheduler.stop(grace_s=0)
+        for s in [self.scheduler, *self.replicas]:
+            await s.stop(grace_s=0)
         for w in self.workers:  # before the memory service: unloads release through it
             await w.stop(grace_s=0)
         for o in self.others:

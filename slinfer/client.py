@@ -6,15 +6,21 @@
             if isinstance(event, Chunk):
                 print(event.text, end="", flush=True)
 
-Calls that fail with UNAVAILABLE are retried (tenacity, bounded) with the same request id;
-a `generate` is retried only while no text has arrived, so a retry never repeats text.
+Give several gateway addresses (replicas) and a call that fails with UNAVAILABLE moves to the
+next one (tenacity, bounded). A `generate` whose stream breaks mid-way (its gateway replica
+died) is resumed on another replica with every token it received (`resume`): the stream goes
+on with no text lost or repeated (docs/RELIABILITY.md).
+
+Authentication: `api_key=` (default: $SLINFER_API_KEY, else the key `slinfer up` wrote to
+$SLINFER_HOME/api_key), sent as `authorization: Bearer` metadata; `tls_ca=` connects with TLS.
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,156 +32,100 @@ from tenacity import (
     wait_exponential,
 )
 
-from slinfer.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from slinfer.messages import (
+    DEFAULT_ADDRESS,
+    Chunk,
+    Completion,
+    Result,
+    SlinferError,
+    _addresses,
+    _broken,
+    _create_key_request,
+    _deploy_request,
+    _event,
+    _generate_request,
+    _Stream,
+    _unavailable,
+    _wrap,
+    default_api_key,
+)
+from slinfer.v1 import gateway_pb2, gateway_pb2_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-_FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_ABORT: "abort",
-}
-_ENGINES: dict[str, common_pb2.EngineKind] = {
-    "auto": common_pb2.ENGINE_KIND_AUTO,
-    "torch": common_pb2.ENGINE_KIND_TORCH,
-    "vllm": common_pb2.ENGINE_KIND_VLLM,
-    "openvino": common_pb2.ENGINE_KIND_OPENVINO,
-}
-_DEVICES: dict[str, common_pb2.DeviceKind] = {
-    "auto": common_pb2.DEVICE_KIND_AUTO,
-    "cpu": common_pb2.DEVICE_KIND_CPU,
-    "gpu": common_pb2.DEVICE_KIND_GPU,
-}
-_WEIGHTS: dict[str, common_pb2.WeightFormat] = {
-    "auto": common_pb2.WEIGHT_FORMAT_AUTO,
-    "fp32": common_pb2.WEIGHT_FORMAT_FP32,
-    "bf16": common_pb2.WEIGHT_FORMAT_BF16,
-    "int8": common_pb2.WEIGHT_FORMAT_INT8,
-    "int4": common_pb2.WEIGHT_FORMAT_INT4,
-}
-
-
-class SlinferError(Exception):
-    """A Gateway call failed; `code` is the gRPC status, the message says what to do."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "AsyncClient",
+    "Chunk",
+    "Client",
+    "Completion",
+    "Result",
+    "SlinferError",
+    "default_api_key",
+]
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    text: str
-    tokens: int
+def _backoff(attempt: int, replicas: int) -> float:
+    """No wait for the first try of each other replica; then exponential, capped."""
+    if attempt < replicas:
+        return 0.05
+    return min(0.2 * 2 ** (attempt - replicas), 3.0)
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    request_id: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    ttft_s: float
-    tpot_s: float
-    load_s: float
-    instance_id: str
-    node_id: str
+class _Base:
+    def __init__(
+        self,
+        address: str | Sequence[str],
+        api_key: str | None,
+        tls_ca: str | None,
+        timeout_s: float,
+        stream_timeout_s: float,
+        retries: int,
+    ) -> None:
+        self.addresses = _addresses(address)
+        self.api_key = api_key if api_key is not None else default_api_key()
+        self._metadata = (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+        self._ca = Path(tls_ca).read_bytes() if tls_ca else None
+        self.timeout_s, self.stream_timeout_s, self.retries = timeout_s, stream_timeout_s, retries
+        self._current = 0
+
+    @property
+    def _resume_attempts(self) -> int:
+        """A broken stream tries every replica at least twice."""
+        return max(self.retries, 2 * len(self.addresses))
+
+    def _failover(self, failed: int | None = None) -> None:
+        """The next gateway replica answers from now on. `failed`: the replica a call just
+        failed on; concurrent calls that saw the same replica fail move once, not each."""
+        if failed is None:
+            failed = self._current
+        if self._current == failed:
+            self._current = (failed + 1) % len(self.addresses)
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    text: str
-    completion: Completion
-
-
-def _unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
-
-
-def _wrap(exc: grpc.RpcError) -> SlinferError:
-    return SlinferError(exc.code(), exc.details() or "")
-
-
-def _generate_request(
-    model: str,
-    prompt: str | None,
-    messages: Sequence[dict[str, str]] | None,
-    request_id: str | None,
-    sampling: dict[str, Any],
-    prompt_token_ids: Sequence[int] | None = None,
-) -> gateway_pb2.GenerateRequest:
-    params = common_pb2.SamplingParams()
-    for name in ("temperature", "top_p", "max_tokens", "seed"):
-        if sampling.get(name) is not None:
-            setattr(params, name, sampling[name])
-    if sampling.get("stop"):
-        stop = sampling["stop"]
-        params.stop.extend([stop] if isinstance(stop, str) else stop)
-    if sampling.get("ignore_eos"):
-        params.ignore_eos = True
-    unknown = set(sampling) - {"temperature", "top_p", "max_tokens", "seed", "stop", "ignore_eos"}
-    if unknown:
-        raise TypeError(f"unknown sampling options: {sorted(unknown)}")
-    return gateway_pb2.GenerateRequest(
-        model=model,
-        prompt=prompt or "",
-        messages=[
-            gateway_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages or []
-        ],
-        sampling=params,
-        request_id=request_id or uuid.uuid4().hex,
-        prompt_token_ids=list(prompt_token_ids or []),
-    )
-
-
-def _event(resp: gateway_pb2.GenerateResponse) -> Chunk | Completion:
-    if resp.HasField("chunk"):
-        return Chunk(resp.chunk.text, resp.chunk.tokens)
-    f = resp.final
-    return Completion(
-        request_id=resp.request_id,
-        finish_reason=_FINISH.get(f.finish_reason, "unknown"),
-        prompt_tokens=f.prompt_tokens,
-        completion_tokens=f.completion_tokens,
-        ttft_s=f.ttft_s,
-        tpot_s=f.tpot_s,
-        load_s=f.load_s,
-        instance_id=f.instance_id,
-        node_id=f.node_id,
-    )
-
-
-def _deploy_request(model_id: str, path: str, **opts: Any) -> gateway_pb2.DeployModelRequest:
-    req = gateway_pb2.DeployModelRequest(
-        model_id=model_id,
-        path=str(path),
-        engine=_ENGINES[opts.pop("engine", "auto") or "auto"],
-        device=_DEVICES[opts.pop("device", "auto") or "auto"],
-        weights=_WEIGHTS[opts.pop("weights", "auto") or "auto"],
-    )
-    for name in ("ttft_slo_s", "tpot_slo_s", "keep_alive_s", "kv_capacity_tokens"):
-        value = opts.pop(name, None)
-        if value is not None:
-            setattr(req, name, value)
-    if opts:
-        raise TypeError(f"unknown deploy options: {sorted(opts)}")
-    return req
-
-
-class Client:
-    """Blocking client. Every call has a deadline (`timeout_s`, generate: `stream_timeout_s`)."""
+class Client(_Base):
+    """Blocking client. Every call has a deadline (`timeout_s`, generate: `stream_timeout_s`).
+    `address` may list several gateway replicas."""
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str | Sequence[str] = DEFAULT_ADDRESS,
         *,
+        api_key: str | None = None,
+        tls_ca: str | None = None,
         timeout_s: float = 30.0,
         stream_timeout_s: float = 600.0,
         retries: int = 4,
     ):
-        self._channel = grpc.insecure_channel(address)
-        self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
-        self.timeout_s, self.stream_timeout_s, self.retries = timeout_s, stream_timeout_s, retries
+        super().__init__(address, api_key, tls_ca, timeout_s, stream_timeout_s, retries)
+        creds = grpc.ssl_channel_credentials(self._ca) if self._ca else None
+        self._channels = [
+            grpc.secure_channel(a, creds) if creds else grpc.insecure_channel(a)
+            for a in self.addresses
+        ]
+        self._stubs = [gateway_pb2_grpc.GatewayStub(ch) for ch in self._channels]
+
+    @property
+    def _stub(self) -> gateway_pb2_grpc.GatewayStub:
+        return self._stubs[self._current]
 
     def __enter__(self) -> Client:
         return self
@@ -184,12 +134,13 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        for ch in self._channels:
+            ch.close()
 
     def _retrying(self) -> Retrying:
         return Retrying(
             retry=retry_if_exception(_unavailable),
-            stop=stop_after_attempt(self.retries),
+            stop=stop_after_attempt(max(self.retries, len(self.addresses))),
             wait=wait_exponential(multiplier=0.2, max=3.0),
             reraise=True,
         )
@@ -198,7 +149,15 @@ class Client:
         try:
             for attempt in self._retrying():
                 with attempt:
-                    return getattr(self._stub, method)(request, timeout=self.timeout_s)
+                    used = self._current
+                    try:
+                        return getattr(self._stubs[used], method)(
+                            request, timeout=self.timeout_s, metadata=self._metadata
+                        )
+                    except grpc.RpcError as exc:
+                        if _unavailable(exc):
+                            self._failover(used)
+                        raise
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
 
@@ -212,22 +171,25 @@ class Client:
         request_id: str | None = None,
         **sampling: Any,
     ) -> Iterator[Chunk | Completion]:
-        """Yield text chunks as tokens arrive, then one Completion."""
+        """Yield text chunks as tokens arrive, then one Completion; a broken stream is
+        resumed on a gateway replica with the tokens received (no text lost or repeated)."""
         req = _generate_request(model, prompt, messages, request_id, sampling, prompt_token_ids)
-        sent_text = False
-        try:
-            for attempt in self._retrying():
-                with attempt:
-                    for resp in self._stub.Generate(req, timeout=self.stream_timeout_s):
-                        sent_text = True
-                        yield _event(resp)
-                    return
-        except grpc.RpcError as exc:
-            if sent_text and _unavailable(exc):
-                raise SlinferError(
-                    exc.code(), f"stream broken after partial output: {exc.details()}"
-                ) from None
-            raise _wrap(exc) from None
+        stream = _Stream(req)
+        while True:
+            used = self._current
+            try:
+                for resp in self._stubs[used].Generate(
+                    stream.next_request(), timeout=self.stream_timeout_s, metadata=self._metadata
+                ):
+                    stream.seen(resp)
+                    yield _event(resp)
+                return
+            except grpc.RpcError as exc:
+                if not _broken(exc) or stream.resumes >= self._resume_attempts:
+                    raise _wrap(exc) from None
+                stream.resumes += 1
+                self._failover(used)
+                time.sleep(_backoff(stream.resumes, len(self.addresses)))
 
     def complete(self, model: str, prompt: str | None = None, **kw: Any) -> Result:
         text, final = [], None
@@ -252,21 +214,41 @@ class Client:
     def status(self) -> gateway_pb2.ClusterStatus:
         return self._unary("GetClusterStatus", gateway_pb2.GetClusterStatusRequest())
 
+    def create_key(self, tenant: str, *, admin: bool = False, name: str = "", **limits: int) -> Any:
+        return self._unary("CreateKey", _create_key_request(tenant, admin, name, limits))
 
-class AsyncClient:
+    def list_keys(self, tenant: str = "") -> list[gateway_pb2.KeyInfo]:
+        return list(self._unary("ListKeys", gateway_pb2.ListKeysRequest(tenant=tenant)).keys)
+
+    def revoke_key(self, key_id: str) -> bool:
+        req = gateway_pb2.RevokeKeyRequest(key_id=key_id)
+        return bool(self._unary("RevokeKey", req).revoked)
+
+
+class AsyncClient(_Base):
     """asyncio client with the same methods as `Client`."""
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str | Sequence[str] = DEFAULT_ADDRESS,
         *,
+        api_key: str | None = None,
+        tls_ca: str | None = None,
         timeout_s: float = 30.0,
         stream_timeout_s: float = 600.0,
         retries: int = 4,
     ):
-        self._channel = grpc.aio.insecure_channel(address)
-        self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
-        self.timeout_s, self.stream_timeout_s, self.retries = timeout_s, stream_timeout_s, retries
+        super().__init__(address, api_key, tls_ca, timeout_s, stream_timeout_s, retries)
+        creds = grpc.ssl_channel_credentials(self._ca) if self._ca else None
+        self._channels = [
+            grpc.aio.secure_channel(a, creds) if creds else grpc.aio.insecure_channel(a)
+            for a in self.addresses
+        ]
+        self._stubs = [gateway_pb2_grpc.GatewayStub(ch) for ch in self._channels]
+
+    @property
+    def _stub(self) -> gateway_pb2_grpc.GatewayStub:
+        return self._stubs[self._current]
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -275,12 +257,13 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for ch in self._channels:
+            await ch.close()
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
             retry=retry_if_exception(_unavailable),
-            stop=stop_after_attempt(self.retries),
+            stop=stop_after_attempt(max(self.retries, len(self.addresses))),
             wait=wait_exponential(multiplier=0.2, max=3.0),
             reraise=True,
         )
@@ -289,7 +272,15 @@ class AsyncClient:
         try:
             async for attempt in self._retrying():
                 with attempt:
-                    return await getattr(self._stub, method)(request, timeout=self.timeout_s)
+                    used = self._current
+                    try:
+                        return await getattr(self._stubs[used], method)(
+                            request, timeout=self.timeout_s, metadata=self._metadata
+                        )
+                    except grpc.RpcError as exc:
+                        if _unavailable(exc):
+                            self._failover(used)
+                        raise
         except grpc.RpcError as exc:
             raise _wrap(exc) from None
 
@@ -304,24 +295,25 @@ class AsyncClient:
         **sampling: Any,
     ) -> AsyncIterator[Chunk | Completion]:
         req = _generate_request(model, prompt, messages, request_id, sampling, prompt_token_ids)
-        sent_text = False
-        try:
-            async for attempt in self._retrying():
-                with attempt:
-                    call = self._stub.Generate(req, timeout=self.stream_timeout_s)
-                    try:
-                        async for resp in call:
-                            sent_text = True
-                            yield _event(resp)
-                    finally:
-                        call.cancel()  # a consumer that stops early releases the request
-                    return
-        except grpc.RpcError as exc:
-            if sent_text and _unavailable(exc):
-                raise SlinferError(
-                    exc.code(), f"stream broken after partial output: {exc.details()}"
-                ) from None
-            raise _wrap(exc) from None
+        stream = _Stream(req)
+        while True:
+            used = self._current
+            call = self._stubs[used].Generate(
+                stream.next_request(), timeout=self.stream_timeout_s, metadata=self._metadata
+            )
+            try:
+                async for resp in call:
+                    stream.seen(resp)
+                    yield _event(resp)
+                return
+            except grpc.RpcError as exc:
+                if not _broken(exc) or stream.resumes >= self._resume_attempts:
+                    raise _wrap(exc) from None
+                stream.resumes += 1
+                self._failover(used)
+                await asyncio.sleep(_backoff(stream.resumes, len(self.addresses)))
+            finally:
+                call.cancel()  # a consumer that stops early releases the request
 
     async def complete(self, model: str, prompt: str | None = None, **kw: Any) -> Result:
         text, final = [], None
@@ -345,3 +337,16 @@ class AsyncClient:
 
     async def status(self) -> gateway_pb2.ClusterStatus:
         return await self._unary("GetClusterStatus", gateway_pb2.GetClusterStatusRequest())
+
+    async def create_key(
+        self, tenant: str, *, admin: bool = False, name: str = "", **limits: int
+    ) -> Any:
+        return await self._unary("CreateKey", _create_key_request(tenant, admin, name, limits))
+
+    async def list_keys(self, tenant: str = "") -> list[gateway_pb2.KeyInfo]:
+        resp = await self._unary("ListKeys", gateway_pb2.ListKeysRequest(tenant=tenant))
+        return list(resp.keys)
+
+    async def revoke_key(self, key_id: str) -> bool:
+        req = gateway_pb2.RevokeKeyRequest(key_id=key_id)
+        return bool((await self._unary("RevokeKey", req)).revoked)

@@ -68,11 +68,14 @@ def _service_of(container: dict[str, Any]) -> str | None:
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment: its ConfigMaps, then its own entries (fieldRefs become
-    a placeholder pod name)."""
+    """The container's environment: its ConfigMaps and Secrets, then its own entries
+    (fieldRefs become a placeholder pod name)."""
     env: dict[str, str] = {}
     for ref in container.get("envFrom", []):
-        env.update(_one("ConfigMap", ref["configMapRef"]["name"])["data"])
+        if "secretRef" in ref:
+            env.update(_one("Secret", ref["secretRef"]["name"])["stringData"])
+        else:
+            env.update(_one("ConfigMap", ref["configMapRef"]["name"])["data"])
     for e in container.get("env", []):
         env[e["name"]] = e.get("value", "pod-0")
     return env
@@ -272,6 +275,9 @@ def test_environment_variables_are_ones_the_code_reads() -> None:
     for cm in _of("ConfigMap"):
         unknown = set(cm["data"]) - read
         assert not unknown, f"ConfigMap {cm['metadata']['name']} sets {unknown}: nothing reads it"
+    for secret in _of("Secret"):
+        unknown = set(secret["stringData"]) - read
+        assert not unknown, f"Secret {secret['metadata']['name']} sets {unknown}: nothing reads it"
     for workload, c in _containers():
         text = " ".join(c.get("command", []) + c.get("args", []))
         for e in c.get("env", []):
@@ -303,6 +309,7 @@ def test_configured_addresses_name_services_that_serve_them(monkeypatch) -> None
 def test_volumes_and_config_references_exist() -> None:
     claims = {c["metadata"]["name"] for c in _of("PersistentVolumeClaim")}
     maps = {c["metadata"]["name"] for c in _of("ConfigMap")}
+    secrets = {c["metadata"]["name"] for c in _of("Secret")}
     for workload in WORKLOADS:
         spec = workload["spec"]["template"]["spec"]
         for v in spec.get("volumes", []):
@@ -310,4 +317,7 @@ def test_volumes_and_config_references_exist() -> None:
                 assert v["persistentVolumeClaim"]["claimName"] in claims
         for c in spec["containers"]:
             for ref in c.get("envFrom", []):
-                assert ref["configMapRef"]["name"] in maps
+                if "secretRef" in ref:
+                    assert ref["secretRef"]["name"] in secrets
+                else:
+                    assert ref["configMapRef"]["name"] in maps

@@ -186,7 +186,7 @@ class ViewBuilder:
         if spec is None:
             kv = model.kv_capacity_tokens or kv_tokens_default
             spec = specs[model_id] = self.spec(cluster, model, kv)
-        requests = tuple(request_view(r) for r in tracker.requests_on(rec.instance_id))
+        requests = tuple(request_view(r) for r in tracker.load_on(rec.instance_id))
         bpt = rec.kv_bytes_per_token or spec.kv_bytes_per_token
         kv_bytes = rec.kv_capacity_tokens * bpt
         weights_bytes = rec.weights_bytes or spec.weights_bytes
@@ -243,7 +243,7 @@ class ViewBuilder:
                 model.engine is EngineKind.TORCH and node.kind is not DeviceKind.CPU
             ):
                 continue
-            if node_id in cluster.drains:  # consolidation empties it: nothing new goes there
+            if cluster.unavailable(node_id):  # draining, or suspected dead: nothing new there
                 continue
             views, other = [], 0
             for rec in records:

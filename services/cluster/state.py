@@ -50,14 +50,21 @@ class ClusterView:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
     # model -> hardware label -> measured tables (profiles format)
     profiles: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    # instance -> token-budget lease; node -> drain mark; service kind -> elected leader
-    leases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # instance -> scheduler id -> token-budget lease; node -> drain mark; service kind ->
+    # elected leader
+    leases: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     drains: dict[str, dict[str, Any]] = field(default_factory=dict)
     leaders: dict[str, dict[str, Any]] = field(default_factory=dict)
     # node -> the memory service's ledger document (services/memory/state.py)
     ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
     # model -> its shared tally of completed output lengths (Ō; scheduler/outputs.py)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # API keys and tenants (services/common/auth.py): key id -> hashed key, tenant -> limits
+    api_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Not from etcd: nodes this process saw break a stream (cluster/suspects.py), left out of
+    # placement and routing like draining ones until they answer again or their record goes.
+    suspects: dict[str, str] = field(default_factory=dict)
     revision: int = 0
 
     def apply(
@@ -81,11 +88,16 @@ class ClusterView:
                 self.profiles.setdefault(model_id, {})[label] = value
             return
         if key.startswith(keys.LEASES):
-            _, _, iid = keys.tail(key, keys.LEASES).partition("/")
+            # /leases/{node}/{instance}/{scheduler}: one per scheduler replica
+            _, _, rest = keys.tail(key, keys.LEASES).partition("/")
+            iid, _, scheduler = rest.partition("/")
             if value is None:
-                self.leases.pop(iid, None)
+                owners = self.leases.get(iid, {})
+                owners.pop(scheduler, None)
+                if not owners:
+                    self.leases.pop(iid, None)
             else:
-                self.leases[iid] = value
+                self.leases.setdefault(iid, {})[scheduler] = value
             return
         for prefix, table in (
             (keys.DRAIN, self.drains),
@@ -93,6 +105,8 @@ class ClusterView:
             (keys.SERVICES, self.services),
             (keys.MEMORY, self.ledgers),
             (keys.OUTPUTS, self.outputs),
+            (keys.API_KEYS, self.api_keys),
+            (keys.TENANTS, self.tenants),
         ):
             if key.startswith(prefix):
                 name = keys.tail(key, prefix)
@@ -119,6 +133,19 @@ class ClusterView:
             int(s.get("waiting", 0)) for name, s in self.services.items()
             if name.startswith("scheduler/")
         )  # fmt: skip
+
+    def lease_requests(self, instance_id: str, but: str = "") -> dict[str, dict[str, Any]]:
+        """Request id -> lease entry of every request on the instance, as the schedulers'
+        leases list them (all but scheduler `but`'s)."""
+        out: dict[str, dict[str, Any]] = {}
+        for scheduler, lease in self.leases.get(instance_id, {}).items():
+            if scheduler != but:
+                out.update(lease.get("requests") or {})
+        return out
+
+    def unavailable(self, node_id: str) -> bool:
+        """Draining, or suspected dead by this process: nothing new goes there."""
+        return node_id in self.drains or node_id in self.suspects
 
     def nodes_in_use(self) -> set[str]:
         """Nodes hosting at least one instance (what consolidation tries to keep small)."""
@@ -147,7 +174,7 @@ class ClusterWatcher:
 
     async def _relist(self) -> None:
         entries, revision = await self.store.list(keys.ROOT)
-        view = ClusterView(revision=revision)
+        view = ClusterView(revision=revision, suspects=self.view.suspects)
         for e in entries:
             view.apply(e.key, e.value, e.mod_revision)
         self.view = view

@@ -14,7 +14,7 @@ scheduler's Ō is that tally plus its own completions not yet added.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ class LiveRequest:
     instance_id: str | None = None
     resumed_at_s: float | None = None  # wall clock of the last re-dispatch after a preemption
     preempted_from: str | None = None  # node it was last preempted on (re-dispatch avoids it)
+    first_token_at: float | None = None  # monotonic: its first token reached the gateway
     submitted_at_s: float | None = None  # wall clock of its first submission to an instance
 
     @property
@@ -55,6 +56,23 @@ class LiveRequest:
         }
 
 
+def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:
+    """A request another scheduler (or, for the consolidator, any scheduler) holds, as its
+    token-budget lease describes it (scheduler/budget.py)."""
+    resumed = entry.get("resumed_at_s")
+    return LiveRequest(
+        request_id=rid,
+        model_id="",
+        arrival_s=float(entry.get("arrival_s", 0.0)),
+        input_tokens=int(entry.get("input_tokens", 0)),
+        ttft_slo_s=float(entry.get("ttft_slo_s", 0.0)),
+        tpot_slo_s=float(entry.get("tpot_slo_s", 0.25)),
+        excused_s=float(entry.get("excused_s", 0.0)),
+        output_tokens=int(entry.get("output_tokens", 0)),
+        resumed_at_s=float(resumed) if resumed else None,
+    )
+
+
 @dataclass
 class Tracker:
     prior_output_tokens: float = 512.0
@@ -63,6 +81,9 @@ class Tracker:
     )
     # Completions not yet added to the shared tally, per model: (Σ output tokens, count).
     unpublished: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # The requests other scheduler replicas hold on an instance (from their leases); set by
+    # a scheduler, None for the consolidator (whose tracker is built from every lease).
+    foreign: Callable[[str], list[LiveRequest]] | None = None
 
     def attach(self, request: LiveRequest, instance_id: str) -> None:
         self.detach(request)
@@ -85,12 +106,22 @@ class Tracker:
         return list(self.by_instance.get(instance_id, {}).values())
 
     def busy(self, instance_id: str) -> int:
-        return len(self.by_instance.get(instance_id, {}))
+        """Requests on the instance, this scheduler's and the other replicas'."""
+        return len(self.load_on(instance_id))
+
+    def load_on(self, instance_id: str) -> list[LiveRequest]:
+        """Every request on the instance as far as this scheduler knows: its own, and those
+        the other replicas' leases list. What admission, KV scaling and keep-alive decide on
+        (`requests_on` is this scheduler's own: what its lease lists)."""
+        own = self.requests_on(instance_id)
+        if self.foreign is None:
+            return own
+        return own + self.foreign(instance_id)
 
     def moved_at(self, instance_id: str) -> float | None:
         """Last time a re-dispatched request joined the instance (T_move, DESIGN.md §4)."""
         return max(
-            (r.resumed_at_s for r in self.requests_on(instance_id) if r.resumed_at_s),
+            (r.resumed_at_s for r in self.load_on(instance_id) if r.resumed_at_s),
             default=None,
         )
 

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
+from slinfer.services.common.security import add_security_args
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -48,6 +50,7 @@ def common_args(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port"
     )
+    add_security_args(parser)
 
 
 async def run_until_signal(

@@ -6,7 +6,6 @@ from slinfer.policy import DeviceKind
 from slinfer.services.common.engine_types import (
     EngineKind,
     FinishReason,
-    InvalidRequest,
     SamplingParams,
     WeightFormat,
 )
@@ -20,6 +19,7 @@ FINISH_TO_PB = {
     FinishReason.LENGTH: common_pb2.FINISH_REASON_LENGTH,
     FinishReason.ABORT: common_pb2.FINISH_REASON_ABORT,
     FinishReason.PREEMPTED: common_pb2.FINISH_REASON_PREEMPTED,
+    FinishReason.ERROR: common_pb2.FINISH_REASON_ERROR,
 }
 FINISH_FROM_PB = {v: k for k, v in FINISH_TO_PB.items()}
 
@@ -69,10 +69,9 @@ def sampling_from_pb(pb: common_pb2.SamplingParams) -> SamplingParams:
         stop=tuple(pb.stop),
         seed=int(pb.seed) if pb.HasField("seed") else None,
         ignore_eos=bool(pb.ignore_eos),
+        deterministic=bool(pb.deterministic),
     )
     params.validate()
-    if any(s == "" for s in params.stop):
-        raise InvalidRequest("stop strings must not be empty")
     return params
 
 
@@ -83,6 +82,7 @@ def sampling_to_pb(params: SamplingParams) -> common_pb2.SamplingParams:
         max_tokens=params.max_tokens,
         stop=list(params.stop),
         ignore_eos=params.ignore_eos,
+        deterministic=params.deterministic,
     )
     if params.seed is not None:
         pb.seed = params.seed

@@ -61,7 +61,34 @@ class NeverFits(SlinferError):
 
 
 class NoCapacity(SlinferError):
+    """No capacity now: retrying later can help (`retry_after_s` is the hint sent to the
+    client as `retry-after-s` trailing metadata)."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class LimitExceeded(SlinferError):
+    """A tenant's limit (concurrent requests, deployed models) is reached."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(SlinferError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SlinferError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class RequestFailed(SlinferError):
+    """The engine failed on this request alone; it is not retried elsewhere."""
+
+    code = grpc.StatusCode.INTERNAL
 
 
 class DeadlineMissed(SlinferError):
@@ -76,6 +103,13 @@ class WorkerUnavailable(SlinferError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+def trailers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata that goes with the status: the retry hint of a refusal for
+    capacity."""
+    retry = getattr(exc, "retry_after_s", None)
+    return (("retry-after-s", f"{retry:.2f}"),) if retry is not None else ()
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message for any exception a handler lets escape."""
     if isinstance(exc, SlinferError):
@@ -88,4 +122,6 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code(), exc.details() or str(exc)
+    if isinstance(exc, MemoryError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "out of memory handling the call; retry later"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"

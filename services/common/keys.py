@@ -20,6 +20,9 @@ PROFILES = ROOT + "profiles/"
 DRAIN = ROOT + "drain/"
 POLICY = ROOT + "policy"  # the PolicyConfig the schedulers decide with (JSON)
 OUTPUTS = ROOT + "outputs/"  # per model: completed requests' output lengths (Ō, DESIGN.md §3)
+API_KEYS = ROOT + "keys/"  # per key id: its tenant, role and hash (never the key itself)
+TENANTS = ROOT + "tenants/"  # per tenant: its limits
+REQUESTS = ROOT + "requests/"  # per tenant and request id: the scheduler streaming it
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -41,8 +44,9 @@ def instance(instance_id: str) -> str:
     return INSTANCES + instance_id
 
 
-def lease(node_id: str, instance_id: str) -> str:
-    return f"{LEASES}{node_id}/{instance_id}"
+def lease(node_id: str, instance_id: str, scheduler_id: str) -> str:
+    """A scheduler's token-budget lease on one instance (one per scheduler replica)."""
+    return f"{LEASES}{node_id}/{instance_id}/{scheduler_id}"
 
 
 def node_leases(node_id: str) -> str:
@@ -76,6 +80,19 @@ def drain(node_id: str) -> str:
 def outputs(model_id: str) -> str:
     """A model's tally of completed output lengths, shared by every scheduler (Ō)."""
     return OUTPUTS + model_id
+
+
+def api_key(key_id: str) -> str:
+    return API_KEYS + key_id
+
+
+def tenant(name: str) -> str:
+    return TENANTS + name
+
+
+def request(tenant_name: str, request_id: str) -> str:
+    """Which scheduler streams a tenant's request (duplicates refused across replicas)."""
+    return f"{REQUESTS}{tenant_name}/{request_id}"
 
 
 def tail(key: str, prefix: str) -> str:

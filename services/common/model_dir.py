@@ -6,12 +6,20 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
 from slinfer.services.common.records import NodeRecord
 
 FP32_BYTES = 4
-_DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
+_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+}  # fmt: skip
+MAX_PATH_CHARS = 4096
+MAX_NAME_CHARS = 255
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
+MAX_JSON_BYTES = 16 << 20  # config.json, tokenizer_config.json
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +57,108 @@ def node_dtype_bytes(node: NodeRecord) -> int:
 
 
 def _safetensors_parameters(path: Path) -> int:
-    """Count parameters from safetensors headers (8-byte length + JSON), no tensor reads."""
+    """Count parameters from safetensors headers (8-byte length + JSON), no tensor reads,
+    checking each file's integrity on the way: a header that does not parse, tensors whose
+    byte ranges fall outside the file, overlap or do not match their dtype and shape, or a
+    file whose size is not what its header says (truncated). FailedPrecondition names the
+    file and what is wrong; nothing is loaded."""
     total = 0
     for f in sorted(path.glob("*.safetensors")):
-        with f.open("rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for dim in meta["shape"]:
-                count *= int(dim)
-            total += count
+        total += _check_safetensors(f)
     return total
+
+
+def _check_safetensors(f: Path) -> int:
+    def bad(why: str) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"weights file {f} is corrupt or truncated ({why}); copy it again from its source"
+        )
+
+    size = f.stat().st_size
+    if size < 8:
+        raise bad(f"{size} bytes, shorter than a header")
+    with f.open("rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise bad(f"header length {n} does not fit the file's {size} bytes")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise bad(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise bad("header is not a JSON object")
+    data_size, total, ranges = size - 8 - n, 0, []
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape = meta["dtype"], [int(d) for d in meta["shape"]]
+            start, end = (int(x) for x in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"tensor {name!r} has no valid dtype/shape/data_offsets") from exc
+        count = 1
+        for dim in shape:
+            if dim < 0:
+                raise bad(f"tensor {name!r} has a negative dimension")
+            count *= dim
+        width = _DTYPE_BYTES.get(str(dtype))
+        if width is None:
+            raise bad(f"tensor {name!r} has unknown dtype {dtype!r}")
+        if not 0 <= start <= end <= data_size or end - start != count * width:
+            raise bad(f"tensor {name!r} bytes [{start}, {end}) do not match its shape or the file")
+        ranges.append((start, end))
+        total += count
+    ranges.sort()
+    covered = 0
+    for start, end in ranges:
+        if start < covered:
+            raise bad("tensors overlap")
+        covered = end
+    if covered != data_size:
+        raise bad(f"the header describes {covered} bytes of tensors, the file holds {data_size}")
+    return total
+
+
+def check_path(path_str: str) -> None:
+    """InvalidArgument for a path that is not a plausible local path at all."""
+    if not path_str:
+        raise InvalidArgument("path is required: a local Hugging Face-format model directory")
+    if "\x00" in path_str:
+        raise InvalidArgument("path must not contain NUL characters")
+    if len(path_str) > MAX_PATH_CHARS:
+        raise InvalidArgument(
+            f"path is {len(path_str)} characters long; paths are at most {MAX_PATH_CHARS}"
+        )
+    long = next((p for p in Path(path_str).parts if len(p.encode()) > MAX_NAME_CHARS), None)
+    if long is not None:
+        raise InvalidArgument(
+            f"path component {long[:40]!r}... is longer than {MAX_NAME_CHARS} bytes"
+        )
+
+
+def _read_json(f: Path) -> Any:
+    if f.stat().st_size > MAX_JSON_BYTES:
+        raise FailedPrecondition(f"{f} is over {MAX_JSON_BYTES >> 20} MiB; is it the right file?")
+    try:
+        return json.loads(f.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FailedPrecondition(f"{f} is not valid JSON: {exc}") from exc
 
 
 def inspect_model_dir(path_str: str) -> ModelDir:
     """Validate a Hugging Face-format model directory; raise with what is missing."""
-    if not path_str:
-        raise InvalidArgument("path is required: a local Hugging Face-format model directory")
-    path = Path(path_str).expanduser()
+    check_path(path_str)
+    try:
+        return _inspect(Path(path_str).expanduser())
+    except (InvalidArgument, FailedPrecondition):
+        raise
+    except (OSError, ValueError, TypeError, OverflowError, MemoryError, struct.error) as exc:
+        raise FailedPrecondition(
+            f"cannot read the model directory {path_str[:200]}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _inspect(path: Path) -> ModelDir:
     if not path.exists():
         raise InvalidArgument(f"model path {path} does not exist on this host")
     if not path.is_dir():
@@ -81,10 +170,9 @@ def inspect_model_dir(path_str: str) -> ModelDir:
         raise FailedPrecondition(f"{path} has no *.safetensors weights")
     if not (path / "tokenizer.json").is_file() and not (path / "tokenizer.model").is_file():
         raise FailedPrecondition(f"{path} has no tokenizer (tokenizer.json)")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise FailedPrecondition(f"{config_file} is not valid JSON: {exc}") from exc
+    config = _read_json(config_file)
+    if not isinstance(config, dict):
+        raise FailedPrecondition(f"{config_file} is not a JSON object")
     archs = config.get("architectures") or [config.get("model_type", "unknown")]
     heads = int(config.get("num_attention_heads", 1))
     hidden = int(config.get("hidden_size", 0))
@@ -92,12 +180,10 @@ def inspect_model_dir(path_str: str) -> ModelDir:
     tok_cfg = path / "tokenizer_config.json"
     chat = False
     if tok_cfg.is_file():
-        chat = bool(json.loads(tok_cfg.read_text()).get("chat_template"))
+        tok = _read_json(tok_cfg)
+        chat = bool(tok.get("chat_template")) if isinstance(tok, dict) else False
     chat = chat or (path / "chat_template.jinja").is_file()
-    try:
-        params = _safetensors_parameters(path)
-    except (OSError, ValueError, KeyError, struct.error) as exc:
-        raise FailedPrecondition(f"cannot read safetensors headers in {path}: {exc}") from exc
+    params = _safetensors_parameters(path)
     return ModelDir(
         path=path.resolve(),
         architecture=str(archs[0]),

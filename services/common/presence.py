@@ -15,6 +15,7 @@ import grpc
 from loguru import logger
 
 from slinfer.services.common import keys
+from slinfer.services.common.security import BearerGate, Security, bind, configure
 from slinfer.services.common.serving import make_server, set_serving
 from slinfer.services.common.store import Registration, Store
 
@@ -27,8 +28,12 @@ class PresenceService:
         listen: str = "127.0.0.1:0",
         servicers: list[Callable[[grpc.aio.Server], None]] | None = None,
         service_names: list[str] | None = None,
+        security: Security | None = None,
+        accept: Callable[[str, str], bool] | None = None,
     ):
         self.kind = kind
+        self.security = security if security is not None else Security.from_env()
+        self.accept = accept  # API keys this service takes (security.BearerGate)
         self.service_id = uuid.uuid4().hex[:8]
         self.listen = listen
         self.store = Store(etcd)
@@ -39,10 +44,16 @@ class PresenceService:
         self.address = ""
 
     async def start(self) -> str:
+        self.security.check_listen(self.listen)
+        configure(self.security)
         await self.store.connect()
-        self.server, health = make_server(self._servicers, self._names)
+        self.server, health = make_server(
+            self._servicers,
+            self._names,
+            interceptors=[BearerGate(self.security, self.accept)],
+        )
         host, _, _ = self.listen.rpartition(":")
-        port = self.server.add_insecure_port(self.listen)
+        port = bind(self.server, self.listen, self.security)
         self.address = f"{host}:{port}"
         await self.server.start()
         self.registration = Registration(

@@ -236,6 +236,7 @@ class ModelRecord:
     has_chat_template: bool = False
     created_at: float = 0.0
     weights: WeightFormat = WeightFormat.AUTO  # AUTO: each worker resolves it
+    tenant: str = ""  # the tenant that deployed it ("": the default tenant, auth.py)
     mod_revision: int | None = None
 
     @classmethod
@@ -256,6 +257,7 @@ class ModelRecord:
             architecture=f.text("architecture", ""),
             has_chat_template=f.flag("has_chat_template", False),
             created_at=f.number("created_at", 0.0),
+            tenant=f.text("tenant", ""),
             mod_revision=mod_revision,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -49,9 +50,15 @@ def make_server(
     service_names: Iterable[str],
     *,
     options: list[tuple[str, Any]] | None = None,
+    interceptors: list[grpc.aio.ServerInterceptor] | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A grpc.aio server with the standard health service and reflection."""
-    server = grpc.aio.server(options=options or [("grpc.so_reuseport", 0)])
+    """A grpc.aio server with the standard health service and reflection. Requests that do
+    not parse are INVALID_ARGUMENT (MalformedGuard), never INTERNAL; `interceptors` (the
+    bearer gate, security.py) run first."""
+    server = grpc.aio.server(
+        options=options or [("grpc.so_reuseport", 0)],
+        interceptors=[*(interceptors or []), MalformedGuard()],
+    )
     for add in add_servicers:
         add(server)
     health_servicer = health.aio.HealthServicer()
@@ -59,6 +66,61 @@ def make_server(
     names = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     return server, health_servicer
+
+
+class _Malformed:
+    def __init__(self, exc: Exception) -> None:
+        self.message = (
+            f"the request message does not parse ({type(exc).__name__}: {exc}); "
+            "strings must be valid UTF-8 and fields must match the slinfer.v1 protos"
+        )
+
+
+class MalformedGuard(grpc.aio.ServerInterceptor):
+    """A request that fails to deserialize (invalid UTF-8 in a string, a wrong wire type) is
+    answered INVALID_ARGUMENT; grpc itself would answer INTERNAL."""
+
+    async def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        if handler.request_streaming:
+            return handler  # none of slinfer's RPCs stream requests
+        decode = handler.request_deserializer
+
+        def deserialize(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except Exception as exc:
+                return _Malformed(exc)
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard(handler.unary_unary), deserialize, handler.response_serializer
+            )
+        return grpc.unary_stream_rpc_method_handler(
+            _guard(handler.unary_stream), deserialize, handler.response_serializer
+        )
+
+
+def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            async for item in behavior(request, context):
+                yield item
+
+        return guarded_stream
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return guarded
 
 
 async def set_serving(health_servicer: Any, names: Iterable[str], serving: bool) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
@@ -25,6 +27,8 @@ from tenacity import (
 )
 
 from slinfer.services.common.errors import StoreUnavailable
+
+T = TypeVar("T")
 
 _TRANSIENT = (
     aetcd.exceptions.ConnectionFailedError,
@@ -63,15 +67,49 @@ def _encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-class Store:
-    """A thin asyncio etcd client for slinfer's JSON keys (aetcd underneath)."""
+async def within(coro: Awaitable[T], seconds: float, what: str) -> T:
+    """Await a store call for at most `seconds` (a client's call must not hang on etcd):
+    StoreUnavailable (UNAVAILABLE) past it."""
+    try:
+        return await asyncio.wait_for(coro, seconds)
+    except TimeoutError as exc:
+        raise StoreUnavailable(
+            f"etcd, the cluster's state store, did not answer {what} within {seconds:.0f} s; "
+            "nothing was changed: retry once etcd is back"
+        ) from exc
 
-    def __init__(self, endpoint: str, *, timeout_s: float = 5.0, retry_s: float = 15.0):
+
+class Store:
+    """A thin asyncio etcd client for slinfer's JSON keys (aetcd underneath). With etcd
+    authentication on, pass `user`/`password` (default: $SLINFER_ETCD_USER and
+    $SLINFER_ETCD_PASSWORD)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout_s: float = 5.0,
+        retry_s: float = 15.0,
+        user: str | None = None,
+        password: str | None = None,
+    ):
         host, _, port = endpoint.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"etcd endpoint must be host:port, got {endpoint!r}")
         self.endpoint = endpoint
-        self._client = aetcd.Client(host=host, port=int(port), timeout=int(max(timeout_s, 1)))
+        user = user if user is not None else os.environ.get("SLINFER_ETCD_USER") or None
+        if password is None:
+            password = os.environ.get("SLINFER_ETCD_PASSWORD") or None
+            password_file = os.environ.get("SLINFER_ETCD_PASSWORD_FILE")
+            if password is None and password_file:
+                password = Path(password_file).read_text().strip()
+        self._client = aetcd.Client(
+            host=host,
+            port=int(port),
+            timeout=int(max(timeout_s, 1)),
+            username=user,
+            password=password if user else None,
+        )
         self._retry_s = retry_s
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -7,6 +7,7 @@ import asyncio
 
 from slinfer.policy import SystemName
 from slinfer.services.common.cli_args import common_args, run_until_signal
+from slinfer.services.common.security import security_from_args
 from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.consolidator.server import create
 
@@ -54,6 +55,7 @@ def main() -> None:
             pack_every_s=ns.pack_every,
             drain_timeout_s=ns.drain_timeout,
             default_kv_capacity_tokens=ns.kv_tokens,
+            security=security_from_args(ns),
         )
     except ValueError as exc:
         parser_.error(str(exc))

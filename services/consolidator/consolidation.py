@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -39,6 +39,7 @@ from slinfer.services.common.errors import (
     InvalidArgument,
 )
 from slinfer.services.common.records import InstanceState
+from slinfer.services.common.security import Security
 from slinfer.services.common.store import Store
 from slinfer.services.consolidator import metrics
 from slinfer.services.consolidator.plans import PlanLog, new_plan
@@ -65,6 +66,9 @@ class ConsolidatorConfig:
     election_ttl_s: int = 5
     # Must match the schedulers' (DispatchConfig) so both see the same views.
     default_kv_capacity_tokens: int = 4096
+    # Authentication and TLS (security.py): the schedulers call with the cluster token,
+    # operators (drain, preempt, plans) with an admin API key.
+    security: Security = field(default_factory=Security.from_env)
 
     def __post_init__(self) -> None:
         if self.pack_every_s < 0 or self.drain_timeout_s <= 0 or self.unload_timeout_s <= 0:

@@ -16,6 +16,7 @@ from loguru import logger
 
 from slinfer.services.cluster.state import ClusterWatcher
 from slinfer.services.cluster.workers import WorkerClients
+from slinfer.services.common.auth import Authenticator
 from slinfer.services.common.errors import status_of
 from slinfer.services.common.policy_config import watch_policy
 from slinfer.services.common.presence import PresenceService
@@ -26,6 +27,7 @@ from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Consolidator"
 KIND = "consolidator"
+_OPERATOR_CALLS = {f"/{SERVICE_NAME}/{m}" for m in ("Preempt", "Drain", "ListPlans")}
 
 
 class NotLeader(Exception):
@@ -83,9 +85,14 @@ class ConsolidatorService:
                 )
             ],
             service_names=[SERVICE_NAME],
+            security=config.security,
+            # Operators call with an admin API key; CarryOutPreemption is the schedulers'
+            # (cluster token only).
+            accept=lambda method, key: method in _OPERATOR_CALLS and self.auth.valid_admin(key),
         )
         self.store = self.presence.store
         self.watcher = ClusterWatcher(self.store)
+        self.auth = Authenticator(lambda: self.watcher.view.api_keys, config.security.insecure)
         self.workers = WorkerClients()
         self.election: LeaderElection | None = None
         self.consolidation = Consolidation(

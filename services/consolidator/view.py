@@ -1,7 +1,8 @@
 """The consolidator's policy view, built from etcd alone (it owns no requests).
 
 Requests are never stored in etcd, but every busy instance has a token-budget lease written by
-the scheduler that owns its requests (`/slinfer/leases/{node}/{instance}`), listing each
+each scheduler that owns requests on it (`/slinfer/leases/{node}/{instance}/{scheduler}`),
+listing each
 request's arrival, SLOs, token counts and last re-dispatch. From those the consolidator
 rebuilds the same plain views the scheduler builds (live_view.ViewBuilder, with the devices'
 own measurements and the shared Ō) and hands them to the policy core. Token counts in a lease
@@ -11,36 +12,22 @@ contexts may trail the scheduler's by the tokens decoded since.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from slinfer.policy import DEFAULT_CONFIG, DeviceKind, DeviceView, InstanceView
 from slinfer.services.cluster.live_view import ViewBuilder, device_view, label_of
 from slinfer.services.cluster.state import ClusterView
-from slinfer.services.cluster.tracker import LiveRequest, Tracker
+from slinfer.services.cluster.tracker import Tracker, request_from_lease
 
-
-def request_from_lease(rid: str, entry: Mapping[str, Any]) -> LiveRequest:
-    resumed = entry.get("resumed_at_s")
-    return LiveRequest(
-        request_id=rid,
-        model_id="",
-        arrival_s=float(entry.get("arrival_s", 0.0)),
-        input_tokens=int(entry.get("input_tokens", 0)),
-        ttft_slo_s=float(entry.get("ttft_slo_s", 0.0)),
-        tpot_slo_s=float(entry.get("tpot_slo_s", 0.25)),
-        excused_s=float(entry.get("excused_s", 0.0)),
-        output_tokens=int(entry.get("output_tokens", 0)),
-        resumed_at_s=float(resumed) if resumed else None,
-    )
+__all__ = ["ConsolidationView", "request_from_lease", "tracker_from_leases"]
 
 
 def tracker_from_leases(cluster: ClusterView, prior_output_tokens: float) -> Tracker:
     tracker = Tracker(prior_output_tokens=prior_output_tokens)
-    for iid, lease in cluster.leases.items():
+    for iid in cluster.leases:
         if iid not in cluster.instances:
             continue
-        for rid, entry in (lease.get("requests") or {}).items():
+        for rid, entry in cluster.lease_requests(iid).items():
             tracker.attach(request_from_lease(rid, entry), iid)
     return tracker
 

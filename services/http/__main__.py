@@ -25,6 +25,12 @@ def parser() -> argparse.ArgumentParser:
         "address it resolves to (env SLINFER_GATEWAY)",
     )
     p.add_argument(
+        "--tls-ca",
+        default=os.environ.get("SLINFER_TLS_CA", ""),
+        help="the gateway serves TLS: trust this CA (env SLINFER_TLS_CA). Callers' "
+        "`Authorization: Bearer` keys are passed to the gateway, which checks them",
+    )
+    p.add_argument(
         "--etcd",
         default=os.environ.get("SLINFER_ETCD", "127.0.0.1:2379"),
         help="etcd endpoint host:port, checked by /ready (env SLINFER_ETCD)",
@@ -35,7 +41,9 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     ns = parser().parse_args()
     configure_logging("http")
-    service = HttpService(HttpConfig(etcd=ns.etcd, gateway=ns.gateway, listen=ns.listen))
+    service = HttpService(
+        HttpConfig(etcd=ns.etcd, gateway=ns.gateway, listen=ns.listen, tls_ca=ns.tls_ca)
+    )
     asyncio.run(run_until_signal(service.start, service.stop))
 
 

@@ -9,6 +9,7 @@ deadline (a cold start is held, not refused), and the HTTP front must not cut it
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,10 +26,17 @@ _OPTIONS = [
 
 
 class GatewayClient:
-    def __init__(self, target: str, rpc_timeout_s: float = 10.0):
+    def __init__(self, target: str, rpc_timeout_s: float = 10.0, tls_ca: str = ""):
         self.target = target
         self.rpc_timeout_s = rpc_timeout_s
-        self.channel = grpc.aio.insecure_channel(target, options=_OPTIONS)
+        # The caller's key is the credential (no cluster token): TLS when the gateway serves it.
+        self.channel = (
+            grpc.aio.secure_channel(
+                target, grpc.ssl_channel_credentials(Path(tls_ca).read_bytes()), options=_OPTIONS
+            )
+            if tls_ca
+            else grpc.aio.insecure_channel(target, options=_OPTIONS)
+        )
         self.stub = gateway_pb2_grpc.GatewayStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 

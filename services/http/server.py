@@ -32,6 +32,7 @@ class HttpConfig:
     etcd: str
     gateway: str = "127.0.0.1:50051"
     listen: str = "127.0.0.1:8000"
+    tls_ca: str = ""  # the gateway serves TLS: trust this CA
 
     def __post_init__(self) -> None:
         host, _, port = self.listen.rpartition(":")
@@ -67,7 +68,7 @@ def create_app(config: HttpConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        clients.gateway = GatewayClient(config.gateway)
+        clients.gateway = GatewayClient(config.gateway, tls_ca=config.tls_ca)
         clients.ready = ReadinessProbe(config.etcd, clients.gateway)
         yield
         await clients.ready.close()

@@ -16,6 +16,7 @@ import grpc
 
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common import keys
+from slinfer.services.common.security import channel
 from slinfer.services.common.store import Store
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
 
@@ -41,7 +42,7 @@ class MemoryClient:
             address = str(e.value.get("address", ""))
             if address:
                 self._address = address
-                self._channel = grpc.aio.insecure_channel(address)
+                self._channel = channel(address)
                 self._stub = memory_pb2_grpc.MemoryStub(self._channel)
                 return self._stub
         return None

@@ -22,6 +22,7 @@ from slinfer.services.common.errors import (
     status_of,
 )
 from slinfer.services.common.presence import PresenceService
+from slinfer.services.common.security import Security
 from slinfer.services.memory import metrics
 from slinfer.services.memory.state import LedgerStore, NodeBook, approval_dict
 from slinfer.v1 import memory_pb2, memory_pb2_grpc
@@ -190,11 +191,13 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
 class MemoryService(PresenceService):
     """Registered under services/memory/{id}; serves Memory, health and reflection."""
 
-    def __init__(self, etcd: str, listen: str = "127.0.0.1:0"):
-        super().__init__("memory", etcd, listen, service_names=[SERVICE_NAME])
+    def __init__(self, etcd: str, listen: str = "127.0.0.1:0", security: Security | None = None):
+        super().__init__("memory", etcd, listen, service_names=[SERVICE_NAME], security=security)
         servicer = MemoryServicer(LedgerStore(self.store))
         self._servicers.append(lambda s: memory_pb2_grpc.add_MemoryServicer_to_server(servicer, s))
 
 
-def create(etcd: str, listen: str = "127.0.0.1:0") -> MemoryService:
-    return MemoryService(etcd, listen)
+def create(
+    etcd: str, listen: str = "127.0.0.1:0", security: Security | None = None
+) -> MemoryService:
+    return MemoryService(etcd, listen, security)

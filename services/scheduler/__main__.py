@@ -9,6 +9,7 @@ from dataclasses import replace
 from slinfer.policy import SystemName
 from slinfer.policy.config import Admission, KvScaling
 from slinfer.services.common.cli_args import common_args, run_until_signal
+from slinfer.services.common.security import security_from_args
 from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
 from slinfer.services.scheduler.server import SchedulerConfig, SchedulerService
@@ -98,14 +99,21 @@ def main() -> None:
         )
     except ValueError as exc:
         parser_.error(str(exc))
-    config = SchedulerConfig(
-        etcd=ns.etcd,
-        listen=ns.listen,
-        default_keep_alive_s=ns.keep_alive,
-        dispatch=DispatchConfig(
-            system=SystemName(ns.system), policy=policy, default_kv_capacity_tokens=ns.kv_tokens
-        ),
-    )
+    try:
+        config = SchedulerConfig(
+            etcd=ns.etcd,
+            listen=ns.listen,
+            default_keep_alive_s=ns.keep_alive,
+            dispatch=DispatchConfig(
+                system=SystemName(ns.system),
+                policy=policy,
+                default_kv_capacity_tokens=ns.kv_tokens,
+            ),
+            security=security_from_args(ns),
+        )
+        config.security.check_listen(ns.listen)
+    except ValueError as exc:
+        parser_.error(str(exc))
     service = SchedulerService(config)
     start_metrics(ns.metrics_port)
     asyncio.run(run_until_signal(service.start, service.stop))

@@ -10,8 +10,6 @@ until `give_up_at_s` (the simulator's rule too), then refused with RESOURCE_EXHA
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,11 +18,11 @@ import grpc
 from loguru import logger
 
 from slinfer.policy import DispatchDecision, DispatchKind, DispatchView, decide, system_spec
-from slinfer.policy.headroom import give_up_at_s
 from slinfer.services.cluster.live_view import ViewBuilder
 from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
-from slinfer.services.common.errors import FailedPrecondition, NoCapacity, WorkerUnavailable
+from slinfer.services.common.errors import FailedPrecondition, WorkerUnavailable
 from slinfer.services.common.records import InstanceState, ModelRecord
 from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.cold_start import ColdStarts
@@ -32,6 +30,8 @@ from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
 from slinfer.services.scheduler.preemption import PreemptionClient
 from slinfer.services.scheduler.redispatch import without_node
+from slinfer.services.scheduler.slo_guard import SloGuard
+from slinfer.services.scheduler.waiting import WaitQueues
 
 # Load failures worth trying elsewhere (or later); anything else means the model cannot load.
 _TRANSIENT = (
@@ -59,8 +59,10 @@ class Admission:
         kv: KvScaler,
         config: DispatchConfig,
         on_change: Callable[[str], None],
+        suspects: Suspects,
     ) -> None:
         self.watcher, self.tracker, self.cold, self.kv = watcher, tracker, cold, kv
+        self.suspects = suspects
         self.config = config
         self.policy = config.policy
         self.system = system_spec(config.system)
@@ -68,7 +70,8 @@ class Admission:
         self.views = ViewBuilder()
         self.preemption = PreemptionClient()
         self.on_change = on_change
-        self.waiting = 0  # requests waiting for capacity now (published for packing)
+        self.guard = SloGuard(config.policy)
+        self.queues = WaitQueues(watcher, self.guard, config.failover_patience_s)
 
     def dispatch_view(self, model: ModelRecord) -> DispatchView:
         return self.views.build(
@@ -85,10 +88,10 @@ class Admission:
         if req.preempted_from is not None:
             # Its old node's room went to another request: elsewhere first, if possible.
             elsewhere = without_node(view, req.preempted_from)
-            d = decide(elsewhere, req, time.time(), system, self.policy)
+            d = decide(elsewhere, req, time.time(), system, self.guard.policy)
             if d.kind is not DispatchKind.NONE:
                 return d
-        return decide(view, req, time.time(), system, self.policy)
+        return decide(view, req, time.time(), system, self.guard.policy)
 
     async def _target(self, model: ModelRecord, req: LiveRequest) -> str | None:
         """The instance the policy puts the request on now (attached), or None: wait."""
@@ -123,6 +126,8 @@ class Admission:
                 self.kv.request(d.instance_id, d.kv_bytes)
             return d.instance_id
         if d.kind is DispatchKind.NEW_INSTANCE and d.node_id is not None:
+            if self.cold.loads_of(model_id) >= self.config.max_loads_per_model:
+                return None  # bounded churn: wait for the loads under way
             iid = self.cold.start(model, d.node_id, kv_tokens)
             self.tracker.attach(req, iid)
             return iid
@@ -136,22 +141,32 @@ class Admission:
             return None
         return Placement(iid, node.node_id, node.address, load_s)
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for capacity now (published for packing)."""
+        return self.queues.waiting
+
     async def admit(self, model: ModelRecord, req: LiveRequest) -> Placement:
-        """Attach the request to an instance that admits it, starting one if needed."""
-        waiting = False
+        """Attach the request to an instance that admits it, starting one if needed; or wait
+        in its model's queue (waiting.py) and decide again when it is the head."""
+        model_id = model.model_id
+        waiter = None
+        if self.queues.others_waiting(model_id):
+            waiter = self.queues.join(model_id, req)  # nothing jumps the queue
         try:
             while True:
-                iid = await self._target(model, req)
-                if iid is not None:
-                    placement = await self._ready(model, req, iid)
-                    if placement is not None:
-                        return placement
-                if not waiting:
-                    waiting, self.waiting = True, self.waiting + 1
-                await self._wait_or_give_up(model, req)
+                if waiter is None or self.queues.is_head(model_id, waiter):
+                    iid = await self._target(model, req)
+                    if iid is not None:
+                        placement = await self._ready(model, req, iid)
+                        if placement is not None:
+                            return placement
+                    if waiter is None:
+                        waiter = self.queues.join(model_id, req)
+                await self.queues.wait(model, req, waiter)
         finally:
-            if waiting:
-                self.waiting -= 1
+            if waiter is not None:
+                self.queues.leave(model_id, waiter)
 
     async def _ready(self, model: ModelRecord, req: LiveRequest, iid: str) -> Placement | None:
         """Wait for the chosen instance to be ready; None if it failed or went away."""
@@ -162,6 +177,16 @@ class Admission:
         except (grpc.aio.AioRpcError, WorkerUnavailable) as exc:
             logger.warning("instance {} unusable for request={}: {}", iid, req.request_id, exc)
             placement = None
+            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+            self.queues.last_failure[model.model_id] = details or str(exc)
+            node_id = self.cold.node_of(iid)
+            if (
+                isinstance(exc, grpc.aio.AioRpcError)
+                and exc.code() == grpc.StatusCode.UNAVAILABLE
+                and node_id is not None
+                and "memory service" not in (details or "")
+            ):
+                self.suspects.mark(node_id, f"a load failed: {details}")
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSIENT:
                 self.tracker.detach(req)
                 self.on_change(iid)
@@ -173,18 +198,6 @@ class Admission:
         if placement is None:
             self.tracker.detach(req)  # it failed or went away while we waited
             self.on_change(iid)
+        else:
+            self.queues.last_failure.pop(model.model_id, None)
         return placement
-
-    async def _wait_or_give_up(self, model: ModelRecord, req: LiveRequest) -> None:
-        remaining = give_up_at_s(req, req.resumed_at_s, self.policy) - time.time()
-        if remaining <= 0:
-            raise NoCapacity(
-                f"no capacity for model {model.model_id} within its TTFT SLO "
-                f"({req.ttft_slo_s:.2f} s): no instance admits the request and no node can "
-                "host another; retry later, relax the SLO or add a worker"
-            )
-        async with self.watcher.changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.watcher.changed.wait(), min(remaining, self.policy.retry_interval_s)
-                )

@@ -1,12 +1,14 @@
 """Token-budget leases (DESIGN.md §2): what a scheduler has admitted to each busy instance.
 
-`/slinfer/leases/{node}/{instance}` records the instance's time slice and the batch it was
-computed for (read by GetClusterStatus and `slinfer top`) and the requests this scheduler
-holds there — their arrival, SLOs, excused load time, sizes and last re-dispatch — from which
-the consolidator, which owns no requests, builds its views (packing, T_move). The worker does
-not read them: deadlines reach it once, in each request's Submit. The keys live
-under the scheduler's own etcd lease (its registration), so a vanished scheduler's budgets
-expire with it. Changes are coalesced and written by one task.
+`/slinfer/leases/{node}/{instance}/{scheduler}` records the instance's time slice and the batch
+it was computed for (read by GetClusterStatus and `slinfer top`) and the requests this
+scheduler holds there — their arrival, SLOs, excused load time, sizes and last re-dispatch —
+from which the consolidator, which owns no requests, builds its views (packing, T_move). The
+worker does not read them: deadlines reach it once, in each request's Submit. Other scheduler
+replicas read them too: an instance's load, its KV demand and whether it is idle are what
+every replica holds on it, not one replica's share (`Tracker.load_on`). The keys live under
+the scheduler's own etcd lease (its registration), so a vanished scheduler's budgets expire
+with it. Changes are coalesced and written by one task.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class LeaseWriter:
             if key is not None:
                 await self.store.delete(key)
             return
-        key = keys.lease(node, iid)
+        key = keys.lease(node, iid, self.scheduler_id)
         view = self.view_of(iid)
         share = time_slice(view, self.margin) if view else None
         if share is not None:
@@ -99,7 +101,7 @@ class LeaseWriter:
             "instance_id": iid,
             "scheduler": self.scheduler_id,
             "time_slice": share,
-            "batch": len(requests),
+            "batch": len(self.tracker.load_on(iid)),  # every replica's requests there
             "requests": {r.request_id: r.lease_entry() for r in requests},
         }
         await self.store.put(key, value, lease=self.registration.lease_id)

@@ -53,6 +53,10 @@ class ColdStarts:
         """A first load of the model already asked for (bootstrap requests share it)."""
         return next((p.instance_id for p in self.pending.values() if p.model_id == model_id), None)
 
+    def loads_of(self, model_id: str) -> int:
+        """Loads of the model this scheduler has under way (bounded churn)."""
+        return sum(1 for p in self.pending.values() if p.model_id == model_id)
+
     def bootstrap_node(self, model: ModelRecord, kv_tokens: int) -> str | None:
         """Where the first instance of a model never profiled goes (by memory alone)."""
         nodes = candidate_nodes(self.watcher.view, model, kv_tokens)

@@ -11,11 +11,13 @@ Idle instances are unloaded after their model's keep-alive (reclaim.py).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from slinfer.policy import DispatchView, InstanceView
 from slinfer.services.cluster.live_view import label_of
 from slinfer.services.cluster.state import ClusterWatcher
+from slinfer.services.cluster.suspects import Suspects
 from slinfer.services.cluster.tracker import LiveRequest, Tracker
 from slinfer.services.cluster.workers import WorkerClients
 from slinfer.services.common.engine_types import SamplingParams
@@ -25,6 +27,7 @@ from slinfer.services.scheduler.admission import Admission, Placement
 from slinfer.services.scheduler.cold_start import ColdStarts
 from slinfer.services.scheduler.dispatch_config import DispatchConfig
 from slinfer.services.scheduler.kv_scaler import KvScaler
+from slinfer.services.scheduler.models import check_can_run
 from slinfer.services.scheduler.reclaim import reclaim_idle
 from slinfer.services.scheduler.relay import Relay
 from slinfer.v1 import worker_pb2
@@ -38,6 +41,7 @@ class Dispatcher:
         watcher: ClusterWatcher,
         workers: WorkerClients,
         config: DispatchConfig,
+        suspects: Suspects | None = None,
         on_change: Callable[[str], None] = lambda _iid: None,
     ):
         self.watcher = watcher
@@ -48,9 +52,19 @@ class Dispatcher:
         self.tracker = Tracker(prior_output_tokens=config.policy.prior_output_tokens)
         self.cold = ColdStarts(watcher, workers, config)
         self.kv = KvScaler(watcher, self.tracker, MemoryClient(watcher.store), config.policy)
-        self.admission = Admission(watcher, self.tracker, self.cold, self.kv, config, self._changed)
+        self.suspects = suspects or Suspects(watcher, workers)
+        self.admission = Admission(
+            watcher, self.tracker, self.cold, self.kv, config, self._changed, self.suspects
+        )
         self.relay = Relay(
-            self.admission, workers, self.tracker, self.cold, self.kv, config, self._changed
+            self.admission,
+            workers,
+            self.tracker,
+            self.cold,
+            self.kv,
+            config,
+            self._changed,
+            self.suspects,
         )
         self.views = self.admission.views
         self.preemption = self.admission.preemption
@@ -102,13 +116,24 @@ class Dispatcher:
         req: LiveRequest,
         prompt_ids: list[int],
         sampling: SamplingParams,
+        resumed: tuple[int, ...] = (),
     ) -> AsyncIterator[tuple[Placement, worker_pb2.SubmitResponse]]:
-        if self.kv.enabled:  # refuse at once what can never fit (docs/MEMORY.md)
+        # Refuse at once what can never run (FAILED_PRECONDITION), rather than wait for
+        # capacity that cannot come (docs/MEMORY.md, docs/RELIABILITY.md).
+        check_can_run(
+            self.watcher.view,
+            model,
+            self.config.default_kv_capacity_tokens,
+            self.views.model_dir(model),
+        )
+        if self.kv.enabled:
             measured = self.views.measured(self.watcher.view, model)
             context = len(prompt_ids) + sampling.max_tokens
             self.kv.check_fits(model, self.views.model_dir(model), measured, context)
-        async for item in self.relay.generate(model, req, prompt_ids, sampling):
-            yield item
+        stream = self.relay.generate(model, req, prompt_ids, sampling, resumed)
+        async with contextlib.aclosing(stream):
+            async for item in stream:
+                yield item
 
     async def reclaim_idle(self, default_keep_alive_s: float, now: float) -> list[str]:
         """Unload ready instances idle past their model's keep-alive (reclaim.py)."""

@@ -25,9 +25,17 @@ class DispatchConfig:
     default_kv_capacity_tokens: int = 4096
     load_timeout_s: float = 300.0
     rpc_timeout_s: float = 10.0
+    # Bounded churn: at most this many instances of one model load at once; a request that
+    # would start another waits for them (docs/RELIABILITY.md).
+    max_loads_per_model: int = 4
+    # A request re-dispatched after its worker died (or resumed by its client) waits at least
+    # this long for a new place before RESOURCE_EXHAUSTED: its stream is already under way.
+    failover_patience_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.load_timeout_s <= 0 or self.rpc_timeout_s <= 0:
             raise ValueError("load_timeout_s and rpc_timeout_s must be > 0")
+        if self.max_loads_per_model < 1 or self.failover_patience_s < 0:
+            raise ValueError("max_loads_per_model must be >= 1, failover_patience_s >= 0")
         if self.default_kv_capacity_tokens <= 0:
             raise ValueError("default_kv_capacity_tokens must be > 0")

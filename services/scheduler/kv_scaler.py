@@ -133,7 +133,7 @@ class KvScaler:
             if found is None:
                 return None
             alloc, revision = found
-            requests = self.tracker.requests_on(instance_id)
+            requests = self.tracker.load_on(instance_id)
             mean = self.tracker.mean_output(rec.model_id, self.watcher.view.outputs)
             target = decided if decided is not None else plan_kv(requests, mean, alloc, self.config)
             decided = None  # a refusal below means the view trailed: re-plan on the fresh one

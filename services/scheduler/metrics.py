@@ -93,3 +93,8 @@ PREEMPTION_PLANS = Counter(
     "Preemption plans asked of the consolidator, by whether it carried one out",
     [MODEL, "executed"],
 )
+SLO_MARGIN = Gauge(
+    name("admission_slo_margin"),
+    "Fraction of each SLO admission aims at now (the configured margin, tightened while first "
+    "tokens come later than aimed: scheduler/slo_guard.py)",
+)

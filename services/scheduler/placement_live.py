@@ -27,7 +27,7 @@ def candidate_nodes(view: ClusterView, model: ModelRecord, kv_tokens: int) -> li
             continue  # the PyTorch engine runs on CPU nodes only
         fits = []
         for node in view.nodes.values():
-            if node.kind is not pool or node.node_id in view.drains:
+            if node.kind is not pool or view.unavailable(node.node_id):
                 continue
             free = node.memory_bytes - committed_bytes(view, node.node_id)
             if free >= info.estimate_bytes(kv_tokens, node_dtype_bytes(node)):

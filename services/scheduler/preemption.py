@@ -18,6 +18,7 @@ from loguru import logger
 
 from slinfer.policy.preemption import PreemptionDecision, PreemptKind
 from slinfer.services.cluster.state import ClusterView
+from slinfer.services.common.security import channel
 from slinfer.services.scheduler import metrics
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
@@ -71,10 +72,10 @@ class PreemptionClient:
         victim = plan.victim_instance_id
         if address is None or self.recently_refused(victim):
             return False
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address)
-        stub = consolidator_pb2_grpc.ConsolidatorStub(channel)
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = channel(address)
+        stub = consolidator_pb2_grpc.ConsolidatorStub(ch)
         try:
             done = await stub.CarryOutPreemption(
                 plan_message(plan, model_id, request_id, self.scheduler_id),
@@ -106,6 +107,6 @@ class PreemptionClient:
         return executed
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+        for ch in self._channels.values():
+            await ch.close()
         self._channels.clear()

@@ -14,6 +14,8 @@ from typing import Any
 from slinfer.services.common.errors import FailedPrecondition, InvalidArgument
 
 _ROLES = {"system", "user", "assistant"}
+MAX_MESSAGES = 1024
+MAX_PROMPT_CHARS = 1 << 20  # a prompt (or all messages) beyond this is refused, not tokenised
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,11 @@ class Prompts:
                 "give exactly one of prompt (raw text), messages (chat) or prompt_token_ids; "
                 + ("the prompt is empty" if given == 0 else "not both")
             )
+        chars = len(prompt) + sum(len(m.content) for m in messages)
+        if chars > MAX_PROMPT_CHARS:
+            raise InvalidArgument(
+                f"the prompt has {chars} characters, more than {MAX_PROMPT_CHARS}; shorten it"
+            )
         if token_ids:
             bad = [t for t in token_ids if t < 0 or (vocab_size and t >= vocab_size)]
             if bad:
@@ -72,18 +79,25 @@ class Prompts:
         else:
             for m in messages:
                 if m.role not in _ROLES:
-                    raise InvalidArgument(f"message role must be one of {sorted(_ROLES)}")
+                    raise InvalidArgument(
+                        f"message role must be one of {sorted(_ROLES)}, got {m.role[:20]!r}"
+                    )
                 if not m.content:
                     raise InvalidArgument("message content must not be empty")
             if not getattr(tok, "chat_template", None):
                 raise FailedPrecondition(
                     "this model has no chat template; send a raw prompt instead of messages"
                 )
-            rendered = tok.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in messages],
-                add_generation_prompt=True,
-                tokenize=False,
-            )
+            try:
+                rendered = tok.apply_chat_template(
+                    [{"role": m.role, "content": m.content} for m in messages],
+                    add_generation_prompt=True,
+                    tokenize=False,
+                )
+            except Exception as exc:  # the template's own checks (role order, ...)
+                raise InvalidArgument(
+                    f"the model's chat template refused these messages: {exc}"
+                ) from exc
             ids = tok.encode(rendered, add_special_tokens=False)
         if not ids:
             raise InvalidArgument("the prompt encodes to no tokens")

@@ -3,7 +3,9 @@
 The decision is the policy core's `reclaim_due` (the simulator's too), on the instance as the
 scheduler sees it: idle since its last use, with its model's keep-alive (the deploy's
 `keep_alive_s`, else the scheduler's default). An instance whose model was deleted goes at
-once.
+once. With several scheduler replicas, each sees its own use of an instance (and the others'
+leases), so the unload carries the keep-alive and the worker, which sees every use, refuses
+it for an instance busy or used more recently.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ async def reclaim_idle(
             continue
         model = view.models.get(inst.model_id)
         last = dispatcher.last_used.setdefault(iid, now)
+        keep_alive = 0.0
         if model is not None:
             configured = model.keep_alive_s
             keep_alive = default_keep_alive_s if configured is None else configured
@@ -43,12 +46,17 @@ async def reclaim_idle(
         if node is None:
             continue
         try:
+            # The worker checks the instance is idle for the keep-alive too: it sees every
+            # scheduler replica's use of it, this scheduler only its own.
             await dispatcher.workers.stub(node.address).UnloadInstance(
-                worker_pb2.UnloadInstanceRequest(instance_id=iid),
+                worker_pb2.UnloadInstanceRequest(instance_id=iid, min_idle_s=keep_alive),
                 timeout=dispatcher.config.rpc_timeout_s,
             )
         except grpc.aio.AioRpcError as exc:
-            logger.warning("keep-alive unload of {} failed: {}", iid, exc.details())
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                dispatcher.last_used[iid] = now  # in use elsewhere: look again later
+            else:
+                logger.warning("keep-alive unload of {} failed: {}", iid, exc.details())
             continue
         dispatcher.last_used.pop(iid, None)
         metrics.UNLOADS.labels(inst.model_id).inc()

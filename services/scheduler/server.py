@@ -1,8 +1,9 @@
 """Scheduler service: serves the client-facing `slinfer.v1.Gateway` API.
 
-It keeps a list+watch view of etcd, validates and tokenises requests, routes them to
+It keeps a list+watch view of etcd, authenticates callers (API keys, auth.py; off only with
+`--insecure` on loopback), validates and tokenises requests (generate.py), routes them to
 instances (starting instances on demand), streams the tokens back and owns every request's
-stream for its whole life.
+stream for its whole life. Any number of replicas may serve at once (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -11,31 +12,32 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from loguru import logger
 
-from slinfer.policy import SloPolicy
 from slinfer.services.cluster.state import ClusterWatcher
-from slinfer.services.cluster.tracker import LiveRequest
+from slinfer.services.cluster.suspects import Suspects
+from slinfer.services.cluster.tracker import request_from_lease
 from slinfer.services.cluster.workers import WorkerClients
-from slinfer.services.common import keys
-from slinfer.services.common.convert import FINISH_FROM_PB, sampling_from_pb
-from slinfer.services.common.engine_types import FinishReason
-from slinfer.services.common.errors import InvalidArgument, ModelNotFound, status_of
+from slinfer.services.common import keys, security
+from slinfer.services.common.auth import Authenticator, Principal
+from slinfer.services.common.errors import status_of, trailers_of
 from slinfer.services.common.policy_config import publish_policy
+from slinfer.services.common.security import BearerGate, Security
 from slinfer.services.common.serving import make_server, set_serving
 from slinfer.services.common.store import Registration, Store
-from slinfer.services.scheduler import metrics, models
+from slinfer.services.scheduler import metrics
 from slinfer.services.scheduler.budget import LeaseWriter
 from slinfer.services.scheduler.dispatch import DispatchConfig, Dispatcher
+from slinfer.services.scheduler.gateway_calls import GatewayCalls
+from slinfer.services.scheduler.generate import generate
 from slinfer.services.scheduler.outputs import publish_outputs
-from slinfer.services.scheduler.prompts import Message, Prompts
-from slinfer.services.scheduler.request_metrics import ActiveRequests, RequestClock
-from slinfer.services.scheduler.status import cluster_status
-from slinfer.v1 import gateway_pb2, gateway_pb2_grpc, worker_pb2
+from slinfer.services.scheduler.prompts import Prompts
+from slinfer.services.scheduler.registry import RequestRegistry, check_request_id
+from slinfer.services.scheduler.request_metrics import ActiveRequests
+from slinfer.v1 import gateway_pb2_grpc
 
 SERVICE_NAME = "slinfer.v1.Gateway"
 
@@ -48,22 +50,26 @@ class SchedulerConfig:
     default_tpot_slo_s: float = 0.25
     reclaim_every_s: float = 2.0
     dispatch: DispatchConfig = DispatchConfig()
+    # Authentication and TLS (security.py): secure unless `Security(insecure=True)`.
+    security: Security = field(default_factory=Security.from_env)
 
     def __post_init__(self) -> None:
         if self.default_keep_alive_s < 0 or self.reclaim_every_s <= 0:
             raise ValueError("keep-alive must be >= 0 and the reclaim period > 0")
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, s: SchedulerService):
-        self.s = s
-
-    async def Generate(self, request, context) -> AsyncIterator[gateway_pb2.GenerateResponse]:  # noqa: N802
+class GatewayServicer(GatewayCalls, gateway_pb2_grpc.GatewayServicer):
+    async def Generate(self, request, context) -> None:  # noqa: N802
         rid = request.request_id or uuid.uuid4().hex
         model_id = request.model
         try:
-            async for resp in self.s.generate(request, rid):
-                yield resp
+            principal: Principal = self.s.auth.principal(context.invocation_metadata())
+            check_request_id(rid)
+            async with self.s.registry.hold(principal, rid, request.HasField("resume")):
+                stream = generate(self.s, request, rid, principal)
+                async with contextlib.aclosing(stream):
+                    async for resp in stream:
+                        await context.write(resp)
         except asyncio.CancelledError:
             self.s.count_error(model_id, "cancelled")
             logger.info("client gone: request={} model={}", rid, model_id)
@@ -72,50 +78,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             code, message = status_of(exc)
             self.s.count_error(model_id, code.name.lower())
             if code == grpc.StatusCode.INTERNAL:
-                logger.exception("generate failed: request={} model={}", rid, model_id)
+                logger.opt(exception=exc).error(
+                    "generate failed: request={} model={}", rid, model_id
+                )
+            context.set_trailing_metadata(trailers_of(exc))
             await context.abort(code, message)
-
-    async def DeployModel(self, request, context):  # noqa: N802
-        try:
-            spec = models.spec_from_request(request)
-            await models.deploy(self.s.store, spec)
-            # Read-your-writes: the watch event may trail the answer to this call.
-            self.s.watcher.view.apply(keys.model(spec.model_id), spec.to_etcd())
-            logger.info("deployed model={} path={}", spec.model_id, spec.path)
-            return gateway_pb2.DeployModelResponse(
-                model=models.model_info(spec, 0, self.s.defaults)
-            )
-        except Exception as exc:
-            await _abort(context, exc)
-
-    async def DeleteModel(self, request, context):  # noqa: N802
-        try:
-            return gateway_pb2.DeleteModelResponse(
-                instances_unloaded=await self.s.delete_model(request.model_id)
-            )
-        except Exception as exc:
-            await _abort(context, exc)
-
-    async def ListModels(self, request, context):  # noqa: N802
-        view = self.s.watcher.view
-        infos = [
-            models.model_info(spec, len(view.instances_of(mid)), self.s.defaults)
-            for mid, spec in sorted(view.models.items())
-        ]
-        return gateway_pb2.ListModelsResponse(models=infos)
-
-    async def GetClusterStatus(self, request, context):  # noqa: N802
-        try:
-            return await cluster_status(self.s.watcher.view, self.s.workers, self.s.active)
-        except Exception as exc:
-            await _abort(context, exc)
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    code, message = status_of(exc)
-    if code == grpc.StatusCode.INTERNAL:
-        logger.exception("gateway call failed: {}", exc)
-    await context.abort(code, message)
 
 
 class SchedulerService:
@@ -125,9 +92,19 @@ class SchedulerService:
         self.store = Store(config.etcd)
         self.watcher = ClusterWatcher(self.store)
         self.workers = WorkerClients()
-        self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch)
+        self.suspects = Suspects(self.watcher, self.workers)
+        self.dispatcher = Dispatcher(self.watcher, self.workers, config.dispatch, self.suspects)
+        # The requests other replicas hold on an instance, from their leases (budget.py).
+        self.dispatcher.tracker.foreign = self._foreign_requests
         self.prompts = Prompts()
         self.active = ActiveRequests()
+        self.auth = Authenticator(lambda: self.watcher.view.api_keys, config.security.insecure)
+        self.registry = RequestRegistry(
+            self.store,
+            self.service_id,
+            lambda: self.registration.lease_id if self.registration is not None else None,
+            lambda: self.watcher.view.tenants,
+        )
         self.server: grpc.aio.Server | None = None
         self.registration: Registration | None = None
         self.leases: LeaseWriter | None = None
@@ -139,15 +116,28 @@ class SchedulerService:
             "kv_capacity_tokens": float(config.dispatch.default_kv_capacity_tokens),
         }
 
+    def _foreign_requests(self, instance_id: str) -> list:  # noqa: ANN201
+        leased = self.watcher.view.lease_requests(instance_id, but=self.service_id)
+        return [
+            request_from_lease(rid, entry)
+            for rid, entry in leased.items()
+            if not self.registry.holds(rid)  # our own request's earlier incarnation
+        ]
+
     async def start(self) -> str:
+        sec = self.config.security
+        sec.check_listen(self.config.listen)
+        security.configure(sec)
         await self.store.connect()
         await self.watcher.start()
+        gate = BearerGate(sec, lambda _method, key: self.auth.valid(key))
         self.server, health = make_server(
             [lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayServicer(self), s)],
             [SERVICE_NAME],
+            interceptors=[gate],
         )
         host, _, _ = self.config.listen.rpartition(":")
-        port = self.server.add_insecure_port(self.config.listen)
+        port = security.bind(self.server, self.config.listen, sec)
         self.address = f"{host}:{port}"
         await self.server.start()
         self.registration = Registration(
@@ -178,7 +168,13 @@ class SchedulerService:
             )
         )
         await set_serving(health, [SERVICE_NAME], True)
-        logger.info("scheduler {} serving Gateway on {}", self.service_id, self.address)
+        logger.info(
+            "scheduler {} serving Gateway on {} (auth {}, tls {})",
+            self.service_id,
+            self.address,
+            "off: --insecure" if sec.insecure else "on",
+            "on" if sec.tls else "off",
+        )
         return self.address
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -191,6 +187,7 @@ class SchedulerService:
         if self.leases is not None:
             await self.leases.stop()
         await self.dispatcher.kv.stop()
+        await self.suspects.stop()
         if self.registration:
             await self.registration.stop()
         await self.watcher.stop()
@@ -231,108 +228,3 @@ class SchedulerService:
         """Errors of deployed models only: an unknown name must not grow the label set."""
         if model_id in self.watcher.view.models:
             metrics.REQUEST_ERRORS.labels(model_id, code).inc()
-
-    # ---- requests --------------------------------------------------------------------------
-
-    async def generate(
-        self, request: gateway_pb2.GenerateRequest, rid: str
-    ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
-        arrival, arrival_wall = time.monotonic(), time.time()
-        if not request.model:
-            raise InvalidArgument("model is required")
-        model = self.watcher.view.models.get(request.model)
-        if model is None and keys.valid_name(request.model):
-            # Deployed through another replica a moment ago? Ask etcd, not the watch.
-            model = models.read_model(await self.store.get(keys.model(request.model)))
-        if model is None:
-            raise ModelNotFound(f"model {request.model} is not deployed (see ListModels)")
-        sampling = sampling_from_pb(request.sampling)
-        messages = [Message(m.role, m.content) for m in request.messages]
-        prompt_ids = await asyncio.to_thread(
-            self.prompts.encode,
-            model.path,
-            request.prompt,
-            messages,
-            list(request.prompt_token_ids),
-            model.vocab_size,
-        )
-        max_len = model.max_model_len
-        if max_len and len(prompt_ids) + sampling.max_tokens > max_len:
-            raise InvalidArgument(
-                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({sampling.max_tokens}) "
-                f"exceeds the model's context of {max_len} tokens; shorten the prompt or "
-                "lower max_tokens"
-            )
-        slo = SloPolicy(tpot_s=model.tpot_slo_s or self.config.default_tpot_slo_s)
-        live = LiveRequest(
-            request_id=rid,
-            model_id=request.model,
-            arrival_s=arrival_wall,
-            input_tokens=len(prompt_ids),
-            ttft_slo_s=model.ttft_slo_s or slo.ttft_s(len(prompt_ids)),
-            tpot_slo_s=slo.tpot_s,
-        )
-        clock = RequestClock(request.model, arrival, self.active, prompt_tokens=len(prompt_ids))
-        clock.start()
-        final: worker_pb2.SubmitResponse | None = None
-        placement = None
-        # Tokens whose text the worker holds back (part of a character, a possible stop
-        # string) ride with the chunk that carries their text, or with a last empty chunk:
-        # the chunks' `tokens` add up to completion_tokens, each token counted once.
-        pending = 0
-        try:
-            async for placed, resp in self.dispatcher.generate(model, live, prompt_ids, sampling):
-                placement = placed
-                clock.on_queued(
-                    live.submitted_at_s - arrival_wall if live.submitted_at_s is not None else None
-                )
-                clock.on_tokens(len(resp.token_ids), time.monotonic())
-                pending += len(resp.token_ids)
-                if resp.text or (resp.finished and pending):
-                    yield gateway_pb2.GenerateResponse(
-                        request_id=rid,
-                        chunk=gateway_pb2.TextChunk(text=resp.text, tokens=pending),
-                    )
-                    pending = 0
-                if resp.finished:
-                    final = resp
-            assert final is not None and placement is not None
-            n = final.completion_tokens
-            reason = FINISH_FROM_PB.get(final.finish_reason, FinishReason.STOP).value
-            tpot = clock.finish(reason, n, time.monotonic())
-            ttft = clock.first_at - arrival if clock.first_at is not None else 0.0
-        finally:
-            clock.close()
-        yield gateway_pb2.GenerateResponse(
-            request_id=rid,
-            final=gateway_pb2.Completion(
-                finish_reason=final.finish_reason,
-                prompt_tokens=final.prompt_tokens or len(prompt_ids),
-                completion_tokens=n,
-                ttft_s=ttft,
-                tpot_s=tpot,
-                load_s=placement.load_s,
-                instance_id=placement.instance_id,
-                node_id=placement.node_id,
-            ),
-        )
-
-    async def delete_model(self, model_id: str) -> int:
-        spec = await models.delete(self.store, model_id)
-        self.watcher.view.apply(keys.model(model_id), None)
-        if spec is not None:
-            self.prompts.forget(spec.path)
-        unloaded = 0
-        view = self.watcher.view
-        for inst in view.instances_of(model_id):
-            node = view.nodes.get(inst.node_id)
-            if node is None:
-                continue
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self.workers.stub(node.address).UnloadInstance(
-                    worker_pb2.UnloadInstanceRequest(instance_id=inst.instance_id),
-                    timeout=self.config.dispatch.rpc_timeout_s,
-                )
-                unloaded += 1
-        logger.info("deleted model={} unloaded={}", model_id, unloaded)
-        return unloaded

@@ -23,9 +23,11 @@ async def _stats(workers: WorkerClients, address: str) -> worker_pb2.WorkerStats
 def _with_etcd_figures(view: ClusterView, out: gateway_pb2.ClusterStatus) -> None:
     """Leases (time slice, batch) and the memory ledger (planned/actual) beside live stats."""
     for inst in out.instances:
-        lease = view.leases.get(inst.instance_id) or {}
-        inst.time_slice = float(lease.get("time_slice") or 0.0)
-        inst.batch = int(lease.get("batch") or 0)
+        # One lease per scheduler replica; each computed the slice of the whole instance
+        # (every replica's requests), so the latest figures are the largest.
+        leases = (view.leases.get(inst.instance_id) or {}).values()
+        inst.time_slice = max((float(x.get("time_slice") or 0.0) for x in leases), default=0.0)
+        inst.batch = max((int(x.get("batch") or 0) for x in leases), default=0)
         book = view.ledgers.get(inst.node_id, {}).get("instances", {}).get(inst.instance_id, {})
         inst.kv_planned_bytes = int(book.get("planned_kv_bytes", 0))
         inst.kv_actual_bytes = int(book.get("actual_kv_bytes", 0))

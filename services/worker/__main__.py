@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from slinfer.services.common.cli_args import common_args, parse_bytes, run_until_signal
+from slinfer.services.common.security import security_from_args
 from slinfer.services.common.serving import configure_logging, start_metrics
 from slinfer.services.worker.engine.dtype import CPU_DTYPE_ENV, DTypePolicy, cpu_dtype_from_env
 from slinfer.services.worker.server import WorkerConfig, WorkerService
@@ -66,6 +67,7 @@ def main() -> None:
     ns = parser_.parse_args()
     try:
         cpu_dtype = DTypePolicy(ns.cpu_dtype) if ns.cpu_dtype else cpu_dtype_from_env()
+        security_from_args(ns)
     except ValueError as exc:
         parser_.error(str(exc))
     configure_logging("worker")
@@ -84,6 +86,7 @@ def main() -> None:
         memory_bytes=ns.memory,
         num_threads=ns.threads,
         cpu_dtype=cpu_dtype,
+        security=security_from_args(ns),
     )
     service = WorkerService(config)
     start_metrics(ns.metrics_port)

@@ -23,7 +23,13 @@ from slinfer.policy.calibration import IterationRatio, PrefillShare
 from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.arbiter import DeviceArbiter
-from slinfer.services.worker.engine.base import Engine, IterationResult, Phase
+from slinfer.services.worker.engine.base import (
+    Engine,
+    FinishReason,
+    IterationResult,
+    Phase,
+    RequestOutput,
+)
 from slinfer.services.worker.instance import Instance
 
 T = TypeVar("T")
@@ -70,6 +76,8 @@ class Device:
         # perf_counter times around the grant's executor hop, so start-to-start gaps hold the
         # arbiter's decision, the hop and the dispatch too (bench/engine.py reads them).
         self.iteration_log: deque[tuple[float, float, str, str, int]] = deque(maxlen=4096)
+        # Called (on the event loop) when an instance's engine broke: unload it.
+        self.on_failure: Callable[[Instance], None] | None = None
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn on the device thread, between iterations."""
@@ -130,8 +138,10 @@ class Device:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # an engine bug must not stop the other instances
+                    # The engine isolates what one request causes (it ends that request with
+                    # FinishReason.ERROR); reaching here means the engine itself is broken.
                     logger.exception("iteration failed on {}: {}", inst.instance_id, exc)
-                    self._fail_streams(inst, f"iteration failed: {exc}")
+                    self._fail_instance(inst, f"iteration failed: {type(exc).__name__}: {exc}")
                     break
                 inst.stats = stats
                 self._calibrate(inst, result, started, wall_s)
@@ -184,10 +194,25 @@ class Device:
             return 0.0
         return self.arbiter.decide_s_total / self.iteration_s_total
 
-    def _fail_streams(self, inst: Instance, reason: str) -> None:
+    def _fail_instance(self, inst: Instance, reason: str) -> None:
+        """The instance is broken: it takes no more requests (FAILED, published and unloaded
+        by `on_failure`), and its streams end with FinishReason.ERROR, never re-dispatched:
+        what broke this engine could break the next one."""
         inst.error = reason
-        for queue in inst.streams.values():
-            queue.put_nowait(None)
+        inst.state = InstanceState.FAILED
+        for rid, queue in list(inst.streams.items()):
+            queue.put_nowait(
+                RequestOutput(
+                    request_id=rid,
+                    new_token_ids=(),
+                    text_delta="",
+                    finished=True,
+                    finish_reason=FinishReason.ERROR,
+                    error=f"instance {inst.instance_id} failed: {reason}",
+                )
+            )
+        if self.on_failure is not None:
+            self.on_failure(inst)
 
 
 def _step(engine: Engine) -> tuple[IterationResult, Any]:

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+import grpc
 from loguru import logger
 
 from slinfer.services.common import keys
@@ -29,12 +30,15 @@ from slinfer.services.common.errors import (
     FailedPrecondition,
     InstanceNotFound,
     InvalidArgument,
+    NoCapacity,
+    SlinferError,
 )
 from slinfer.services.common.model_dir import inspect_model_dir
 from slinfer.services.common.records import InstanceState
 from slinfer.services.worker import metrics
 from slinfer.services.worker.calibration import calibrate
 from slinfer.services.worker.engine.base import (
+    EngineError,
     EngineKind,
     FinishReason,
     RequestOutput,
@@ -59,6 +63,20 @@ class Lifecycle:
         self.profiles = profiles
         self.loader = ThreadPoolExecutor(1, thread_name_prefix=f"loader-{node.node_id}")
         self._loading: dict[str, asyncio.Future[Instance]] = {}
+        self._unloads: set[asyncio.Task[int]] = set()
+        node.device.on_failure = self._failed
+
+    def _failed(self, inst: Instance) -> None:
+        """An instance whose engine broke is unloaded (its streams already ended)."""
+
+        async def _unload() -> int:
+            with contextlib.suppress(InstanceNotFound):
+                return await self.unload(inst.instance_id)
+            return 0
+
+        task = asyncio.get_running_loop().create_task(_unload(), name=f"unload:{inst.instance_id}")
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
 
     def close(self) -> None:
         self.loader.shutdown(wait=True)
@@ -143,14 +161,26 @@ class Lifecycle:
             )
             inst.stats = await node.device.call(engine.stats)
             await self.memory.settle_load(inst)
-        except Exception:
+        except Exception as exc:
             node.instances.pop(iid, None)
             if engine is not None:
                 with contextlib.suppress(Exception):
                     await node.device.call(engine.close)
             await self.memory.release(inst)
             await node.forget(iid)
-            raise
+            if isinstance(exc, SlinferError | EngineError | grpc.aio.AioRpcError):
+                raise
+            if isinstance(exc, MemoryError):
+                raise NoCapacity(
+                    f"node {node.node_id} ran out of memory loading {inst.model_id}; retry on "
+                    "another node"
+                ) from exc
+            # What the engine's libraries raise on files they cannot use: the model cannot
+            # load here, whatever the node (the scheduler does not try it elsewhere).
+            raise FailedPrecondition(
+                f"the {kind.value} engine could not load model {inst.model_id} from "
+                f"{inst.path}: {type(exc).__name__}: {exc}"
+            ) from exc
         inst.engine = engine
         inst.perf, inst.spec, inst.profile, inst.profile_s = (
             cal.perf,
@@ -180,23 +210,39 @@ class Lifecycle:
 
     # ---- unload and evict ------------------------------------------------------------------
 
-    async def unload(self, instance_id: str) -> int:
-        """Abort what runs, close the engine, release the memory. Returns requests aborted."""
+    async def unload(self, instance_id: str, min_idle_s: float = 0.0) -> int:
+        """Abort what runs, close the engine, release the memory. Returns requests aborted.
+        `min_idle_s` > 0 (keep-alive): only an instance idle at least that long, else
+        FAILED_PRECONDITION."""
         node = self.node
         inst = node.instances.get(instance_id)
         if inst is None:
             raise InstanceNotFound(f"no instance {instance_id} on node {node.node_id}")
+        if min_idle_s > 0 and (
+            inst.state is not InstanceState.READY or inst.idle_s(time.monotonic()) < min_idle_s
+        ):
+            raise FailedPrecondition(
+                f"instance {instance_id} is {'busy' if inst.busy else inst.state.value}, or "
+                f"was used in the last {min_idle_s:.0f} s: kept"
+            )
         inst.state = InstanceState.UNLOADING
         aborted = 0
         if inst.engine is not None:
             engine = inst.engine
             for rid in list(inst.streams):
-                out = await node.device.call(engine.abort_request, rid)
+                try:
+                    out = await node.device.call(engine.abort_request, rid)
+                except Exception as exc:  # a broken engine: its streams end all the same
+                    logger.warning("abort of {} on {} failed: {}", rid, instance_id, exc)
+                    out = None
                 queue = inst.streams.get(rid)
                 if queue is not None:
                     queue.put_nowait(out)
                 aborted += 1
-            await node.device.call(engine.close)
+            try:
+                await node.device.call(engine.close)
+            except Exception as exc:  # its memory is released below all the same
+                logger.warning("closing the engine of {} failed: {}", instance_id, exc)
         node.instances.pop(instance_id, None)
         await self.memory.release(inst)  # every unload (keep-alive, request, eviction) frees here
         await node.forget(instance_id)

@@ -91,7 +91,7 @@ class MemoryAgent:
             self.counters.peak_measured_bytes, self.used_bytes()
         )
 
-    def check_fits(self, path: str, kv_capacity_tokens: int) -> None:
+    def check_fits(self, path: str, kv_capacity_tokens: int, why: str = "") -> None:
         """Without a memory service: the measured free memory must hold the upper bound."""
         need = inspect_model_dir(path).estimate_bytes(kv_capacity_tokens, self.w.dtype_bytes)
         free = self.w.config.memory_bytes - self.used_bytes()
@@ -99,6 +99,7 @@ class MemoryAgent:
             raise NoCapacity(
                 f"node {self.node_id} has {free >> 20} MiB free, instance needs about "
                 f"{need >> 20} MiB (weights + {kv_capacity_tokens} KV tokens)"
+                + (f" ({why})" if why else "")
             )
 
     def totals(self) -> MemoryCounters:
@@ -181,7 +182,30 @@ class MemoryAgent:
     # ---- loads and unloads -------------------------------------------------------------------
 
     async def plan_load(self, inst: Instance) -> None:
-        """Plan weights + initial KV; returns once both are approved (raises NoCapacity)."""
+        """Plan weights + initial KV; returns once both are approved (raises NoCapacity).
+        A registered memory service that does not answer is treated as absent: the load is
+        checked against this node's measured free memory, as without one, and says so."""
+        try:
+            await self._plan_load(inst)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            self._planned.discard(inst.instance_id)
+            logger.warning(
+                "memory service unreachable ({}); load of instance={} checked against node "
+                "{}'s measured memory instead",
+                exc.details(),
+                inst.instance_id,
+                self.node_id,
+            )
+            self.check_fits(
+                inst.path,
+                inst.kv_capacity_tokens,
+                "the memory service, which plans every load, is unreachable: checked against "
+                "the node's measured memory",
+            )
+
+    async def _plan_load(self, inst: Instance) -> None:
         if not await self.client.available():
             self.check_fits(inst.path, inst.kv_capacity_tokens)
             return

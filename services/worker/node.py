@@ -22,6 +22,7 @@ from loguru import logger
 from slinfer.policy import DEFAULT_CONFIG, DeviceKind, PolicyConfig
 from slinfer.services.common import keys
 from slinfer.services.common.records import NodeRecord
+from slinfer.services.common.security import Security
 from slinfer.services.common.store import Registration, Store
 from slinfer.services.worker.arbiter import DeviceArbiter
 from slinfer.services.worker.calibration import hardware_label
@@ -46,6 +47,8 @@ class WorkerConfig:
     lease_ttl_s: int = 10
     profile_grid: ProfileGrid = ProfileGrid()
     profile_dir: Path | None = None  # default: $SLINFER_HOME/profiles
+    # Authentication and TLS (security.py): only the cluster token may call a worker.
+    security: Security = field(default_factory=Security.from_env)
 
     def __post_init__(self) -> None:
         if self.kind not in ("cpu", "gpu"):

@@ -84,7 +84,8 @@ class Requests:
             if not inst.streams:
                 inst.idle_since = time.monotonic()
             if not finished and inst.engine is not None:
-                # Client gone or an error: free the request's KV now (never leak it).
+                # Client gone, deadline passed or an error: free the request's slot and KV
+                # now, between two iterations (never leak them), and show it at once.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(node.device.abort(inst, rid))
             metrics.REQUESTS.labels(inst.model_id, status).inc()

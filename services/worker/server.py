@@ -18,9 +18,11 @@ import grpc
 from loguru import logger
 
 from slinfer.policy import PolicyConfig
+from slinfer.services.common import security
 from slinfer.services.common.convert import FINISH_TO_PB
 from slinfer.services.common.errors import status_of
 from slinfer.services.common.policy_config import watch_policy
+from slinfer.services.common.security import BearerGate
 from slinfer.services.common.serving import make_server, set_serving
 from slinfer.services.worker.engine.registry import default_engine, prepare_engine
 from slinfer.services.worker.gauges import WorkerGauges
@@ -57,7 +59,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             if request.preempt:
                 n = await lifecycle.evict(request.instance_id)
             else:
-                n = await lifecycle.unload(request.instance_id)
+                n = await lifecycle.unload(request.instance_id, request.min_idle_s)
             return worker_pb2.UnloadInstanceResponse(requests_aborted=n)
         except Exception as exc:
             await _abort(context, exc)
@@ -75,6 +77,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     else 0,
                     prompt_tokens=out.prompt_tokens,
                     completion_tokens=out.completion_tokens,
+                    error=out.error,
                 )
         except Exception as exc:
             await _abort(context, exc)
@@ -137,6 +140,8 @@ class WorkerService:
 
     async def start(self) -> str:
         node = self.node
+        self.config.security.check_listen(self.config.listen)
+        security.configure(self.config.security)
         await node.store.connect()
         # Import the engine's libraries before serving (a fast first cold start).
         kind = default_engine(self.config.kind)
@@ -146,9 +151,10 @@ class WorkerService:
         self.server, health = make_server(
             [lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(WorkerServicer(self), s)],
             [SERVICE_NAME],
+            interceptors=[BearerGate(self.config.security)],
         )
         host, _, _ = self.config.listen.rpartition(":")
-        port = self.server.add_insecure_port(self.config.listen)
+        port = security.bind(self.server, self.config.listen, self.config.security)
         if host in ("0.0.0.0", "[::]", ""):
             host = socket.gethostname()
         node.address = self.config.advertise or f"{host}:{port}"

@@ -16,6 +16,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from slinfer.client import default_api_key
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
 
 console = Console(stderr=True)
@@ -40,11 +41,21 @@ consolidator_option = click.option(
 
 
 def _call(address: str, method: str, request: Any, timeout_s: float) -> Any:
+    ctx = click.get_current_context()
+    obj = ctx.find_root().obj or {}
+    key = obj.get("api_key") or default_api_key()
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    ca = obj.get("tls_ca")
     for _ in range(2):
-        with grpc.insecure_channel(address) as channel:
+        channel = (
+            grpc.secure_channel(address, grpc.ssl_channel_credentials(open(ca, "rb").read()))
+            if ca
+            else grpc.insecure_channel(address)
+        )
+        with channel:
             stub = consolidator_pb2_grpc.ConsolidatorStub(channel)
             try:
-                return getattr(stub, method)(request, timeout=timeout_s)
+                return getattr(stub, method)(request, timeout=timeout_s, metadata=metadata)
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
                 leader = _LEADER.search(details)

@@ -30,12 +30,20 @@ from slinfer.client import Chunk, Completion, SlinferError
     envvar="SLINFER_GATEWAY",
     default="127.0.0.1:50051",
     show_default=True,
-    help="Gateway address (env SLINFER_GATEWAY).",
+    help="Gateway address, or several replicas comma-separated (env SLINFER_GATEWAY).",
 )
+@click.option(
+    "--api-key",
+    envvar="SLINFER_API_KEY",
+    default=None,
+    help="API key (env SLINFER_API_KEY; default: the key `slinfer up` wrote to "
+    "$SLINFER_HOME/api_key).",
+)
+@click.option("--tls-ca", envvar="SLINFER_TLS_CA", default=None, help="Connect with TLS (CA).")
 @click.pass_context
-def main(ctx: click.Context, gateway: str) -> None:
+def main(ctx: click.Context, gateway: str, api_key: str | None, tls_ca: str | None) -> None:
     """slinfer: serverless inference for many small private LLMs."""
-    ctx.obj = {"gateway": gateway}
+    ctx.obj = {"gateway": gateway, "api_key": api_key, "tls_ca": tls_ca}
 
 
 @main.command()
@@ -47,6 +55,12 @@ def main(ctx: click.Context, gateway: str) -> None:
 @click.option("--top-p", type=float, default=None)
 @click.option("--stop", multiple=True, help="Stop string (repeatable).")
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Batch-invariant decoding: with --temperature 0 or --seed, the same text whatever "
+    "else runs and across a failover (docs/RELIABILITY.md).",
+)
 @click.option("--request-id", default=None)
 @click.option("--stats/--no-stats", default=True, help="Print TTFT/TPOT after the answer.")
 @click.pass_context
@@ -60,6 +74,7 @@ def generate(
     top_p: float | None,
     stop: tuple[str, ...],
     seed: int | None,
+    deterministic: bool,
     request_id: str | None,
     stats: bool,
 ) -> None:
@@ -71,6 +86,7 @@ def generate(
         "stop": list(stop) or None,
         "seed": seed,
         "request_id": request_id,
+        "deterministic": deterministic or None,
     }
     if raw:
         kwargs["prompt"] = prompt
@@ -159,12 +175,13 @@ def status(ctx: click.Context) -> None:
 
 def _register() -> None:
     from slinfer.cli.consolidate import drain, plans, preempt
+    from slinfer.cli.keys_cmd import keys
     from slinfer.cli.models_cmd import delete, deploy, models
     from slinfer.cli.replay import replay
     from slinfer.cli.stack_cmd import down, up
     from slinfer.cli.top import top
 
-    for command in (up, down, deploy, delete, models, replay, drain, preempt, plans, top):
+    for command in (up, down, deploy, delete, models, replay, drain, preempt, plans, top, keys):
         main.add_command(command)
 
 

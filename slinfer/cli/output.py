@@ -19,7 +19,10 @@ STATE_NAMES = {0: "?", 1: "loading", 2: "ready", 3: "draining", 4: "unloading", 
 
 
 def client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["gateway"])
+    """The SDK client of the gateway(s) `--gateway` names (comma-separated replicas), with
+    `--api-key` (default: $SLINFER_API_KEY, else the key `slinfer up` wrote)."""
+    addresses = [a.strip() for a in ctx.obj["gateway"].split(",") if a.strip()]
+    return Client(addresses, api_key=ctx.obj.get("api_key"), tls_ca=ctx.obj.get("tls_ca"))
 
 
 def fail(exc: SlinferError) -> None:

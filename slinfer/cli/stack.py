@@ -2,12 +2,18 @@
 
 State of a detached stack (pids, ports, log files) lives in $SLINFER_HOME/run/stack.json so
 `slinfer down` can stop it from another shell.
+
+Authentication is on unless `insecure`: the stack gets a fresh cluster token (the services'
+credential between themselves, $SLINFER_HOME/run/cluster.token) and an admin API key, which
+the CLI and the SDK read from $SLINFER_HOME/api_key (docs/RELIABILITY.md, "Tenants and keys").
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +33,11 @@ def home() -> Path:
 
 def state_file(run_dir: Path | None = None) -> Path:
     return (run_dir or home() / "run") / "stack.json"
+
+
+def key_file() -> Path:
+    """Where `slinfer up` leaves its admin key for the CLI and the SDK."""
+    return home() / "api_key"
 
 
 @dataclass
@@ -52,6 +63,14 @@ class StackConfig:
     scheduler_args: tuple[str, ...] = ()
     consolidator_args: tuple[str, ...] = ()
     run_dir: Path | None = None
+    schedulers: int = 1  # gateway replicas: gateway_port, then gateway_port + 4, + 5, ...
+    insecure: bool = False  # no authentication (everything listens on loopback anyway)
+    tls_cert: str = ""  # serve TLS (every service) with this certificate and key
+    tls_key: str = ""
+    tls_ca: str = ""  # the CA the services (and the health checks) trust
+
+    def gateway_ports(self) -> list[int]:
+        return [self.gateway_port] + [self.gateway_port + 3 + i for i in range(1, self.schedulers)]
 
 
 @dataclass
@@ -63,13 +82,26 @@ class Stack:
     pids: dict[str, int]
     logs: dict[str, str]
     http: str = ""  # host:port of the HTTP API ("" when not started)
+    gateways: list[str] = field(default_factory=list)  # every replica, gateway first
+    api_key: str = ""  # the admin key ("" when insecure)
+    key_file: str = ""  # where it was written for the CLI ("" : nowhere)
 
 
 def _wait_healthy(
-    address: str, service: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
+    address: str,
+    service: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float = 120.0,
+    tls_ca: str = "",
 ) -> None:
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.secure_channel(address, grpc.ssl_channel_credentials(Path(tls_ca).read_bytes()))
+        if tls_ca
+        else grpc.insecure_channel(address)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -107,29 +139,26 @@ def _wait_ready_http(
     raise RuntimeError(f"http at {address} not ready within {timeout_s:.0f} s; see {log}")
 
 
-def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
-    cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = cfg.run_dir or home() / "run"
-    data_dir = run_dir / "etcd-data"
-    etcd = start_etcd(
-        client_port=cfg.etcd_port, data_dir=data_dir, log_path=cfg.log_dir / "etcd.log"
-    )
-    echo(f"etcd        {etcd.endpoint} (data {data_dir})")  # type: ignore[operator]
+def service_commands(cfg: StackConfig) -> dict[str, tuple[list[str], str]]:
+    """Each service of the stack: its `python -m` arguments (before the security flags) and
+    its address."""
     b = cfg.metrics_base
-    services = {
-        "scheduler": (
+    services: dict[str, tuple[list[str], str]] = {}
+    for i, port in enumerate(cfg.gateway_ports()):
+        services["scheduler" if i == 0 else f"scheduler-{i}"] = (
             [
                 "slinfer.services.scheduler",
                 "--listen",
-                f"127.0.0.1:{cfg.gateway_port}",
+                f"127.0.0.1:{port}",
                 "--metrics-port",
-                str(b + 1),
+                str(b + 1 if i == 0 else b + 4 + i),
                 "--keep-alive",
                 str(cfg.keep_alive_s),
                 *cfg.scheduler_args,
             ],
-            f"127.0.0.1:{cfg.gateway_port}",
-        ),
+            f"127.0.0.1:{port}",
+        )
+    services.update({
         "memory": (
             [
                 "slinfer.services.memory",
@@ -151,7 +180,7 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             ],
             f"127.0.0.1:{cfg.consolidator_port}",
         ),
-    }
+    })  # fmt: skip
     ncpu = len(os.sched_getaffinity(0))
     for i in range(cfg.cpu_nodes):
         args = [
@@ -167,27 +196,65 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             args += ["--cpu-dtype", cfg.worker_cpu_dtype]
         name = "worker" if i == 0 else f"worker-{i}"
         services[name] = (args, f"127.0.0.1:{cfg.worker_port + i}")
+    return services
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def restart_service(stack: Stack, cfg: StackConfig, name: str) -> int:
+    """Start service `name` of a running stack again (after it died: chaos tests, a
+    supervisor); returns its new pid once it is healthy."""
+    run_dir = cfg.run_dir or home() / "run"
+    args, addr = service_commands(cfg)[name]
+    env = {**os.environ, "SLINFER_ETCD": stack.etcd_endpoint}
+    token_file = run_dir / "cluster.token"
+    flags = ["--insecure"] if cfg.insecure else _tls_flags(cfg)
+    if not cfg.insecure:
+        env["SLINFER_CLUSTER_TOKEN"] = token_file.read_text().strip()
+    log = Path(stack.logs[name])
+    proc = _spawn(name, [*args, *flags], env, log)
+    _wait_healthy(addr, name, proc, log, tls_ca=cfg.tls_ca)
+    stack.pids[name] = proc.pid
+    return proc.pid
+
+
+def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = cfg.run_dir or home() / "run"
+    data_dir = run_dir / "etcd-data"
+    etcd = start_etcd(
+        client_port=cfg.etcd_port, data_dir=data_dir, log_path=cfg.log_dir / "etcd.log"
+    )
+    echo(f"etcd        {etcd.endpoint} (data {data_dir})")  # type: ignore[operator]
+    services = service_commands(cfg)
     env = {**os.environ, "SLINFER_ETCD": etcd.endpoint}
+    flags = _security_flags(cfg, run_dir, env)
+    api_key = "" if cfg.insecure else _admin_key(etcd.endpoint)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, str] = {"etcd": str(cfg.log_dir / "etcd.log")}
     try:
         for name, (args, _addr) in services.items():
+            args = [*args, *flags]
             log = cfg.log_dir / f"{name}.log"
             logs[name] = str(log)
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", *args],
-                env=env,
-                stdout=open(log, "ab"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            procs[name] = _spawn(name, args, env, log)
         for name, (_args, addr) in services.items():
-            _wait_healthy(addr, name, procs[name], Path(logs[name]))
+            _wait_healthy(addr, name, procs[name], Path(logs[name]), tls_ca=cfg.tls_ca)
             echo(f"{name:<11} {addr} (log {logs[name]})")  # type: ignore[operator]
         if cfg.http_port:
             http_addr = f"127.0.0.1:{cfg.http_port}"
             gateway = services["scheduler"][1]
             args = ["slinfer.services.http", "--listen", http_addr, "--gateway", gateway]
+            if cfg.tls_ca:
+                args += ["--tls-ca", cfg.tls_ca]
             logs["http"] = str(cfg.log_dir / "http.log")
             procs["http"] = subprocess.Popen(
                 [sys.executable, "-m", *args],
@@ -203,6 +270,12 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
             p.terminate()
         etcd.stop()
         raise
+    written = ""
+    if api_key and cfg.run_dir is None:  # the user's stack: the CLI and the SDK find the key
+        key_file().parent.mkdir(parents=True, exist_ok=True)
+        key_file().write_text(api_key + "\n")
+        key_file().chmod(0o600)
+        written = str(key_file())
     stack = Stack(
         etcd_pid=etcd.proc.pid,
         etcd_data_dir=str(data_dir),
@@ -211,10 +284,53 @@ def start_stack(cfg: StackConfig, echo: object = print) -> Stack:
         pids={n: p.pid for n, p in procs.items()},
         logs=logs,
         http=f"127.0.0.1:{cfg.http_port}" if cfg.http_port else "",
+        gateways=[addr for n, (_a, addr) in services.items() if n.startswith("scheduler")],
+        api_key=api_key,
+        key_file=written,
     )
     state_file(run_dir).parent.mkdir(parents=True, exist_ok=True)
     state_file(run_dir).write_text(json.dumps(asdict(stack), indent=2))
     return stack
+
+
+def _security_flags(cfg: StackConfig, run_dir: Path, env: dict[str, str]) -> list[str]:
+    """The flags (and, in `env`, the cluster token) every service of the stack starts with."""
+    if cfg.insecure:
+        return ["--insecure"]
+    token_file = run_dir / "cluster.token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    env["SLINFER_CLUSTER_TOKEN"] = token
+    return _tls_flags(cfg)
+
+
+def _tls_flags(cfg: StackConfig) -> list[str]:
+    flags = []
+    for flag, value in (
+        ("--tls-cert", cfg.tls_cert), ("--tls-key", cfg.tls_key), ("--tls-ca", cfg.tls_ca)
+    ):
+        if value:
+            flags += [flag, value]
+    return flags
+
+
+def _admin_key(etcd_endpoint: str) -> str:
+    """An admin key of tenant `default`, stored (hashed) in the stack's etcd."""
+    from slinfer.services.common.auth import Role, create_key
+    from slinfer.services.common.store import Store
+
+    async def make() -> str:
+        store = Store(etcd_endpoint)
+        await store.connect()
+        try:
+            key, _ = await create_key(store, "default", Role.ADMIN, "slinfer up")
+            return key
+        finally:
+            await store.close()
+
+    return asyncio.run(make())
 
 
 def _alive(pid: int) -> bool:
@@ -251,10 +367,14 @@ def stop_stack(stack: Stack | None = None, run_dir: Path | None = None) -> bool:
             return False
         stack = Stack(**json.loads(state_file(run_dir).read_text()))
     workers = [n for n in stack.pids if n.startswith("worker")]
-    for name in ["http", *workers, "scheduler", "consolidator", "memory"]:
+    schedulers = [n for n in stack.pids if n.startswith("scheduler")]
+    for name in ["http", *workers, *schedulers, "consolidator", "memory"]:
         if name in stack.pids:
             _terminate(stack.pids[name])
     _terminate(stack.etcd_pid)
+    if stack.key_file:
+        Path(stack.key_file).unlink(missing_ok=True)
+    (Path(stack.etcd_data_dir).parent / "cluster.token").unlink(missing_ok=True)
     import shutil
 
     shutil.rmtree(stack.etcd_data_dir, ignore_errors=True)

@@ -62,6 +62,23 @@ from slinfer.cli.output import (
     show_default=True,
     help="Default seconds an idle instance stays loaded.",
 )
+@click.option(
+    "--schedulers",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="Gateway replicas (ports --gateway-port, then +4, +5, ...); the SDK and CLI fail "
+    "over between them, a broken stream resumes on another.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="No authentication (loopback only). Otherwise the stack makes an admin API key, "
+    "written to $SLINFER_HOME/api_key, which the CLI and SDK use.",
+)
+@click.option("--tls-cert", default="", help="Serve TLS from every service: certificate (PEM).")
+@click.option("--tls-key", default="", help="...its private key (PEM).")
+@click.option("--tls-ca", default="", help="...the CA the services trust (PEM).")
 def up(
     cpu_dtype: str,
     detach: bool,
@@ -76,6 +93,11 @@ def up(
     worker_threads: int | None,
     cpu_nodes: int,
     keep_alive: float,
+    schedulers: int,
+    insecure: bool,
+    tls_cert: str,
+    tls_key: str,
+    tls_ca: str,
 ) -> None:
     """Start etcd, the scheduler, memory service, consolidator, one CPU worker and the HTTP API."""
     from slinfer.cli.stack import StackConfig, running_stack, start_stack, stop_stack
@@ -97,6 +119,11 @@ def up(
         cpu_nodes=cpu_nodes,
         keep_alive_s=keep_alive,
         worker_cpu_dtype=cpu_dtype,
+        schedulers=schedulers,
+        insecure=insecure,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
     )
     try:
         stack = start_stack(cfg, echo=lambda s: console.print(f"  started {s}"))
@@ -107,7 +134,11 @@ def up(
         console.print(f"[red]error[/red] {exc}")
         sys.exit(2)
     http = f", HTTP API http://{stack.http}/v1" if stack.http else ""
-    console.print(f"[green]slinfer is up[/green]: gateway {stack.gateway}{http}")
+    console.print(f"[green]slinfer is up[/green]: gateway {', '.join(stack.gateways)}{http}")
+    if stack.key_file:
+        console.print(f"admin API key in {stack.key_file} (the CLI and the SDK read it)")
+    elif insecure:
+        console.print("[yellow]authentication is off (--insecure)[/yellow]")
     if detach:
         console.print("stop it with `slinfer down`")
         return

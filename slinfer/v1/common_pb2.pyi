@@ -35,6 +35,7 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ABORT: _ClassVar[FinishReason]
     FINISH_REASON_PREEMPTED: _ClassVar[FinishReason]
+    FINISH_REASON_ERROR: _ClassVar[FinishReason]
 
 class InstanceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -61,6 +62,7 @@ FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
 FINISH_REASON_PREEMPTED: FinishReason
+FINISH_REASON_ERROR: FinishReason
 INSTANCE_STATE_UNSPECIFIED: InstanceState
 INSTANCE_STATE_LOADING: InstanceState
 INSTANCE_STATE_READY: InstanceState
@@ -69,20 +71,22 @@ INSTANCE_STATE_UNLOADING: InstanceState
 INSTANCE_STATE_FAILED: InstanceState
 
 class SamplingParams(_message.Message):
-    __slots__ = ("temperature", "top_p", "max_tokens", "stop", "seed", "ignore_eos")
+    __slots__ = ("temperature", "top_p", "max_tokens", "stop", "seed", "ignore_eos", "deterministic")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_p: float
     max_tokens: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     ignore_eos: bool
-    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
+    deterministic: bool
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., ignore_eos: _Optional[bool] = ..., deterministic: _Optional[bool] = ...) -> None: ...
 
 class InstanceStatus(_message.Message):
     __slots__ = ("instance_id", "model_id", "node_id", "state", "engine", "running", "waiting", "kv_capacity_tokens", "kv_used_tokens", "kv_bytes_allocated", "weights_bytes", "kv_resizable", "load_s", "iterations", "idle_s", "time_slice", "batch", "kv_planned_bytes", "kv_actual_bytes", "weights")

@@ -25,41 +25,59 @@ _sym_db = _symbol_database.Default()
 from slinfer.v1 import common_pb2 as slinfer_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18slinfer/v1/gateway.proto\x12\nslinfer.v1\x1a\x17slinfer/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xb7\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.slinfer.v1.ChatMessage\x12\x18\n\x10prompt_token_ids\x18\x06 \x03(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.slinfer.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x80\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x15.slinfer.v1.TextChunkH\x00\x12\'\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x16.slinfer.v1.CompletionH\x00\x42\x07\n\x05\x65vent\")\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x05\"\xc5\x01\n\nCompletion\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.slinfer.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06ttft_s\x18\x04 \x01(\x01\x12\x0e\n\x06tpot_s\x18\x05 \x01(\x01\x12\x0e\n\x06load_s\x18\x06 \x01(\x01\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12\x0f\n\x07node_id\x18\x08 \x01(\t\"\xe3\x02\n\x12\x44\x65ployModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12&\n\x06\x65ngine\x18\x03 \x01(\x0e\x32\x16.slinfer.v1.EngineKind\x12&\n\x06\x64\x65vice\x18\x04 \x01(\x0e\x32\x16.slinfer.v1.DeviceKind\x12\x17\n\nttft_slo_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\ntpot_slo_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0ckeep_alive_s\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x1f\n\x12kv_capacity_tokens\x18\x08 \x01(\x03H\x03\x88\x01\x01\x12)\n\x07weights\x18\t \x01(\x0e\x32\x18.slinfer.v1.WeightFormatB\r\n\x0b_ttft_slo_sB\r\n\x0b_tpot_slo_sB\x0f\n\r_keep_alive_sB\x15\n\x13_kv_capacity_tokens\"\xe8\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12&\n\x06\x65ngine\x18\x03 \x01(\x0e\x32\x16.slinfer.v1.EngineKind\x12&\n\x06\x64\x65vice\x18\x04 \x01(\x0e\x32\x16.slinfer.v1.DeviceKind\x12\x12\n\nttft_slo_s\x18\x05 \x01(\x01\x12\x12\n\ntpot_slo_s\x18\x06 \x01(\x01\x12\x14\n\x0ckeep_alive_s\x18\x07 \x01(\x01\x12\x1a\n\x12kv_capacity_tokens\x18\x08 \x01(\x03\x12\x15\n\rmax_model_len\x18\t \x01(\x05\x12\x14\n\x0c\x61rchitecture\x18\n \x01(\t\x12\x11\n\tinstances\x18\x0b \x01(\x05\x12\x12\n\ncreated_at\x18\x0c \x01(\x01\x12\x12\n\nvocab_size\x18\r \x01(\x05\x12)\n\x07weights\x18\x0e \x01(\x0e\x32\x18.slinfer.v1.WeightFormat\";\n\x13\x44\x65ployModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.slinfer.v1.ModelInfo\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"1\n\x13\x44\x65leteModelResponse\x12\x1a\n\x12instances_unloaded\x18\x01 \x01(\x05\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.slinfer.v1.ModelInfo\"\x19\n\x17GetClusterStatusRequest\"\xab\x01\n\rClusterStatus\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.slinfer.v1.NodeStatus\x12-\n\tinstances\x18\x02 \x03(\x0b\x32\x1a.slinfer.v1.InstanceStatus\x12\x10\n\x08services\x18\x03 \x03(\t\x12\x18\n\x10requests_waiting\x18\x04 \x01(\x05\x12\x18\n\x10requests_running\x18\x05 \x01(\x05\x32\x93\x03\n\x07Gateway\x12G\n\x08Generate\x12\x1b.slinfer.v1.GenerateRequest\x1a\x1c.slinfer.v1.GenerateResponse0\x01\x12N\n\x0b\x44\x65ployModel\x12\x1e.slinfer.v1.DeployModelRequest\x1a\x1f.slinfer.v1.DeployModelResponse\x12N\n\x0b\x44\x65leteModel\x12\x1e.slinfer.v1.DeleteModelRequest\x1a\x1f.slinfer.v1.DeleteModelResponse\x12K\n\nListModels\x12\x1d.slinfer.v1.ListModelsRequest\x1a\x1e.slinfer.v1.ListModelsResponse\x12R\n\x10GetClusterStatus\x12#.slinfer.v1.GetClusterStatusRequest\x1a\x19.slinfer.v1.ClusterStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18slinfer/v1/gateway.proto\x12\nslinfer.v1\x1a\x17slinfer/v1/common.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xdb\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.slinfer.v1.ChatMessage\x12\x18\n\x10prompt_token_ids\x18\x06 \x03(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.slinfer.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\"\n\x06resume\x18\x07 \x01(\x0b\x32\x12.slinfer.v1.Resume\"\x1b\n\x06Resume\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\"\x80\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x15.slinfer.v1.TextChunkH\x00\x12\'\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x16.slinfer.v1.CompletionH\x00\x42\x07\n\x05\x65vent\"<\n\tTextChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x05\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\"\xc5\x01\n\nCompletion\x12/\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x18.slinfer.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\x12\x0e\n\x06ttft_s\x18\x04 \x01(\x01\x12\x0e\n\x06tpot_s\x18\x05 \x01(\x01\x12\x0e\n\x06load_s\x18\x06 \x01(\x01\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12\x0f\n\x07node_id\x18\x08 \x01(\t\"\xe3\x02\n\x12\x44\x65ployModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12&\n\x06\x65ngine\x18\x03 \x01(\x0e\x32\x16.slinfer.v1.EngineKind\x12&\n\x06\x64\x65vice\x18\x04 \x01(\x0e\x32\x16.slinfer.v1.DeviceKind\x12\x17\n\nttft_slo_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\ntpot_slo_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0ckeep_alive_s\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x1f\n\x12kv_capacity_tokens\x18\x08 \x01(\x03H\x03\x88\x01\x01\x12)\n\x07weights\x18\t \x01(\x0e\x32\x18.slinfer.v1.WeightFormatB\r\n\x0b_ttft_slo_sB\r\n\x0b_tpot_slo_sB\x0f\n\r_keep_alive_sB\x15\n\x13_kv_capacity_tokens\"\xe8\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12&\n\x06\x65ngine\x18\x03 \x01(\x0e\x32\x16.slinfer.v1.EngineKind\x12&\n\x06\x64\x65vice\x18\x04 \x01(\x0e\x32\x16.slinfer.v1.DeviceKind\x12\x12\n\nttft_slo_s\x18\x05 \x01(\x01\x12\x12\n\ntpot_slo_s\x18\x06 \x01(\x01\x12\x14\n\x0ckeep_alive_s\x18\x07 \x01(\x01\x12\x1a\n\x12kv_capacity_tokens\x18\x08 \x01(\x03\x12\x15\n\rmax_model_len\x18\t \x01(\x05\x12\x14\n\x0c\x61rchitecture\x18\n \x01(\t\x12\x11\n\tinstances\x18\x0b \x01(\x05\x12\x12\n\ncreated_at\x18\x0c \x01(\x01\x12\x12\n\nvocab_size\x18\r \x01(\x05\x12)\n\x07weights\x18\x0e \x01(\x0e\x32\x18.slinfer.v1.WeightFormat\";\n\x13\x44\x65ployModelResponse\x12$\n\x05model\x18\x01 \x01(\x0b\x32\x15.slinfer.v1.ModelInfo\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"1\n\x13\x44\x65leteModelResponse\x12\x1a\n\x12instances_unloaded\x18\x01 \x01(\x05\"\x13\n\x11ListModelsRequest\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.slinfer.v1.ModelInfo\"\x19\n\x17GetClusterStatusRequest\"\xab\x01\n\rClusterStatus\x12%\n\x05nodes\x18\x01 \x03(\x0b\x32\x16.slinfer.v1.NodeStatus\x12-\n\tinstances\x18\x02 \x03(\x0b\x32\x1a.slinfer.v1.InstanceStatus\x12\x10\n\x08services\x18\x03 \x03(\t\x12\x18\n\x10requests_waiting\x18\x04 \x01(\x05\x12\x18\n\x10requests_running\x18\x05 \x01(\x05\"\x85\x01\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.slinfer.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1f\n\x17max_concurrent_requests\x18\x04 \x01(\x05\x12\x12\n\nmax_models\x18\x05 \x01(\x05\"C\n\x11\x43reateKeyResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x04info\x18\x02 \x01(\x0b\x32\x13.slinfer.v1.KeyInfo\"k\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.slinfer.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\"!\n\x0fListKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"5\n\x10ListKeysResponse\x12!\n\x04keys\x18\x01 \x03(\x0b\x32\x13.slinfer.v1.KeyInfo\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"$\n\x11RevokeKeyResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08*;\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x32\xee\x04\n\x07Gateway\x12G\n\x08Generate\x12\x1b.slinfer.v1.GenerateRequest\x1a\x1c.slinfer.v1.GenerateResponse0\x01\x12N\n\x0b\x44\x65ployModel\x12\x1e.slinfer.v1.DeployModelRequest\x1a\x1f.slinfer.v1.DeployModelResponse\x12N\n\x0b\x44\x65leteModel\x12\x1e.slinfer.v1.DeleteModelRequest\x1a\x1f.slinfer.v1.DeleteModelResponse\x12K\n\nListModels\x12\x1d.slinfer.v1.ListModelsRequest\x1a\x1e.slinfer.v1.ListModelsResponse\x12R\n\x10GetClusterStatus\x12#.slinfer.v1.GetClusterStatusRequest\x1a\x19.slinfer.v1.ClusterStatus\x12H\n\tCreateKey\x12\x1c.slinfer.v1.CreateKeyRequest\x1a\x1d.slinfer.v1.CreateKeyResponse\x12\x45\n\x08ListKeys\x12\x1b.slinfer.v1.ListKeysRequest\x1a\x1c.slinfer.v1.ListKeysResponse\x12H\n\tRevokeKey\x12\x1c.slinfer.v1.RevokeKeyRequest\x1a\x1d.slinfer.v1.RevokeKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'slinfer.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ROLE']._serialized_start=2389
+  _globals['_ROLE']._serialized_end=2448
   _globals['_CHATMESSAGE']._serialized_start=65
   _globals['_CHATMESSAGE']._serialized_end=109
   _globals['_GENERATEREQUEST']._serialized_start=112
-  _globals['_GENERATEREQUEST']._serialized_end=295
-  _globals['_GENERATERESPONSE']._serialized_start=298
-  _globals['_GENERATERESPONSE']._serialized_end=426
-  _globals['_TEXTCHUNK']._serialized_start=428
-  _globals['_TEXTCHUNK']._serialized_end=469
-  _globals['_COMPLETION']._serialized_start=472
-  _globals['_COMPLETION']._serialized_end=669
-  _globals['_DEPLOYMODELREQUEST']._serialized_start=672
-  _globals['_DEPLOYMODELREQUEST']._serialized_end=1027
-  _globals['_MODELINFO']._serialized_start=1030
-  _globals['_MODELINFO']._serialized_end=1390
-  _globals['_DEPLOYMODELRESPONSE']._serialized_start=1392
-  _globals['_DEPLOYMODELRESPONSE']._serialized_end=1451
-  _globals['_DELETEMODELREQUEST']._serialized_start=1453
-  _globals['_DELETEMODELREQUEST']._serialized_end=1491
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1493
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1542
-  _globals['_LISTMODELSREQUEST']._serialized_start=1544
-  _globals['_LISTMODELSREQUEST']._serialized_end=1563
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1565
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1624
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=1626
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=1651
-  _globals['_CLUSTERSTATUS']._serialized_start=1654
-  _globals['_CLUSTERSTATUS']._serialized_end=1825
-  _globals['_GATEWAY']._serialized_start=1828
-  _globals['_GATEWAY']._serialized_end=2231
+  _globals['_GENERATEREQUEST']._serialized_end=331
+  _globals['_RESUME']._serialized_start=333
+  _globals['_RESUME']._serialized_end=360
+  _globals['_GENERATERESPONSE']._serialized_start=363
+  _globals['_GENERATERESPONSE']._serialized_end=491
+  _globals['_TEXTCHUNK']._serialized_start=493
+  _globals['_TEXTCHUNK']._serialized_end=553
+  _globals['_COMPLETION']._serialized_start=556
+  _globals['_COMPLETION']._serialized_end=753
+  _globals['_DEPLOYMODELREQUEST']._serialized_start=756
+  _globals['_DEPLOYMODELREQUEST']._serialized_end=1111
+  _globals['_MODELINFO']._serialized_start=1114
+  _globals['_MODELINFO']._serialized_end=1474
+  _globals['_DEPLOYMODELRESPONSE']._serialized_start=1476
+  _globals['_DEPLOYMODELRESPONSE']._serialized_end=1535
+  _globals['_DELETEMODELREQUEST']._serialized_start=1537
+  _globals['_DELETEMODELREQUEST']._serialized_end=1575
+  _globals['_DELETEMODELRESPONSE']._serialized_start=1577
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1626
+  _globals['_LISTMODELSREQUEST']._serialized_start=1628
+  _globals['_LISTMODELSREQUEST']._serialized_end=1647
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1649
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1708
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=1710
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=1735
+  _globals['_CLUSTERSTATUS']._serialized_start=1738
+  _globals['_CLUSTERSTATUS']._serialized_end=1909
+  _globals['_CREATEKEYREQUEST']._serialized_start=1912
+  _globals['_CREATEKEYREQUEST']._serialized_end=2045
+  _globals['_CREATEKEYRESPONSE']._serialized_start=2047
+  _globals['_CREATEKEYRESPONSE']._serialized_end=2114
+  _globals['_KEYINFO']._serialized_start=2116
+  _globals['_KEYINFO']._serialized_end=2223
+  _globals['_LISTKEYSREQUEST']._serialized_start=2225
+  _globals['_LISTKEYSREQUEST']._serialized_end=2258
+  _globals['_LISTKEYSRESPONSE']._serialized_start=2260
+  _globals['_LISTKEYSRESPONSE']._serialized_end=2313
+  _globals['_REVOKEKEYREQUEST']._serialized_start=2315
+  _globals['_REVOKEKEYREQUEST']._serialized_end=2349
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=2351
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=2387
+  _globals['_GATEWAY']._serialized_start=2451
+  _globals['_GATEWAY']._serialized_end=3073
 # @@protoc_insertion_point(module_scope)

@@ -60,6 +60,21 @@ class GatewayStub:
                 request_serializer=slinfer_dot_v1_dot_gateway__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=slinfer_dot_v1_dot_gateway__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/slinfer.v1.Gateway/CreateKey',
+                request_serializer=slinfer_dot_v1_dot_gateway__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=slinfer_dot_v1_dot_gateway__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/slinfer.v1.Gateway/ListKeys',
+                request_serializer=slinfer_dot_v1_dot_gateway__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=slinfer_dot_v1_dot_gateway__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/slinfer.v1.Gateway/RevokeKey',
+                request_serializer=slinfer_dot_v1_dot_gateway__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=slinfer_dot_v1_dot_gateway__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServicer:
@@ -97,6 +112,25 @@ class GatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API keys (admin role): each key belongs to a tenant; only its hash is stored (etcd).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +158,21 @@ def add_GatewayServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=slinfer_dot_v1_dot_gateway__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=slinfer_dot_v1_dot_gateway__pb2.ClusterStatus.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=slinfer_dot_v1_dot_gateway__pb2.CreateKeyRequest.FromString,
+                    response_serializer=slinfer_dot_v1_dot_gateway__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=slinfer_dot_v1_dot_gateway__pb2.ListKeysRequest.FromString,
+                    response_serializer=slinfer_dot_v1_dot_gateway__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=slinfer_dot_v1_dot_gateway__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=slinfer_dot_v1_dot_gateway__pb2.RevokeKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +311,87 @@ class Gateway:
             '/slinfer.v1.Gateway/GetClusterStatus',
             slinfer_dot_v1_dot_gateway__pb2.GetClusterStatusRequest.SerializeToString,
             slinfer_dot_v1_dot_gateway__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slinfer.v1.Gateway/CreateKey',
+            slinfer_dot_v1_dot_gateway__pb2.CreateKeyRequest.SerializeToString,
+            slinfer_dot_v1_dot_gateway__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slinfer.v1.Gateway/ListKeys',
+            slinfer_dot_v1_dot_gateway__pb2.ListKeysRequest.SerializeToString,
+            slinfer_dot_v1_dot_gateway__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/slinfer.v1.Gateway/RevokeKey',
+            slinfer_dot_v1_dot_gateway__pb2.RevokeKeyRequest.SerializeToString,
+            slinfer_dot_v1_dot_gateway__pb2.RevokeKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

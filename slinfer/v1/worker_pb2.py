@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from slinfer.v1 import common_pb2 as slinfer_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17slinfer/v1/worker.proto\x12\nslinfer.v1\x1a\x17slinfer/v1/common.proto\"\xb9\x01\n\x13LoadInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12&\n\x06\x65ngine\x18\x04 \x01(\x0e\x32\x16.slinfer.v1.EngineKind\x12\x1a\n\x12kv_capacity_tokens\x18\x05 \x01(\x03\x12)\n\x07weights\x18\x06 \x01(\x0e\x32\x18.slinfer.v1.WeightFormat\"\\\n\x14LoadInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.slinfer.v1.InstanceStatus\x12\x16\n\x0e\x61lready_loaded\x18\x02 \x01(\x08\"=\n\x15UnloadInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07preempt\x18\x02 \x01(\x08\"2\n\x16UnloadInstanceResponse\x12\x18\n\x10requests_aborted\x18\x01 \x01(\x05\"\xca\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.slinfer.v1.SamplingParams\x12\x19\n\x11resumed_token_ids\x18\x05 \x03(\x05\x12-\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x1b.slinfer.v1.RequestDeadline\"d\n\x0fRequestDeadline\x12\x16\n\x0e\x61rrival_unix_s\x18\x01 \x01(\x01\x12\x12\n\nttft_slo_s\x18\x02 \x01(\x01\x12\x12\n\ntpot_slo_s\x18\x03 \x01(\x01\x12\x11\n\texcused_s\x18\x04 \x01(\x01\"\xba\x01\n\x0eSubmitResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.slinfer.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x05\"7\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x0e\n\x0cStatsRequest\"b\n\x0bWorkerStats\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.slinfer.v1.NodeStatus\x12-\n\tinstances\x18\x02 \x03(\x0b\x32\x1a.slinfer.v1.InstanceStatus2\xf1\x02\n\x06Worker\x12Q\n\x0cLoadInstance\x12\x1f.slinfer.v1.LoadInstanceRequest\x1a .slinfer.v1.LoadInstanceResponse\x12W\n\x0eUnloadInstance\x12!.slinfer.v1.UnloadInstanceRequest\x1a\".slinfer.v1.UnloadInstanceResponse\x12\x41\n\x06Submit\x12\x19.slinfer.v1.SubmitRequest\x1a\x1a.slinfer.v1.SubmitResponse0\x01\x12<\n\x05\x41\x62ort\x12\x18.slinfer.v1.AbortRequest\x1a\x19.slinfer.v1.AbortResponse\x12:\n\x05Stats\x12\x18.slinfer.v1.StatsRequest\x1a\x17.slinfer.v1.WorkerStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17slinfer/v1/worker.proto\x12\nslinfer.v1\x1a\x17slinfer/v1/common.proto\"\xb9\x01\n\x13LoadInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12&\n\x06\x65ngine\x18\x04 \x01(\x0e\x32\x16.slinfer.v1.EngineKind\x12\x1a\n\x12kv_capacity_tokens\x18\x05 \x01(\x03\x12)\n\x07weights\x18\x06 \x01(\x0e\x32\x18.slinfer.v1.WeightFormat\"\\\n\x14LoadInstanceResponse\x12,\n\x08instance\x18\x01 \x01(\x0b\x32\x1a.slinfer.v1.InstanceStatus\x12\x16\n\x0e\x61lready_loaded\x18\x02 \x01(\x08\"Q\n\x15UnloadInstanceRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07preempt\x18\x02 \x01(\x08\x12\x12\n\nmin_idle_s\x18\x03 \x01(\x01\"2\n\x16UnloadInstanceResponse\x12\x18\n\x10requests_aborted\x18\x01 \x01(\x05\"\xca\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.slinfer.v1.SamplingParams\x12\x19\n\x11resumed_token_ids\x18\x05 \x03(\x05\x12-\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x1b.slinfer.v1.RequestDeadline\"d\n\x0fRequestDeadline\x12\x16\n\x0e\x61rrival_unix_s\x18\x01 \x01(\x01\x12\x12\n\nttft_slo_s\x18\x02 \x01(\x01\x12\x12\n\ntpot_slo_s\x18\x03 \x01(\x01\x12\x11\n\texcused_s\x18\x04 \x01(\x01\"\xc9\x01\n\x0eSubmitResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.slinfer.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"7\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x0e\n\x0cStatsRequest\"b\n\x0bWorkerStats\x12$\n\x04node\x18\x01 \x01(\x0b\x32\x16.slinfer.v1.NodeStatus\x12-\n\tinstances\x18\x02 \x03(\x0b\x32\x1a.slinfer.v1.InstanceStatus2\xf1\x02\n\x06Worker\x12Q\n\x0cLoadInstance\x12\x1f.slinfer.v1.LoadInstanceRequest\x1a .slinfer.v1.LoadInstanceResponse\x12W\n\x0eUnloadInstance\x12!.slinfer.v1.UnloadInstanceRequest\x1a\".slinfer.v1.UnloadInstanceResponse\x12\x41\n\x06Submit\x12\x19.slinfer.v1.SubmitRequest\x1a\x1a.slinfer.v1.SubmitResponse0\x01\x12<\n\x05\x41\x62ort\x12\x18.slinfer.v1.AbortRequest\x1a\x19.slinfer.v1.AbortResponse\x12:\n\x05Stats\x12\x18.slinfer.v1.StatsRequest\x1a\x17.slinfer.v1.WorkerStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,23 +37,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADINSTANCERESPONSE']._serialized_start=252
   _globals['_LOADINSTANCERESPONSE']._serialized_end=344
   _globals['_UNLOADINSTANCEREQUEST']._serialized_start=346
-  _globals['_UNLOADINSTANCEREQUEST']._serialized_end=407
-  _globals['_UNLOADINSTANCERESPONSE']._serialized_start=409
-  _globals['_UNLOADINSTANCERESPONSE']._serialized_end=459
-  _globals['_SUBMITREQUEST']._serialized_start=462
-  _globals['_SUBMITREQUEST']._serialized_end=664
-  _globals['_REQUESTDEADLINE']._serialized_start=666
-  _globals['_REQUESTDEADLINE']._serialized_end=766
-  _globals['_SUBMITRESPONSE']._serialized_start=769
-  _globals['_SUBMITRESPONSE']._serialized_end=955
-  _globals['_ABORTREQUEST']._serialized_start=957
-  _globals['_ABORTREQUEST']._serialized_end=1012
-  _globals['_ABORTRESPONSE']._serialized_start=1014
-  _globals['_ABORTRESPONSE']._serialized_end=1046
-  _globals['_STATSREQUEST']._serialized_start=1048
-  _globals['_STATSREQUEST']._serialized_end=1062
-  _globals['_WORKERSTATS']._serialized_start=1064
-  _globals['_WORKERSTATS']._serialized_end=1162
-  _globals['_WORKER']._serialized_start=1165
-  _globals['_WORKER']._serialized_end=1534
+  _globals['_UNLOADINSTANCEREQUEST']._serialized_end=427
+  _globals['_UNLOADINSTANCERESPONSE']._serialized_start=429
+  _globals['_UNLOADINSTANCERESPONSE']._serialized_end=479
+  _globals['_SUBMITREQUEST']._serialized_start=482
+  _globals['_SUBMITREQUEST']._serialized_end=684
+  _globals['_REQUESTDEADLINE']._serialized_start=686
+  _globals['_REQUESTDEADLINE']._serialized_end=786
+  _globals['_SUBMITRESPONSE']._serialized_start=789
+  _globals['_SUBMITRESPONSE']._serialized_end=990
+  _globals['_ABORTREQUEST']._serialized_start=992
+  _globals['_ABORTREQUEST']._serialized_end=1047
+  _globals['_ABORTRESPONSE']._serialized_start=1049
+  _globals['_ABORTRESPONSE']._serialized_end=1081
+  _globals['_STATSREQUEST']._serialized_start=1083
+  _globals['_STATSREQUEST']._serialized_end=1097
+  _globals['_WORKERSTATS']._serialized_start=1099
+  _globals['_WORKERSTATS']._serialized_end=1197
+  _globals['_WORKER']._serialized_start=1200
+  _globals['_WORKER']._serialized_end=1569
 # @@protoc_insertion_point(module_scope)

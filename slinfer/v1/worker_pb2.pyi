@@ -32,12 +32,14 @@ class LoadInstanceResponse(_message.Message):
     def __init__(self, instance: _Optional[_Union[_common_pb2.InstanceStatus, _Mapping]] = ..., already_loaded: _Optional[bool] = ...) -> None: ...
 
 class UnloadInstanceRequest(_message.Message):
-    __slots__ = ("instance_id", "preempt")
+    __slots__ = ("instance_id", "preempt", "min_idle_s")
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PREEMPT_FIELD_NUMBER: _ClassVar[int]
+    MIN_IDLE_S_FIELD_NUMBER: _ClassVar[int]
     instance_id: str
     preempt: bool
-    def __init__(self, instance_id: _Optional[str] = ..., preempt: _Optional[bool] = ...) -> None: ...
+    min_idle_s: float
+    def __init__(self, instance_id: _Optional[str] = ..., preempt: _Optional[bool] = ..., min_idle_s: _Optional[float] = ...) -> None: ...
 
 class UnloadInstanceResponse(_message.Message):
     __slots__ = ("requests_aborted",)
@@ -74,7 +76,7 @@ class RequestDeadline(_message.Message):
     def __init__(self, arrival_unix_s: _Optional[float] = ..., ttft_slo_s: _Optional[float] = ..., tpot_slo_s: _Optional[float] = ..., excused_s: _Optional[float] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("request_id", "token_ids", "text", "finished", "finish_reason", "prompt_tokens", "completion_tokens")
+    __slots__ = ("request_id", "token_ids", "text", "finished", "finish_reason", "prompt_tokens", "completion_tokens", "error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +84,7 @@ class SubmitResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     text: str
@@ -89,7 +92,8 @@ class SubmitResponse(_message.Message):
     finish_reason: _common_pb2.FinishReason
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finished: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("request_id", "instance_id")

@@ -33,7 +33,7 @@ def test_each_request_draws_from_its_own_generator(make_engine, monkeypatch) -> 
     own request's generator (and greedy rows none). Batch composition may still move a
     request's logits by rounding (bf16 above all), so its tokens in a batch are not promised
     to be those it draws alone; its draws are."""
-    import slinfer.services.worker.engine.torch_engine as torch_engine
+    import slinfer.services.worker.engine.batch_runner as torch_engine  # where it samples
 
     engine = make_engine("llama")
     prompt = engine.encode(PROMPT)

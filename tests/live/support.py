@@ -88,13 +88,15 @@ def hold_executor(executor: Executor) -> Iterator[None]:
 def recorded_token_ids(stack: Any) -> Iterator[dict[str, list[int]]]:
     """Token ids of every request the scheduler streams meanwhile, by request id (white-box:
     the gateway's chunks carry text and token counts, the worker's responses the ids)."""
+    from slinfer.services.scheduler.registry import client_id
+
     dispatcher = stack.scheduler.dispatcher
     original = dispatcher.generate
     seen: dict[str, list[int]] = {}
 
-    async def generate(model, req, prompt_ids, sampling):  # noqa: ANN001, ANN202
-        ids = seen.setdefault(req.request_id, [])
-        async for placed, resp in original(model, req, prompt_ids, sampling):
+    async def generate(model, req, prompt_ids, sampling, resumed=()):  # noqa: ANN001, ANN202
+        ids = seen.setdefault(client_id(req.request_id), list(resumed))
+        async for placed, resp in original(model, req, prompt_ids, sampling, resumed):
             ids.extend(resp.token_ids)
             yield placed, resp
 

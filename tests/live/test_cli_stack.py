@@ -61,6 +61,8 @@ def cli_stack(tmp_path_factory, tiny_models):
             str(metrics_base),
             "--worker-memory",
             "1GiB",
+            "--schedulers",
+            "2",
         ],
         env=env,
         capture_output=True,
@@ -68,6 +70,10 @@ def cli_stack(tmp_path_factory, tiny_models):
         timeout=240,
     )
     assert up.returncode == 0, up.stderr
+    # Authentication is on: `up` made an admin key for the CLI (and the SDK) to find.
+    key = (home / "api_key").read_text().strip()
+    assert key.startswith("sk-slinfer-")
+    env["TEST_API_KEY"] = key
     try:
         yield env, ports, metrics_base
     finally:
@@ -76,6 +82,7 @@ def cli_stack(tmp_path_factory, tiny_models):
         )
         assert down.returncode == 0, down.stderr
         assert not (home / "run" / "stack.json").exists()
+        assert not (home / "api_key").exists(), "the key died with the stack's etcd"
 
 
 def _run(env, *args, timeout=120):
@@ -98,6 +105,39 @@ def test_cli_deploy_generate_models_status(cli_stack, tiny_models) -> None:
     assert res.returncode == 0 and "cpu-0" in res.stdout and "ready" in res.stdout
     bad = _run(env, "generate", "missing-model", "hi")
     assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
+    # The second gateway replica serves the same cluster.
+    second = f"127.0.0.1:{int(env['SLINFER_GATEWAY'].rsplit(':', 1)[1]) + 4}"
+    res = _run(env, "--gateway", second, "generate", "tiny", "Hi", "--raw", "--max-tokens", "2")
+    assert res.returncode == 0, res.stderr
+    res = _run(env, "status")
+    assert res.stdout.count("scheduler/") == 2, res.stdout
+
+
+def test_cli_keys_and_tenants(cli_stack, tiny_models) -> None:
+    env, _ports, _ = cli_stack
+    res = _run(env, "keys", "create", "acme", "--name", "ci", "--max-models", "1")
+    assert res.returncode == 0, res.stderr
+    acme = res.stdout.strip()
+    key_id = acme.removeprefix("sk-slinfer-").split("-")[0]
+    listed = _run(env, "keys", "list")
+    assert listed.returncode == 0 and key_id in listed.stdout and "acme" in listed.stdout
+    assert acme not in listed.stdout, "a key is shown once, when it is made"
+    as_acme = {**env, "SLINFER_API_KEY": acme}
+    res = _run(as_acme, "deploy", "acme-tiny", str(tiny_models["llama"]))
+    assert res.returncode == 0, res.stderr
+    res = _run(as_acme, "models")
+    assert "acme-tiny" in res.stdout and "\ntiny " not in res.stdout
+    res = _run(as_acme, "status")
+    assert res.returncode == 2 and "PERMISSION_DENIED" in res.stderr
+    res = _run(as_acme, "deploy", "acme-two", str(tiny_models["llama"]))
+    assert res.returncode == 2 and "RESOURCE_EXHAUSTED" in res.stderr, res.stderr
+    nokey = {**env, "SLINFER_API_KEY": "sk-slinfer-nope-nope"}
+    res = _run(nokey, "models")
+    assert res.returncode == 2 and "UNAUTHENTICATED" in res.stderr
+    assert _run(env, "keys", "revoke", key_id).returncode == 0
+    res = _run(as_acme, "models")
+    assert res.returncode == 2 and "UNAUTHENTICATED" in res.stderr
+    assert _run(env, "delete", "acme-tiny").returncode == 0  # the admin may
 
 
 def test_grpcurl_lists_services_and_calls_list_models(cli_stack) -> None:
@@ -110,8 +150,16 @@ def test_grpcurl_lists_services_and_calls_list_models(cli_stack) -> None:
     assert listed.returncode == 0, listed.stderr
     services = listed.stdout.split()
     assert "slinfer.v1.Gateway" in services and "grpc.health.v1.Health" in services
-    call = subprocess.run(
+    anonymous = subprocess.run(
         [grpcurl, "-plaintext", addr, "slinfer.v1.Gateway/ListModels"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert anonymous.returncode != 0 and "Unauthenticated" in anonymous.stderr
+    auth = f"authorization: Bearer {env['TEST_API_KEY']}"
+    call = subprocess.run(
+        [grpcurl, "-plaintext", "-H", auth, addr, "slinfer.v1.Gateway/ListModels"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -136,7 +184,8 @@ def test_every_service_exposes_metrics(cli_stack, tiny_models) -> None:
     req = urllib.request.Request(
         f"http://127.0.0.1:{ports['http']}/v1/completions",
         data=body,
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json",
+                 "authorization": f"Bearer {env['TEST_API_KEY']}"},  # fmt: skip
     )
     with urllib.request.urlopen(req, timeout=60) as r:
         assert json.loads(r.read())["usage"]["completion_tokens"] >= 1
@@ -192,6 +241,8 @@ def test_cli_and_grpcurl_drive_the_consolidator(cli_stack, tiny_models) -> None:
         [
             grpcurl,
             "-plaintext",
+            "-H",
+            f"authorization: Bearer {env['TEST_API_KEY']}",
             "-d",
             '{"node_id": "cpu-0", "undo": true}',
             addr,
@@ -228,7 +279,10 @@ def test_top_once_shows_nodes_instances_slices_batch_kv_and_requests(cli_stack, 
         "stream": True,
     }
     url = f"http://127.0.0.1:{ports['http']}/v1/completions"
-    with httpx.stream("POST", url, json=body, timeout=120) as resp:
+    auth = {"authorization": f"Bearer {env['TEST_API_KEY']}"}
+    anonymous = httpx.post(url, json={**body, "stream": False, "max_tokens": 1}, timeout=60)
+    assert anonymous.status_code == 401, "the HTTP API takes the same keys"
+    with httpx.stream("POST", url, json=body, headers=auth, timeout=120) as resp:
         assert resp.status_code == 200, resp.read()
         lines = resp.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))  # decoding now

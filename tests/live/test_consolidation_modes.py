@@ -16,6 +16,7 @@ from slinfer.policy import SystemName, system_spec
 from slinfer.services.common import keys
 from slinfer.services.common.errors import FailedPrecondition
 from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.common.security import INSECURE
 from slinfer.services.consolidator.server import create as create_consolidator
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
@@ -131,7 +132,9 @@ async def test_advisory_packing_plans_but_moves_nothing(
 
 
 async def test_no_defrag_neither_preempts_nor_packs(etcd) -> None:
-    svc = create_consolidator(etcd.endpoint, system=SystemName.SLINFER_NO_DEFRAG, pack_every_s=0.1)
+    svc = create_consolidator(
+        etcd.endpoint, system=SystemName.SLINFER_NO_DEFRAG, pack_every_s=0.1, security=INSECURE
+    )
     assert not svc.config.preempt and not svc.config.pack
     with pytest.raises(FailedPrecondition, match="preemption is off"):
         await svc.consolidation.carry_out_preemption(
@@ -167,8 +170,8 @@ async def test_a_plan_that_no_longer_holds_is_refused(advisory: LiveStack) -> No
 
 async def test_leadership_moves_when_the_leader_stops() -> None:
     etcd = start_etcd()  # its own cluster: the stack's consolidator leads the module's etcd
-    a = create_consolidator(etcd.endpoint, election_ttl_s=2)
-    b = create_consolidator(etcd.endpoint, election_ttl_s=2)
+    a = create_consolidator(etcd.endpoint, election_ttl_s=2, security=INSECURE)
+    b = create_consolidator(etcd.endpoint, election_ttl_s=2, security=INSECURE)
     await a.start()
     await wait_until(a.is_leader, what="a leads")
     await b.start()

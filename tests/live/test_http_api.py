@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
+from slinfer import SlinferError
 from slinfer.services.http.server import HttpConfig, HttpService
 from slinfer.services.inprocess import LiveStack
 from slinfer.v1 import worker_pb2, worker_pb2_grpc
@@ -200,23 +201,38 @@ async def test_non_finite_and_malformed_bodies_are_400(stack) -> None:
     assert wrong_type.status_code == 400 and wrong_type.json()["error"]["param"] == "max_tokens"
 
 
-async def test_no_capacity_is_429_with_retry_after(stack, tiny_models) -> None:
-    # A KV pool no node can hold: admission waits out the TTFT deadline, then gives up.
-    await stack.c.deploy(
-        "huge-kv", str(tiny_models["llama"]), kv_capacity_tokens=50_000_000, ttft_slo_s=0.5
-    )
+async def test_can_never_run_is_refused_at_deploy(stack, tiny_models) -> None:
+    # A KV pool no node can hold: FAILED_PRECONDITION at once, not a wait for capacity.
+    with pytest.raises(SlinferError) as info:
+        await stack.c.deploy("huge-kv", str(tiny_models["llama"]), kv_capacity_tokens=50_000_000)
+    assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "can never run" in info.value.message
+
+
+async def test_rate_limited_is_429_with_retry_after(stack) -> None:
+    """A limit reached (here the tenant's concurrent requests) is 429 with Retry-After."""
+    from slinfer.services.common import keys
+    from slinfer.services.common.auth import TenantLimits, set_limits
+
+    store = stack.scheduler.store
+    await set_limits(store, "default", TenantLimits(max_concurrent_requests=1))
+    await stack.scheduler.watcher.wait_for(lambda v: "default" in v.tenants, 10)
     try:
+        first = stack.c.generate("llama", "long", max_tokens=400, ignore_eos=True, temperature=0)
+        await anext(first)  # streaming: the tenant's one request
         async with httpx.AsyncClient(timeout=60) as http:
             resp = await http.post(
                 _url(stack, "/v1/completions"),
-                json={"model": "huge-kv", "prompt": "hi", "max_tokens": 2},
+                json={"model": "llama", "prompt": "hi", "max_tokens": 2},
             )
         assert resp.status_code == 429, resp.text
         assert int(resp.headers["retry-after"]) >= 1
         assert resp.json()["error"]["type"] == "rate_limit_error"
-        assert "no capacity" in resp.json()["error"]["message"]
+        assert "max_concurrent_requests" in resp.json()["error"]["message"]
+        await first.aclose()
     finally:
-        await stack.c.delete("huge-kv")
+        await store.delete(keys.tenant("default"))
+        await stack.scheduler.watcher.wait_for(lambda v: "default" not in v.tenants, 10)
 
 
 async def test_cold_start_is_held_not_refused(stack, oai, tiny_models) -> None:

@@ -24,6 +24,7 @@ import pytest_asyncio
 from slinfer.client import SlinferError
 from slinfer.policy.ledger import LedgerOp
 from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.common.security import INSECURE
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.memory.client import MemoryClient
 from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConfig
@@ -257,7 +258,7 @@ async def test_two_replicas_racing_never_oversubscribe(stack, limit):
     LIMIT, size = limit, limit // 10  # noqa: N806
     from slinfer.services.memory.server import create as create_memory
 
-    second = create_memory(stack.etcd)
+    second = create_memory(stack.etcd, security=INSECURE)
     await second.start()
     first_addr = next(o.address for o in stack.others if o.kind == "memory")
     channels = [grpc.aio.insecure_channel(a) for a in (first_addr, second.address)]

@@ -7,6 +7,7 @@ import pytest
 
 from slinfer.services.common.errors import NoCapacity
 from slinfer.services.common.etcd_process import start_etcd
+from slinfer.services.common.security import INSECURE
 from slinfer.services.worker.server import WorkerConfig, WorkerService
 from slinfer.v1 import worker_pb2
 
@@ -21,7 +22,7 @@ async def test_without_a_memory_service_the_worker_checks_measured_memory(
     etcd = start_etcd()
     worker = WorkerService(
         WorkerConfig(etcd=etcd.endpoint, node_id="alone-0", memory_bytes=limit, num_threads=1,
-                     profile_dir=profile_dir)
+                     profile_dir=profile_dir, security=INSECURE)
     )  # fmt: skip
     await worker.start()
     try:

@@ -68,6 +68,7 @@ class RequestOutput:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str = ""  # FinishReason.ERROR: why the engine failed on this request alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,9 @@ class Engine(Protocol):
     def has_work(self) -> bool: ...
 
     def step(self) -> IterationResult:
-        """Run exactly one iteration (one forward pass) for this instance's batch."""
+        """Run exactly one iteration (one forward pass) for this instance's batch. A failure
+        caused by one request ends that request alone (FinishReason.ERROR); step() raises
+        only for a failure of the engine itself."""
 
     def stats(self) -> EngineStats: ...
 

@@ -23,6 +23,14 @@ def make_generator(seed: int | None) -> torch.Generator:
     return generator
 
 
+def position_seed(seed: int, index: int) -> int:
+    """The generator seed of a seeded request's token number `index`: the draws depend on
+    (seed, position) alone, so a request resumed elsewhere draws what it would have drawn."""
+    mixed = (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 1) & (2**64 - 1)
+    mixed ^= mixed >> 31
+    return mixed & (2**63 - 1)
+
+
 def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     """Zero all but the smallest set of most likely tokens whose mass reaches top_p; the
     most likely token always stays. `probs` is 1-D; returns unnormalised probabilities."""
@@ -39,13 +47,19 @@ def sample_next_tokens(
     params: Sequence[SamplingParams],
     generators: Sequence[torch.Generator | None],
 ) -> list[int]:
-    """`logits` is [B, vocab] (any float dtype); returns one token id per row."""
+    """`logits` is [B, vocab] (any float dtype); returns one token id per row. Raises
+    ValueError when a row's logits are not finite (a model fault: the caller fails the row's
+    request alone)."""
     logits = logits.float()
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model produced non-finite logits (inf/nan)")
     tokens = torch.argmax(logits, dim=-1).tolist()
     for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
         if p.temperature == 0:
             continue
-        probs = torch.softmax(logits[row] / p.temperature, dim=-1)
+        # Shifted by the row's maximum first: a tiny temperature gives a one-hot, not inf/nan.
+        row_logits = logits[row]
+        probs = torch.softmax((row_logits - row_logits.max()) / p.temperature, dim=-1)
         probs = top_p_filter(probs, p.top_p)
         tokens[row] = int(torch.multinomial(probs, 1, generator=generator))
     return tokens

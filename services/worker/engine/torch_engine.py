@@ -30,13 +30,14 @@ from .base import (
     Phase,
     RequestOutput,
 )
+from .batch_runner import BatchRunner
 from .decode_linear import DecodeLinears
 from .detokenizer import TextStream
 from .kv_pool import KVPool, KVSpec
-from .paged_attention import ATTN_IMPLEMENTATION, BATCH_KWARG, SeqChunk, build_paged_batch
+from .paged_attention import ATTN_IMPLEMENTATION
 from .paged_attention import register as register_paged_attention
 from .quant_linear import apply_weight_format
-from .sampling import make_generator, sample_next_tokens
+from .sampling import make_generator
 from .scheduler import Scheduler
 from .sequence import SeqStatus, Sequence
 from .torch_config import TorchEngineConfig, cuda_dtype, read_cpu_flags, resolve_dtype
@@ -45,7 +46,7 @@ from .weight_format import WeightFormat
 BATCH_SIZE_HISTORY = 1024  # recent per-iteration batch sizes kept for stats()
 
 
-class TorchEngine:
+class TorchEngine(BatchRunner):
     kind = EngineKind.TORCH
 
     def __init__(self, config: TorchEngineConfig) -> None:
@@ -82,6 +83,10 @@ class TorchEngine:
         self._arrivals = itertools.count()
         self._iterations = 0
         self._batch_sizes: deque[int] = deque(maxlen=BATCH_SIZE_HISTORY)
+        self._failures = 0  # requests ended with FinishReason.ERROR
+        # Deterministic replays whose recomputed token differed from the one resumed: the
+        # numerics differ from the dispatch that produced them (another hardware label).
+        self._replay_mismatches = 0
         self.load()
 
     # ---- requests -------------------------------------------------------------------------
@@ -154,10 +159,14 @@ class TorchEngine:
         if plan.is_empty:
             return IterationResult(Phase.IDLE, 0, 0, time.perf_counter() - started, tuple(outputs))
         batch = plan.scheduled
-        next_tokens = self._forward(batch, pool)
-        for seq, token in zip(batch, next_tokens, strict=True):
-            seq.num_cached = seq.num_tokens
-            outputs.append(self._append_token(seq, token))
+        # Deterministic requests run alone (batch invariance, docs/RELIABILITY.md); the
+        # others share one packed forward pass.
+        shared = [s for s in batch if not s.request.sampling.deterministic]
+        groups = ([shared] if shared else []) + [
+            [s] for s in batch if s.request.sampling.deterministic
+        ]
+        for group in groups:
+            outputs += self._run(group, pool)
         self._iterations += 1
         self._batch_sizes.append(len(batch))
         return IterationResult(
@@ -167,36 +176,6 @@ class TorchEngine:
             duration_s=time.perf_counter() - started,
             outputs=tuple(outputs),
         )
-
-    def _forward(self, batch: Seq[Sequence], pool: KVPool) -> list[int]:
-        assert self._model is not None
-        chunks = [SeqChunk(pool.table(s.request_id), s.num_cached, s.num_tokens) for s in batch]
-        input_ids = [t for s in batch for t in s.token_ids[s.num_cached :]]
-        positions = [p for c in chunks for p in c.positions]
-        # The LM head runs on each request's last token only; in a pure decode that is every
-        # token of the row (0: keep all, no index op).
-        last_index: torch.Tensor | int = 0
-        if len(input_ids) != len(batch):
-            last_index = torch.cumsum(torch.tensor([c.num_new for c in chunks]), 0) - 1
-        paged = build_paged_batch(pool.layers, pool.spec.block_size, chunks)
-        self._linears.active = len(input_ids) == len(batch)  # a pure decode
-        if isinstance(last_index, torch.Tensor):
-            last_index = last_index.to(self.device)
-        with torch.inference_mode():
-            logits = self._model(
-                input_ids=torch.tensor([input_ids], dtype=torch.long, device=self.device),
-                position_ids=torch.tensor([positions], dtype=torch.long, device=self.device),
-                use_cache=False,
-                logits_to_keep=last_index,
-                **{BATCH_KWARG: paged},
-            ).logits[0]  # [B, vocab]
-            if self.device.type != "cpu":  # sampling (per-request CPU generators) on the host
-                logits = logits.float().cpu()
-            return sample_next_tokens(
-                logits,
-                [s.request.sampling for s in batch],
-                [s.generator for s in batch],
-            )
 
     def _append_token(self, seq: Sequence, token: int) -> RequestOutput:
         seq.token_ids.append(token)

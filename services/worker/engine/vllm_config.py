@@ -110,6 +110,11 @@ def validate_sampling(sampling: SamplingParams) -> None:
     if not math.isfinite(sampling.temperature) or not math.isfinite(sampling.top_p):
         raise InvalidRequest("temperature and top_p must be finite numbers")
     sampling.validate()
+    if sampling.deterministic:
+        raise InvalidRequest(
+            "deterministic decoding is offered by the torch engine only; deploy the model with "
+            "engine torch, or drop `deterministic`"
+        )
     if not isinstance(sampling.max_tokens, int) or isinstance(sampling.max_tokens, bool):
         raise InvalidRequest(f"max_tokens must be an integer, got {sampling.max_tokens!r}")
     if any(not isinstance(s, str) or not s for s in sampling.stop):
