@@ -38,7 +38,9 @@ def test_cast_linear_stores_bf16_and_computes_in_the_activation_dtype() -> None:
 
 
 @pytest.mark.parametrize("fmt", [WeightFormat.INT8, WeightFormat.INT4, WeightFormat.BF16])
-def test_engine_greedy_is_the_greedy_choice_on_the_same_weights(make_engine, tiny_models, fmt) -> None:
+def test_engine_greedy_is_the_greedy_choice_on_the_same_weights(
+    make_engine, tiny_models, fmt
+) -> None:
     engine = make_engine("llama", weights=fmt)
     assert engine.weights is fmt
     prompt = engine.encode("The capital of France is")

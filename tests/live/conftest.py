@@ -5,12 +5,35 @@ from __future__ import annotations
 
 import pytest
 
+from slinfer.services.common.engine_types import WeightFormat
+from slinfer.services.worker.engine.dtype import cpu_dtype_from_env
+from slinfer.services.worker.engine.registry import CPU_ENGINE_ENV
+from slinfer.services.worker.engine.torch_config import dtype_name
 from tests.live.support import Footprint, measure_footprint
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_models) -> Footprint:
-    return measure_footprint(tiny_models["llama"])
+def torch_engine_default():
+    """The memory service's mechanisms (deferred scale-up, watermark, never-fit) tested on
+    the PyTorch engine, whatever the CPU default: its KV pool resizes in place. The OpenVINO
+    engine's resize by rebuild has its own tests (tests/openvino) and
+    `bench/memory.py --engine openvino`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CPU_ENGINE_ENV, "torch")
+        yield
+
+
+@pytest.fixture(scope="module")
+def plain_weights() -> str:
+    """Unquantized weights in the engine's dtype: a load is planned at the node's dtype width
+    before the engine measures it (docs/MEMORY.md), and these tests derive exact limits from
+    the bytes; quantized weights are planned high (safe) until measured."""
+    return {"float32": "fp32", "bfloat16": "bf16"}[dtype_name(cpu_dtype_from_env())]
+
+
+@pytest.fixture(scope="module")
+def tiny(torch_engine_default, plain_weights, tiny_models) -> Footprint:
+    return measure_footprint(tiny_models["llama"], WeightFormat(plain_weights))
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from slinfer.policy.calibration import IterationRatio
+from slinfer.services.common.engine_types import WeightFormat
 from slinfer.services.inprocess import LiveStack
 from slinfer.services.worker.calibration import auto_table_key
 from slinfer.services.worker.engine.base import IterationResult, Phase
 from slinfer.services.worker.engine.dtype import cpu_dtype_from_env
-from slinfer.services.worker.engine.torch_config import TorchEngineConfig
 from slinfer.services.worker.profiler import ProfileCache
 
 
@@ -42,12 +42,16 @@ class Footprint:
         return self.weights_bytes + kv_tokens * self.kv_bytes_per_token
 
 
-def measure_footprint(model_dir: Path) -> Footprint:
-    from slinfer.services.worker.engine.torch_engine import TorchEngine
+def measure_footprint(model_dir: Path, weights: WeightFormat = WeightFormat.AUTO) -> Footprint:
+    """The engine a CPU worker of this environment picks for `model_dir` by default, with
+    `weights` (auto: the worker's choice too), loaded once and measured."""
+    from slinfer.services.worker.engine.registry import EngineSpec, create_engine, engine_for
 
-    engine = TorchEngine(
-        TorchEngineConfig(model_dir, kv_capacity_tokens=16, dtype=cpu_dtype_from_env())
+    kind = engine_for("cpu", None, model_dir)
+    spec = EngineSpec(
+        model_dir, 64, "cpu", cpu_dtype=cpu_dtype_from_env(), weights=weights
     )
+    engine = create_engine(kind, spec)
     try:
         stats = engine.stats()
         return Footprint(stats.weights_bytes, stats.kv_bytes_per_token)

@@ -203,7 +203,6 @@ CASES = [
          INVALID, "kv_capacity_tokens"),  # fmt: skip
     Case("kv_capacity_tokens absurd", deploy("m2", "llama", kv_capacity_tokens=2**40),
          INVALID, "kv_capacity_tokens"),  # fmt: skip
-    Case("torch on a GPU", deploy("m2", "llama", engine="torch", device="gpu"), INVALID, "torch"),
     Case("openvino on a GPU", deploy("m2", "llama", engine="openvino", device="gpu"),
          INVALID, "openvino"),  # fmt: skip
     Case("vllm with int4 weights", deploy("m2", "llama", engine="vllm", weights="int4"),

@@ -27,6 +27,9 @@ from tests.live.waits import wait_until
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
 
 SLO = {"ttft_slo_s": 30.0, "tpot_slo_s": 5.0}
+# Engine faults are injected into the PyTorch engine's forward pass, and deterministic
+# decoding is its guarantee (docs/RELIABILITY.md): the models here run on it.
+DEPLOY = {**SLO, "engine": "torch"}
 DET = {"temperature": 0, "ignore_eos": True, "deterministic": True}
 
 
@@ -41,7 +44,7 @@ async def stack(etcd, tiny_models, profile_dir):
         ],  # fmt: skip
     )
     for name in ("m", "f", "g"):
-        await s.c.deploy(name, str(tiny_models["llama"]), **SLO)
+        await s.c.deploy(name, str(tiny_models["llama"]), **DEPLOY)
     yield s
     await s.stop()
 
@@ -210,7 +213,7 @@ async def test_memory_service_crash_loads_against_measured_memory(stack: LiveSta
     memory.registration._task.cancel()  # a crash: the lease is not revoked
     await memory.server.stop(0)
     try:
-        await stack.c.deploy("after-memory", str(tiny_models["llama"]), **SLO)
+        await stack.c.deploy("after-memory", str(tiny_models["llama"]), **DEPLOY)
         result = await stack.c.complete("after-memory", "hello", max_tokens=3)
         assert result.completion.completion_tokens == 3
         assert result.completion.load_s > 0, "a cold start ran without the memory service"
@@ -260,7 +263,7 @@ async def test_no_capacity_now_is_resource_exhausted_with_a_retry_hint(tiny_mode
     try:
         await s.others[0].stop()  # no memory service: KV pools keep their size
         await s.scheduler.watcher.wait_for(lambda v: not s.scheduler.dispatcher.kv.enabled, 30)
-        await s.c.deploy("first", str(tiny_models["llama"]), kv_capacity_tokens=kv, **SLO)
+        await s.c.deploy("first", str(tiny_models["llama"]), kv_capacity_tokens=kv, **DEPLOY)
         await s.c.deploy("second", str(tiny_models["llama"]), kv_capacity_tokens=kv,
                          ttft_slo_s=1.0, tpot_slo_s=5.0)  # fmt: skip
         assert (await s.c.complete("first", "hi", max_tokens=2)).completion.completion_tokens

@@ -56,16 +56,8 @@ async def test_greedy_output_is_transformers_greedy_choice(stack: LiveStack, tin
     """The text streamed is that of the engine's tokens, and each token is what
     transformers' model picks greedily in the engine's dtype (tests/engine/reference.py)."""
     engine = stack.engine_of(await _instance_of(stack, "llama"))
-    path = tiny_models["llama"]
-    quantized = bool(getattr(engine, "weights", None)) and engine.weights.quantized
-    reference = Reference(
-        tiny_models,
-        # transformers' model with the weights the engine runs (dequantized where quantized)
-        build=lambda arch, dtype: reference_model(path, engine, dtype),
-        # PyTorch's int8/int4 kernels take no float64 activations
-        exact_dtype=torch.float32 if quantized else torch.float64,
-    )
-    tok = AutoTokenizer.from_pretrained(path)
+    reference = _reference(engine, tiny_models)
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
     prompt = tok("The quick brown fox").input_ids
     with recorded_token_ids(stack) as seen:
         result = await stack.c.complete(
@@ -77,15 +69,27 @@ async def test_greedy_output_is_transformers_greedy_choice(stack: LiveStack, tin
     reference.assert_greedy("llama", prompt, ids, 16, engine.dtype)
 
 
+def _reference(engine, tiny_models) -> Reference:
+    """transformers' model with the weights `engine` runs (dequantized where quantized)."""
+    quantized = bool(getattr(engine, "weights", None)) and engine.weights.quantized
+    return Reference(
+        tiny_models,
+        build=lambda arch, dtype: reference_model(tiny_models[arch], engine, dtype),
+        # PyTorch's int8/int4 kernels take no float64 activations
+        exact_dtype=torch.float32 if quantized else torch.float64,
+    )
+
+
 async def _instance_of(stack: LiveStack, model: str) -> str:
     await stack.c.complete(model, "warm up", max_tokens=1, temperature=0)
     status = await stack.c.status()
     return next(i.instance_id for i in status.instances if i.model_id == model)
 
 
-async def test_concurrent_requests_share_iterations(stack: LiveStack, reference: Reference) -> None:
+async def test_concurrent_requests_share_iterations(stack: LiveStack, tiny_models) -> None:
     iid = await _instance_of(stack, "llama")
     engine = stack.engine_of(iid)
+    reference = _reference(engine, tiny_models)
     before = len(engine.stats().batch_sizes)
     prompts = [engine.encode(f"Request number {i} says") for i in range(4)]
     with recorded_token_ids(stack) as seen:

@@ -23,6 +23,8 @@ import pytest_asyncio
 
 from slinfer.client import SlinferError
 from slinfer.policy.ledger import LedgerOp
+from slinfer.services.common.convert import WEIGHTS_TO_PB
+from slinfer.services.common.engine_types import WeightFormat
 from slinfer.services.common.etcd_process import start_etcd
 from slinfer.services.common.security import INSECURE
 from slinfer.services.inprocess import LiveStack
@@ -32,7 +34,11 @@ from slinfer.v1 import common_pb2, memory_pb2, memory_pb2_grpc, worker_pb2, work
 from tests.live.support import hold_iterations
 from tests.live.waits import wait_until
 
-pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.usefixtures("torch_engine_default"),  # tests/live/conftest.py
+]
 
 
 async def _sample_peak(stack: LiveStack, samples: list[int], stop: asyncio.Event) -> None:
@@ -75,7 +81,9 @@ async def _watch_pairs(worker, pairs: set, stop: asyncio.Event) -> None:  # noqa
         await asyncio.sleep(0.002)
 
 
-async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models, tiny, limit):
+async def test_deferred_scale_up_waits_for_neighbour_decrease(
+    stack, tiny_models, tiny, limit, plain_weights
+):
     LIMIT, BPT = limit, tiny.kv_bytes_per_token  # noqa: N806
     worker = stack.workers[0]
     samples: list[int] = []
@@ -86,13 +94,17 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
     path = str(tiny_models["llama"])
     memory = MemoryClient(worker.store)
     # Deployed, so the scheduler's keep-alive leaves the instances loaded by hand alone.
-    await stack.c.deploy("tiny", path, keep_alive_s=600.0)
+    await stack.c.deploy("tiny", path, keep_alive_s=600.0, weights=plain_weights)
     holds = contextlib.ExitStack()
     try:
         for iid, tokens in (("grow", 1024), ("shrink", 2048)):
             await stub.LoadInstance(
                 worker_pb2.LoadInstanceRequest(
-                    instance_id=iid, model_id="tiny", path=path, kv_capacity_tokens=tokens
+                    instance_id=iid,
+                    model_id="tiny",
+                    path=path,
+                    kv_capacity_tokens=tokens,
+                    weights=WEIGHTS_TO_PB[WeightFormat(plain_weights)],
                 ),
                 timeout=300,
             )
@@ -205,7 +217,7 @@ async def test_deferred_scale_up_waits_for_neighbour_decrease(stack, tiny_models
     assert worker.memory.counters.resizes >= 2
 
 
-async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir, tiny):
+async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir, tiny, plain_weights):
     tight = tiny.bytes(1600)  # weights + 1.6 k KV tokens at most
     etcd = start_etcd()  # its own cluster: the module's 3 MB node must not be a candidate
     s = await LiveStack.start(
@@ -219,7 +231,10 @@ async def test_request_that_can_never_fit_is_refused(tiny_models, profile_dir, t
         ),
     )  # fmt: skip
     try:
-        await s.c.deploy("tiny-fit", str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
+        await s.c.deploy(
+            "tiny-fit", str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0,
+            weights=plain_weights,
+        )  # fmt: skip
 
         # 1000 + 1000 tokens are within the model's context (2048) but their KV plus the
         # weights exceed the only node: refused at once (not after the 60 s TTFT SLO), from

@@ -14,10 +14,14 @@ from slinfer.services.scheduler.dispatch_config import LIVE_POLICY, DispatchConf
 from tests.live.support import lockstep
 from tests.live.waits import wait_until
 
-pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [
+    pytest.mark.live,
+    pytest.mark.asyncio(loop_scope="session"),
+    pytest.mark.usefixtures("torch_engine_default"),  # tests/live/conftest.py
+]
 
 
-async def test_watermark_keeps_resizes_few(tiny_models, profile_dir, limit):
+async def test_watermark_keeps_resizes_few(tiny_models, profile_dir, limit, plain_weights):
     """Six requests decoding together, side by side with watermark 0.25 and with none. Past
     the mean output their KV demand grows by six tokens an iteration: without a watermark
     the allocation follows it block by block, with one it moves in 25 % steps. The instance
@@ -43,7 +47,10 @@ async def test_watermark_keeps_resizes_few(tiny_models, profile_dir, limit):
         )
         try:
             name = f"batch-{int(w * 100)}"
-            await s.c.deploy(name, str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0)
+            await s.c.deploy(
+                name, str(tiny_models["llama"]), ttft_slo_s=60.0, tpot_slo_s=5.0,
+                weights=plain_weights,
+            )  # fmt: skip
 
             async def one(i: int, max_tokens: int, s=s, name=name) -> Completion:  # noqa: ANN001
                 final = None

@@ -125,6 +125,8 @@ def test_bad_requests_are_refused_and_leave_nothing(make_ov) -> None:
         request("x", [1, 2], SamplingParams(top_p=0.0)),
         request("x", [1, 2], greedy(engine.max_model_len)),
         request("x", [1, 2], greedy(3), resumed=(5, 6, 7)),
+        # deterministic decoding is the PyTorch engine's (docs/RELIABILITY.md): refused here
+        request("x", [1, 2], SamplingParams(temperature=0.0, max_tokens=2, deterministic=True)),
     ):
         with pytest.raises(InvalidRequest):
             engine.add_request(bad)

@@ -38,7 +38,8 @@ async def stack(vllm_importable, vllm_models, etcd, profile_dir):
             }
         ],
     )
-    await s.c.deploy("t-llama", str(vllm_models["llama"]), engine="torch", **SLO)
+    # fp32 weights: compared with transformers' fp32 model (weights=auto may quantize)
+    await s.c.deploy("t-llama", str(vllm_models["llama"]), engine="torch", weights="fp32", **SLO)
     await s.c.deploy("v-llama", str(vllm_models["llama"]), engine="vllm", **SLO)
     await s.c.deploy("v-qwen", str(vllm_models["qwen2"]), engine="vllm", **SLO)
     yield s

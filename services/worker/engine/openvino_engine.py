@@ -305,6 +305,12 @@ class OpenVinoEngine:
 
     def _validate(self, request: EngineRequest) -> None:
         request.sampling.validate()
+        if request.sampling.deterministic:
+            raise InvalidRequest(
+                "deterministic decoding is offered by the torch engine only (the OpenVINO "
+                "pipeline batches and recomputes in its own order); deploy the model with "
+                "engine torch, or drop `deterministic`"
+            )
         if request.request_id in self._seqs:
             raise InvalidRequest(f"request id {request.request_id} is already in this instance")
         if not request.prompt_token_ids:
