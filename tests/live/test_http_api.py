@@ -264,6 +264,15 @@ def _count(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _aborted_on_worker() -> float:
+    """Requests the worker ended early: its stream cancelled ("cancelled"), or the engine told
+    to abort first by the scheduler's Abort ("abort"); which comes first is a race."""
+    return sum(
+        _count("slinfer:worker_requests_total", model_name="llama", status=status)
+        for status in ("cancelled", "abort")
+    )
+
+
 async def test_disconnect_mid_stream_frees_the_request_at_once(stack) -> None:
     body = {
         "model": "llama",
@@ -274,7 +283,7 @@ async def test_disconnect_mid_stream_frees_the_request_at_once(stack) -> None:
         "stream": True,
     }
     finished = _count("slinfer:request_success_total", model_name="llama", finished_reason="length")
-    cancelled = _count("slinfer:worker_requests_total", model_name="llama", status="cancelled")
+    cancelled = _aborted_on_worker()
     received = 0
     async with httpx.AsyncClient(timeout=60) as http:
         async with http.stream("POST", _url(stack, "/v1/completions"), json=body) as resp:
@@ -292,9 +301,7 @@ async def test_disconnect_mid_stream_frees_the_request_at_once(stack) -> None:
     while (await _engine_load(stack)) != (0, 0):
         assert time.monotonic() - left_at < 5.0, "the request still holds its slot or KV"
         await asyncio.sleep(0.02)
-    assert _count("slinfer:worker_requests_total", model_name="llama", status="cancelled") == (
-        cancelled + 1
-    ), "the worker aborted the request"
+    assert _aborted_on_worker() == cancelled + 1, "the worker aborted the request"
     assert (
         _count("slinfer:request_success_total", model_name="llama", finished_reason="length")
         == finished

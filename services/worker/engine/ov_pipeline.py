@@ -31,10 +31,29 @@ from slinfer.services.worker.engine.ov_convert import OvModel, blob_dir, prepare
 from slinfer.services.worker.engine.ov_requests import OvSequence
 
 _WARMUP_ID = 0
+_TOKENIZERS_ENV = "OPENVINO_TOKENIZERS_PATH_GENAI"
+
+
+def _point_genai_at_tokenizers() -> None:
+    """GenAI finds the openvino-tokenizers extension through this variable, which its Python
+    binding sets only while a constructor runs; a later step that needs it (seen under load:
+    "Failed to load shared object .../openvino_genai/libopenvino_tokenizers.so") then looks in
+    the wrong directory and fails the iteration. Point it at the installed library for good."""
+    if os.environ.get(_TOKENIZERS_ENV):
+        return
+    import importlib.util
+
+    spec = importlib.util.find_spec("openvino_tokenizers")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        lib = os.path.join(root, "lib", "libopenvino_tokenizers.so")
+        if os.path.exists(lib):
+            os.environ[_TOKENIZERS_ENV] = lib
+            return
 
 
 class OvPipeline:
     def __init__(self, config: OpenVinoEngineConfig):
+        _point_genai_at_tokenizers()
         self.config = config
         self.kv_blocks = config.kv_capacity_tokens // CPU_BLOCK_SIZE
         self.model: OvModel | None = None
