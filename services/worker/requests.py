@@ -75,7 +75,8 @@ class Requests:
                 yield out
                 if finished:
                     return
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller went away: its RPC was cancelled, or the stream closed at a yield.
             status = "cancelled"
             raise
         finally:
