@@ -173,3 +173,22 @@ def test_a_value_that_is_not_an_object_is_skipped(warnings: list[str]) -> None:
     view.apply(keys.instance("m-1"), ["ready"], 2)  # type: ignore[arg-type]
     assert "m-1" not in view.instances and "m-2" in view.instances
     assert any("not an object" in w for w in warnings)
+
+
+def test_a_model_with_the_same_files_uses_the_tables_measured_for_another_id() -> None:
+    view = ClusterView()
+    tables = {"prefill_ms": [[16, 5.0]], "decode_ms": [[64, [[1, 2.0]]]]}
+    for mid, path, weights in (
+        ("a", "/models/m", WeightFormat.AUTO),
+        ("b", "/models/m", WeightFormat.AUTO),  # same files, engine and weights as a
+        ("c", "/models/m", WeightFormat.INT4),  # same files, another weight format
+        ("d", "/models/other", WeightFormat.AUTO),
+    ):
+        view.apply(keys.model(mid), ModelRecord(mid, path, weights=weights).to_etcd())
+    assert view.profiles_of("b") == {}
+    view.apply(keys.profile("a", "cpu-2t-x"), tables)
+    assert view.profiles_of("a") == view.profiles_of("b") == {"cpu-2t-x": tables}
+    assert view.profiles_of("c") == view.profiles_of("d") == {}
+    own = {**tables, "prefill_ms": [[16, 9.0]]}
+    view.apply(keys.profile("b", "cpu-2t-x"), own)
+    assert view.profiles_of("b") == {"cpu-2t-x": own}, "a model's own tables come first"

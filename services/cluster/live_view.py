@@ -97,7 +97,7 @@ class ViewBuilder:
         self._dirs: dict[str, Any] = {}
 
     def perf(self, cluster: ClusterView, model_id: str, label: str) -> PerfModel | None:
-        tables = cluster.profiles.get(model_id, {}).get(label)
+        tables = cluster.profiles_of(model_id).get(label)
         if tables is None:
             return None
         key = (model_id, label, id(tables))
@@ -116,7 +116,7 @@ class ViewBuilder:
         model_id = model.model_id
         tpot = model.tpot_slo_s or SloPolicy().tpot_s
         out: dict[tuple[DeviceKind, str], ConcurrencyCaps] = {}
-        for label, tables in cluster.profiles.get(model_id, {}).items():
+        for label, tables in cluster.profiles_of(model_id).items():
             key = (model_id, label, id(tables), tpot)
             caps = self._caps.get(key)
             if caps is None:
@@ -128,7 +128,7 @@ class ViewBuilder:
         return out
 
     def has_profile(self, cluster: ClusterView, model_id: str) -> bool:
-        return bool(cluster.profiles.get(model_id))
+        return bool(cluster.profiles_of(model_id))
 
     def measured(self, cluster: ClusterView, model: ModelRecord) -> tuple[int, int] | None:
         """(weights bytes, KV bytes per token) a loaded instance of the model reported."""
@@ -258,7 +258,7 @@ class ViewBuilder:
                     candidates.append(iv)
             devices.append(device_view(node_id, node, tuple(views), other))
         perf_by_label = {}
-        for label in cluster.profiles.get(model_id, {}):
+        for label in cluster.profiles_of(model_id):
             perf = self.perf(cluster, model_id, label)
             if perf is not None:  # a new instance's device scales it (placement.new_instance)
                 perf_by_label[(_kind(label), label)] = perf

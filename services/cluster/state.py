@@ -116,6 +116,22 @@ class ClusterView:
                     table[name] = value
                 return
 
+    def profiles_of(self, model_id: str) -> dict[str, dict[str, Any]]:
+        """The measured tables (hardware label -> tables) that describe a model: its own, else
+        those of another deployed model with the same files, engine and weight format (the
+        tables measure the files on a device, not the id; DESIGN.md §2). So a model deployed
+        under a second id is placed by admission from its first request, not by memory alone."""
+        own = self.profiles.get(model_id)
+        model = self.models.get(model_id)
+        if own or model is None:
+            return own or {}
+        same = (model.path, model.engine, model.weights)
+        for other_id, tables in sorted(self.profiles.items()):
+            other = self.models.get(other_id)
+            if tables and other is not None and (other.path, other.engine, other.weights) == same:
+                return tables
+        return {}
+
     def instances_of(self, model_id: str) -> list[InstanceRecord]:
         return [i for i in self.instances.values() if i.model_id == model_id]
 
