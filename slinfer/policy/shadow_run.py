@@ -16,6 +16,11 @@ minutes of the device.
 - An instance still loading joins at its predicted ready time. For a fresh request the wait
   is excused (as the paper counts TTFT, and as the live scheduler adds it to `excused_s`); for
   a request moved by a preemption it is not (DESIGN.md §4: the load time counts against it).
+  A request already waiting on the loading instance has its whole wait excused, from its
+  arrival to the ready time (both drivers add ready − attach to `excused_s` when the load
+  ends), not only what remains of it from now: otherwise a second request for a model whose
+  first instance is loading would find the first request's deadline before the ready time
+  and be refused.
 - A request that is already late when the run starts (the device fell behind before this
   decision, or a re-dispatched request lost time to its preemption) is held to keeping pace
   from now on: its next token within m·TPOT of the start (m·TTFT for a (re)prefill), the
@@ -179,6 +184,10 @@ class _Inst:
         return None
 
 
+def _waited(r: RequestLike, ready_at: float | None) -> float:
+    return max(ready_at - r.arrival_s, 0.0) if ready_at is not None else 0.0
+
+
 def _copy(
     inst: InstanceLike,
     added: Sequence[RequestLike],
@@ -193,7 +202,8 @@ def _copy(
     wait = max(ready_at - now, 0.0) if ready_at is not None else 0.0
     copy = _Inst(inst, ready_at, margin)
     queued = {r.request_id for r in inst.prefill_queue}
-    fresh = [(r, wait, r.request_id in queued) for r in inst.requests]  # load wait excused
+    # Already waiting on the load: excused since it came (the module's note).
+    fresh = [(r, _waited(r, ready_at), r.request_id in queued) for r in inst.requests]
     fresh += [(r, wait if excuse_load else 0.0, True) for r in added]
     for r, w, is_queued in fresh:
         d = (

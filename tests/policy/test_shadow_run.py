@@ -52,11 +52,14 @@ def reference_run(
     lim: dict[str, float] = {}
     produced: dict[str, int] = {}
     for inst in insts:
-        wait = (
-            max((inst.ready_at_s or now) - now, 0.0) if inst.phase is InstancePhase.LOADING else 0.0
-        )
+        loading = inst.phase is InstancePhase.LOADING
+        ready = inst.ready_at_s or now
         new_reqs = []
         for r in inst.requests:
+            # The request under test waits from now; those already on a loading instance have
+            # waited since they came: both waits are excused.
+            since = now if r.request_id == new.request_id else r.arrival_s
+            wait = max(ready - since, 0.0) if loading else 0.0
             r = replace(r, excused_s=r.excused_s + wait)
             lim[r.request_id] = _limit(r, t, margin, r.request_id in inst.prefill_ids)
             produced[r.request_id] = 0
@@ -161,3 +164,18 @@ def test_shadow_run_grants_what_the_arbiter_would(case: tuple) -> None:
     dev, target, new = case
     fast = shadow_run(dev, target, (new,), 0.0, CONFIG)
     assert (fast.ok, fast.iterations) == reference_run(dev, target, new, 0.0, CONFIG)
+
+
+def test_a_second_request_joins_an_instance_still_loading() -> None:
+    """The first request came at 0 and waits for a load ending at 4 s; its whole wait is
+    excused (as both drivers count it when the load ends), so a second request at 1 s may
+    join: both have their first token within their TTFT after the ready time."""
+    first = req("first", arrival_s=0.0, input_tokens=50, ttft_slo_s=0.5)
+    loading = instance(
+        "i0", (first,), prefill=("first",), phase=InstancePhase.LOADING, ready_at_s=4.0,
+        perf=flat_perf(decode_ms=10.0, prefill_ms_per_token=0.5),
+    )  # fmt: skip
+    second = req("second", arrival_s=1.0, input_tokens=50, ttft_slo_s=0.5)
+    assert shadow_run(device(loading), loading, (second,), 1.0, CONFIG).ok
+    # The first request alone is held to the same rule: not late by the time already waited.
+    assert shadow_run(device(loading), loading, (), 1.0, CONFIG).ok
