@@ -5,9 +5,9 @@ stream is lost and every text is the one an uninterrupted run gives (docs/RELIAB
 
 The stack runs as processes, as `slinfer up --cpu-nodes 2 --schedulers 2` starts it (two CPU
 workers pinned to a core each, two gateway replicas, authentication on). The client is the
-SDK with both gateway addresses. Requests are deterministic greedy (`deterministic=True`,
-temperature 0): their text does not depend on the batch or on a re-dispatch, so "identical"
-is exact. For each fault, `--streams` requests stream at once; once each has received a few
+SDK with both gateway addresses. The model runs on the PyTorch engine and requests are
+deterministic greedy (`deterministic=True`, temperature 0): their text does not depend on
+the batch or on a re-dispatch, so "identical" is exact. For each fault, `--streams` requests stream at once; once each has received a few
 chunks the fault is injected:
 
 - worker: SIGKILL of the worker hosting the streams (they fail over to the other node);
@@ -159,7 +159,10 @@ async def run(args: argparse.Namespace) -> dict:
         keep_logs=args.keep_logs,
     ) as ps:  # fmt: skip
         client = ps.new_client(retries=8, stream_timeout_s=300.0)
-        await client.deploy("chaos", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=5.0)
+        # Deterministic decoding is the PyTorch engine's (docs/RELIABILITY.md).
+        await client.deploy(
+            "chaos", str(model_dir), ttft_slo_s=60.0, tpot_slo_s=5.0, engine="torch"
+        )
         ask = {"max_tokens": args.max_tokens, "temperature": 0, "ignore_eos": True,
                "deterministic": True}  # fmt: skip
         # Deterministic requests: run together, each gives its text alone.

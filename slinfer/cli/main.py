@@ -59,7 +59,8 @@ def main(ctx: click.Context, gateway: str, api_key: str | None, tls_ca: str | No
     "--deterministic",
     is_flag=True,
     help="Batch-invariant decoding: with --temperature 0 or --seed, the same text whatever "
-    "else runs and across a failover (docs/RELIABILITY.md).",
+    "else runs and across a failover; models deployed with --engine torch "
+    "(docs/RELIABILITY.md).",
 )
 @click.option("--request-id", default=None)
 @click.option("--stats/--no-stats", default=True, help="Print TTFT/TPOT after the answer.")
