@@ -7,8 +7,8 @@ The stack runs as processes, as `slinfer up --cpu-nodes 2 --schedulers 2` starts
 workers pinned to a core each, two gateway replicas, authentication on). The client is the
 SDK with both gateway addresses. The model runs on the PyTorch engine and requests are
 deterministic greedy (`deterministic=True`, temperature 0): their text does not depend on
-the batch or on a re-dispatch, so "identical" is exact. For each fault, `--streams` requests stream at once; once each has received a few
-chunks the fault is injected:
+the batch or on a re-dispatch, so "identical" is exact. For each fault, `--streams` requests
+stream at once; once each has received a few chunks the fault is injected:
 
 - worker: SIGKILL of the worker hosting the streams (they fail over to the other node);
 - scheduler: SIGKILL of the gateway replica the client streams from (the SDK resumes on the
