@@ -57,6 +57,31 @@ class EngineRequest:
     resumed_token_ids: tuple[int, ...] = ()
 
 
+def check_request(request: EngineRequest, vocab_size: int, max_model_len: int) -> None:
+    """InvalidRequest for what no engine can run: bad sampling values, an empty prompt, token
+    ids outside the vocabulary, a context past the model's, a resume that leaves nothing to
+    generate. (Engines add their own checks: a duplicate id, what they do not offer.)"""
+    request.sampling.validate()
+    if not request.prompt_token_ids:
+        raise InvalidRequest("the prompt is empty")
+    context = (*request.prompt_token_ids, *request.resumed_token_ids)
+    bad = [t for t in context if not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary")
+    total = len(request.prompt_token_ids) + request.sampling.max_tokens
+    if total > max_model_len:
+        raise InvalidRequest(
+            f"prompt ({len(request.prompt_token_ids)} tokens) + max_tokens "
+            f"({request.sampling.max_tokens}) exceeds the model's context of "
+            f"{max_model_len} tokens"
+        )
+    if len(request.resumed_token_ids) >= request.sampling.max_tokens:
+        raise InvalidRequest(
+            f"{len(request.resumed_token_ids)} resumed tokens leave nothing to generate "
+            f"within max_tokens={request.sampling.max_tokens}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RequestOutput:
     """What one iteration produced for one request."""

@@ -29,6 +29,7 @@ from .base import (
     NotLoaded,
     Phase,
     RequestOutput,
+    check_request,
 )
 from .batch_runner import BatchRunner
 from .decode_linear import DecodeLinears
@@ -300,27 +301,9 @@ class TorchEngine(BatchRunner):
     # ---- helpers --------------------------------------------------------------------------
 
     def _validate(self, request: EngineRequest) -> None:
-        request.sampling.validate()
         if self._find(request.request_id) is not None:
             raise InvalidRequest(f"request id {request.request_id} is already in this instance")
-        if not request.prompt_token_ids:
-            raise InvalidRequest("the prompt is empty")
-        context = (*request.prompt_token_ids, *request.resumed_token_ids)
-        bad = [t for t in context if not 0 <= t < self.vocab_size]
-        if bad:
-            raise InvalidRequest(f"token ids {bad[:5]} are outside the vocabulary")
-        total = len(request.prompt_token_ids) + request.sampling.max_tokens
-        if total > self.max_model_len:
-            raise InvalidRequest(
-                f"prompt ({len(request.prompt_token_ids)} tokens) + max_tokens "
-                f"({request.sampling.max_tokens}) exceeds the model's context of "
-                f"{self.max_model_len} tokens"
-            )
-        if len(request.resumed_token_ids) >= request.sampling.max_tokens:
-            raise InvalidRequest(
-                f"{len(request.resumed_token_ids)} resumed tokens leave nothing to generate "
-                f"within max_tokens={request.sampling.max_tokens}"
-            )
+        check_request(request, self.vocab_size, self.max_model_len)
 
     def _require_pool(self) -> KVPool:
         if self._pool is None:
