@@ -61,7 +61,14 @@ class Requests:
         finished = False
         status = "error"
         try:
-            await self.memory.add_request(inst, ereq)
+            try:
+                await self.memory.add_request(inst, ereq)
+            except Exception:
+                if inst.error is None:
+                    raise
+                # The instance broke while the request was being added: its stream already
+                # holds the FinishReason.ERROR output (device._fail_instance); deliver that,
+                # so it ends as failed, not as a refusal the scheduler would retry elsewhere.
             node.device.wake()
             while True:
                 out = await queue.get()
