@@ -160,3 +160,15 @@ def lockstep(engine: Any) -> Iterator[Lockstep]:
         yield gate
     finally:
         del engine.step
+
+
+async def wipe(endpoint: str) -> None:
+    """Forget a stack's state in the session's etcd, so the next module starts from nothing
+    (a crashed worker's records outlive it until its lease ends; a module's models, tables
+    and tallies would otherwise show in the next module's cluster view)."""
+    from slinfer.services.common.store import Store
+
+    store = Store(endpoint)
+    await store.connect()
+    await store.delete_prefix("/slinfer/")
+    await store.close()

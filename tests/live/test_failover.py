@@ -16,10 +16,9 @@ import pytest
 import pytest_asyncio
 
 from slinfer import Chunk, Completion, SlinferError
-from slinfer.services.common.store import Store
 from slinfer.services.inprocess import LiveStack
 from slinfer.v1 import worker_pb2
-from tests.live.support import hold_iterations
+from tests.live.support import hold_iterations, wipe
 from tests.live.waits import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
@@ -62,14 +61,6 @@ def _engine_serving(stack: LiveStack, model: str = "m"):
             if inst.model_id == model and inst.streams:
                 return w, inst.engine
     return None
-
-
-async def wipe(endpoint: str) -> None:
-    """Forget a stack's state (a crashed worker's records outlive it until its lease ends)."""
-    store = Store(endpoint)
-    await store.connect()
-    await store.delete_prefix("/slinfer/")
-    await store.close()
 
 
 async def crash_worker(worker) -> None:

@@ -21,7 +21,7 @@ import pytest_asyncio
 from slinfer import AsyncClient, Chunk, SlinferError
 from slinfer.services.inprocess import LiveStack
 from slinfer.v1 import consolidator_pb2, consolidator_pb2_grpc
-from tests.live.support import hold_iterations
+from tests.live.support import hold_iterations, wipe
 from tests.live.waits import wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio(loop_scope="session")]
@@ -47,6 +47,7 @@ async def stack(etcd, tiny_models, profile_dir):
         await s.c.deploy(name, str(tiny_models["llama"]), **DEPLOY)
     yield s
     await s.stop()
+    await wipe(etcd.endpoint)
 
 
 def _instance(stack: LiveStack, model: str):
