@@ -64,7 +64,7 @@ class Requests:
             try:
                 await self.memory.add_request(inst, ereq)
             except Exception:
-                if inst.error is None:
+                if not inst.error:  # "" until the device fails the instance
                     raise
                 # The instance broke while the request was being added: its stream already
                 # holds the FinishReason.ERROR output (device._fail_instance); deliver that,
