@@ -75,7 +75,8 @@ async def within(coro: Awaitable[T], seconds: float, what: str) -> T:
     except TimeoutError as exc:
         raise StoreUnavailable(
             f"etcd, the cluster's state store, did not answer {what} within {seconds:.0f} s; "
-            "nothing was changed: retry once etcd is back"
+            "a change sent to it may still be applied when it answers again: check the state "
+            "(e.g. `slinfer models`) and retry once etcd is back"
         ) from exc
 
 
