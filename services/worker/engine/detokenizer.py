@@ -20,11 +20,22 @@ Invariant: the deltas a request streams concatenate to exactly its final text, w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 # Prompt tokens decoded before the first generated one, so that the first token's text
 # (leading spaces, merged characters) renders as it does in context.
 CONTEXT_TOKENS = 5
 _REPLACEMENT = "\ufffd"
+
+
+def chat_token_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """Token ids of a chat rendered with the model's chat template, ready to answer (the
+    CPU engines' `encode_chat`)."""
+    return list(
+        tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+    )
 
 
 class IncrementalDetokenizer:

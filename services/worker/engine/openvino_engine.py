@@ -41,7 +41,7 @@ from slinfer.services.worker.engine.base import (
     RequestOutput,
     check_request,
 )
-from slinfer.services.worker.engine.detokenizer import TextStream
+from slinfer.services.worker.engine.detokenizer import TextStream, chat_token_ids
 from slinfer.services.worker.engine.ov_config import CPU_BLOCK_SIZE, OpenVinoEngineConfig
 from slinfer.services.worker.engine.ov_graph import MAX_ROPE_POSITIONS
 from slinfer.services.worker.engine.ov_pipeline import OvPipeline
@@ -84,11 +84,7 @@ class OpenVinoEngine:
         return list(self.tokenizer.encode(prompt))
 
     def encode_chat(self, messages: Seq[dict[str, str]]) -> list[int]:
-        return list(
-            self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
+        return chat_token_ids(self.tokenizer, messages)
 
     def add_request(self, request: EngineRequest) -> None:
         self._validate(request)

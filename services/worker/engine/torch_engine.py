@@ -33,7 +33,7 @@ from .base import (
 )
 from .batch_runner import BatchRunner
 from .decode_linear import DecodeLinears
-from .detokenizer import TextStream
+from .detokenizer import TextStream, chat_token_ids
 from .kv_pool import KVPool, KVSpec
 from .paged_attention import ATTN_IMPLEMENTATION
 from .paged_attention import register as register_paged_attention
@@ -96,12 +96,7 @@ class TorchEngine(BatchRunner):
         return list(self.tokenizer.encode(prompt))
 
     def encode_chat(self, messages: Seq[dict[str, str]]) -> list[int]:
-        """Token ids of a chat rendered with the model's chat template, ready to answer."""
-        return list(
-            self.tokenizer.apply_chat_template(
-                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
+        return chat_token_ids(self.tokenizer, messages)
 
     def add_request(self, request: EngineRequest) -> None:
         self._validate(request)
